@@ -1,0 +1,179 @@
+"""The ``convgen`` command line. The command contract is ../shared/BENCHMARKS.md; extend, never break it.
+
+User errors print one line ``convgen: error: ...`` on stderr and exit 2; ``--json`` output is one JSON object
+on stdout; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from convgen import __version__
+from convgen.errors import ConvgenError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        raise ConvgenError(f"{message} (see '{self.prog} --help')")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from convgen.engine.trainer import train
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml", ".json")):
+        config, overrides = None, [config, *overrides]  # only overrides given (resuming a run)
+    out = args.out
+    if out is None:
+        if config is None:
+            raise ConvgenError("--out is required when resuming")
+        from pathlib import Path
+
+        out = str(Path("runs") / Path(config).stem)
+    result = train(config, out, overrides, resume=args.resume)
+    summary = {
+        "run_dir": str(result.run_dir),
+        "steps": result.step,
+        "best_metric": result.best_metric,
+        "best_value": result.best_value,
+        "final_metrics": result.final_metrics,
+        "seconds": round(result.seconds, 1),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    elif result.step:
+        print(
+            f"trained {result.step} steps in {result.seconds:.0f} s; best {result.best_metric} = "
+            f"{result.best_value}; model saved in {result.run_dir / 'model'}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from convgen.pipelines import ClassifierPipeline, load
+
+    pipe = load(args.model, device=args.device)
+    if not isinstance(pipe, ClassifierPipeline):
+        raise ConvgenError(f"{args.model} is a {pipe.cfg.task.registry_name} model, not a classifier")
+    predictions = pipe.classify_files(args.input, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps({"predictions": predictions}))
+    else:
+        names = pipe.class_names
+        for name, c in predictions.items():
+            print(f"{name}\t{c}\t{names[c] if c < len(names) else c}")
+    return 0
+
+
+def _cmd_zoo_list(args: argparse.Namespace) -> int:
+    from convgen import zoo
+
+    models = zoo.list_models()
+    if args.json:
+        print(json.dumps({"models": models}))
+    else:
+        for m in models:
+            metrics = ", ".join(f"{k} {v}" for k, v in m["metrics"].items())
+            print(f"{m['name']:<22} {m['task']:<16} {metrics}")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from convgen.data.download import download
+
+    paths = download(args.dataset, args.root)
+    for p in paths.values():
+        print(p)
+    return 0
+
+
+def _cmd_data_export(args: argparse.Namespace) -> int:
+    from convgen.data.export import export_images
+
+    written = export_images(args.out, args.split, args.limit, args.overrides)
+    print(f"wrote {written} images and labels.csv to {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="convgen", description="CNN image generation and restoration toolkit.")
+    p.add_argument("--version", action="version", version=f"convgen {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    t = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train from a config (configs/*.yaml) with key.sub=value overrides, e.g. "
+        "`convgen train configs/mnist-classifier.yaml train.epochs=2 --out runs/x`. "
+        "Multi-process: `torchrun --nproc_per_node 2 -m convgen train ...`.",
+    )
+    t.add_argument("config", nargs="?", help="YAML config file (optional when resuming a run)")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=0.01")
+    t.add_argument("--out", help="run directory (default: runs/<config name>)")
+    t.add_argument("--resume", metavar="latest|CKPT", help="continue from the latest checkpoint in --out, or a path")
+    t.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    t.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser(
+        "classify",
+        help="classify images with a classifier model",
+        description="Classify an image, or every image in a directory (PNG/JPEG/TIFF/.npy).",
+    )
+    c.add_argument("model", help="zoo name (e.g. mnist-classifier) or saved model directory")
+    c.add_argument("--input", required=True, help="image file or directory")
+    c.add_argument("--json", action="store_true", help='print {"predictions": {"<file name>": <class>}}')
+    c.add_argument("--batch-size", type=int, default=500)
+    c.add_argument("--device", default="auto")
+    c.set_defaults(func=_cmd_classify)
+
+    z = sub.add_parser("zoo", help="the bundled model zoo")
+    zsub = z.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    zsub.required = True
+    zl = zsub.add_parser("list", help="list bundled models and their measured metrics")
+    zl.add_argument("--json", action="store_true")
+    zl.set_defaults(func=_cmd_zoo_list)
+
+    de = sub.add_parser("data", help="dataset utilities")
+    desub = de.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    desub.required = True
+    ex = desub.add_parser(
+        "export",
+        help="write a dataset split as PNG files + labels.csv",
+        description="Export images of a dataset split (default: the bundled MNIST split) as "
+        "PNGs, e.g. `convgen data export --split val --limit 16 --out digits/`. "
+        "Choose another dataset with overrides: data.type=image-folder data.root=DIR.",
+    )
+    ex.add_argument("overrides", nargs="*", help="data.key=value settings of the dataset (default data.type=mnist)")
+    ex.add_argument("--split", choices=["train", "val"], default="val")
+    ex.add_argument("--limit", type=int, help="at most this many images (in split order)")
+    ex.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    ex.set_defaults(func=_cmd_data_export)
+
+    d = sub.add_parser("download", help="download a dataset with checksum verification (needs internet)")
+    d.add_argument("dataset", choices=["mnist", "fashion-mnist", "cifar10"])
+    d.add_argument("--root", required=True, help="folder to download into")
+    d.set_defaults(func=_cmd_download)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except ConvgenError as e:
+        print(f"convgen: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("convgen: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,285 @@
+"""Typed, validated run configuration.
+
+A run config is a YAML file (presets live in ``configs/``) plus ``key.sub=value`` overrides from the command line.
+Every section is a dataclass; registry-typed sections (``model``, ``data``, ``task``) take their schema from the
+class that their ``type:`` names. Validation is strict: an unknown key, a value of the wrong type, or a value out
+of range raises :class:`ConfigError` naming the key. The fully resolved config (defaults included) is saved as
+JSON next to every checkpoint, so a saved model reloads without guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from convgen.errors import ConfigError
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise a ConfigError for ``key`` unless ``condition`` holds (used in ``__post_init__`` range checks)."""
+    if not condition:
+        raise ConfigError(f"config value {key}: {message}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generic dataclass <- dict conversion with type checking
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"config key {key!r}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config field type {tp!r} for {key}")  # a bug in a config class, not user input
+
+
+def from_dict(cls: type, raw: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``raw``, rejecting unknown keys and wrongly typed values."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section {where or '<root>'!r}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    prefix = f"{where}." if where else ""
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else f" (valid keys: {', '.join(fields)})"
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}{hint}")
+    kwargs = {name: _convert(raw[name], hints[name], prefix + name) for name in fields if name in raw}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        type_name = getattr(obj, "registry_name", None)
+        return {"type": type_name, **out} if type_name else out
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def build_typed(section: str, raw: Any, registry: Any) -> Any:
+    """Build a registry-typed section: ``raw['type']`` names the registered class whose ``Config`` validates it."""
+    if not isinstance(raw, dict) or "type" not in raw:
+        raise ConfigError(f"config section {section!r} needs a 'type' key (one of: {', '.join(registry.names())})")
+    raw = dict(raw)
+    type_name = raw.pop("type")
+    entry = registry.get(type_name)
+    cfg = from_dict(entry.Config, raw, section)
+    cfg.registry_name = type_name  # type: ignore[attr-defined]
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run config
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the generic training loop (shared by every task)."""
+
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimiser steps (overrides epochs when smaller)
+    batch_size: int = 128  # per process
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    momentum: float = 0.9  # sgd only
+    scheduler: Literal["constant", "cosine", "onecycle"] = "constant"
+    warmup_fraction: float = 0.0  # onecycle / cosine warm-up, fraction of all steps
+    grad_clip: float | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    bf16: bool = False  # bf16 autocast for forward passes
+    channels_last: bool = False
+    deterministic: bool = False  # deterministic kernels (exact resume, reproducible runs)
+    threads: int | None = None  # torch intra-op threads; null = torch default
+    log_every: int = 50  # steps between metric log lines
+    eval_every: int | None = None  # steps between validations; null = once per epoch
+    ckpt_every: int | None = None  # steps between checkpoints; null = once per epoch
+    keep_last: int = 2  # step checkpoints kept (the best one is kept separately)
+    best_metric: str | None = None  # e.g. "val/accuracy"; null = the task's default
+    best_mode: Literal["max", "min"] | None = None
+    tensorboard: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be >= 1")
+        check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        check(self.lr > 0, "train.lr", "must be > 0")
+        check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas", "two numbers in [0, 1)")
+        check(0 <= self.warmup_fraction < 1, "train.warmup_fraction", "must be in [0, 1)")
+        check(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", "must be > 0")
+        check(self.log_every >= 1, "train.log_every", "must be >= 1")
+        check(self.eval_every is None or self.eval_every >= 1, "train.eval_every", "must be >= 1")
+        check(self.ckpt_every is None or self.ckpt_every >= 1, "train.ckpt_every", "must be >= 1")
+        check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
+        check(self.threads is None or self.threads >= 1, "train.threads", "must be >= 1")
+        valid_device = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
+        check(valid_device, "train.device", f"expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    task: Any = None
+    model: Any = None
+    data: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def build_config(raw: dict[str, Any]) -> RunConfig:
+    from convgen.registry import DATASETS, MODELS, TASKS
+
+    if not isinstance(raw, dict):
+        raise ConfigError("a run config must be a mapping of sections (name, seed, task, model, data, train)")
+    allowed = {"name", "seed", "task", "model", "data", "train"}
+    for key in raw:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (valid sections: {', '.join(sorted(allowed))})"
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+    name = _convert(raw.get("name", "run"), str, "name")
+    seed = _convert(raw.get("seed", 0), int, "seed")
+    return RunConfig(
+        name=name,
+        seed=seed,
+        task=build_typed("task", raw.get("task"), TASKS),
+        model=build_typed("model", raw.get("model"), MODELS),
+        data=build_typed("data", raw.get("data"), DATASETS),
+        train=from_dict(TrainConfig, raw.get("train"), "train"),
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    key, value = text.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if not all(path):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return path, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must contain a mapping of sections")
+    return raw
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> RunConfig:
+    """Load a run config from a YAML/JSON file (or ``base`` dict) with ``key=value`` overrides, validated."""
+    raw = dict(base or {})
+    if path is not None:
+        raw = read_yaml(path)  # YAML is a superset of JSON, so saved config.json files load too
+    return build_config(apply_overrides(raw, overrides or []))

@@ -1,0 +1,1 @@
+"""Datasets, readers, downloads, transforms and batching (no torchvision)."""

@@ -1,0 +1,129 @@
+"""Checksummed dataset downloads for online users.
+
+Every file has a known checksum; a download goes to a temporary file, is verified, and only then is moved into
+place, so an interrupted or tampered download never leaves a file that looks valid. Mirrors are tried in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from convgen.errors import DataError
+from convgen.io.atomic import atomic_write
+
+
+@dataclass(frozen=True)
+class Resource:
+    filename: str
+    md5: str | None = None
+    sha256: str | None = None
+
+
+MNIST_MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+]
+FASHION_MNIST_MIRRORS = ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
+CIFAR10_MIRRORS = ["https://www.cs.toronto.edu/~kriz/"]
+
+RESOURCES: dict[str, tuple[list[str], dict[str, Resource]]] = {
+    "mnist": (
+        MNIST_MIRRORS,
+        {
+            "train-images": Resource("train-images-idx3-ubyte.gz", md5="f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            "train-labels": Resource("train-labels-idx1-ubyte.gz", md5="d53e105ee54ea40749a09fcbcd1e9432"),
+            "test-images": Resource("t10k-images-idx3-ubyte.gz", md5="9fb629c4189551a2d022fa330f9573f3"),
+            "test-labels": Resource("t10k-labels-idx1-ubyte.gz", md5="ec29112dd5afa0611ce80d1b7f02629c"),
+        },
+    ),
+    "fashion-mnist": (
+        FASHION_MNIST_MIRRORS,
+        {
+            "train-images": Resource("train-images-idx3-ubyte.gz", md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            "train-labels": Resource("train-labels-idx1-ubyte.gz", md5="25c81989df183df01b3e8a0aad5dffbe"),
+            "test-images": Resource("t10k-images-idx3-ubyte.gz", md5="bef4ecab320f06d8554ea6380940ec79"),
+            "test-labels": Resource("t10k-labels-idx1-ubyte.gz", md5="bb300cfdad3c16e7a12a480ee83cd310"),
+        },
+    ),
+    "cifar10": (
+        CIFAR10_MIRRORS,
+        {"archive": Resource("cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a")},
+    ),
+}
+
+
+def file_digest(path: str | Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(path: str | Path, resource: Resource) -> bool:
+    if resource.sha256 and file_digest(path, "sha256") != resource.sha256:
+        return False
+    return not (resource.md5 and file_digest(path, "md5") != resource.md5)
+
+
+def _fetch(url: str, dest: Path, timeout: float) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "convgen"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc=dest.name.split(".tmp")[0].lstrip("."), leave=False
+        ) as bar:
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+def download_resource(resource: Resource, root: str | Path, mirrors: list[str], timeout: float = 60.0) -> Path:
+    """Return ``root/filename``, downloading it from the first mirror that serves a file with the right checksum."""
+    root = Path(root)
+    target = root / resource.filename
+    if target.is_file():
+        if verify(target, resource):
+            return target
+        raise DataError(f"{target}: exists but fails its checksum; delete it to download again")
+    errors = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + resource.filename
+        bad_checksum = False
+
+        def write(tmp: Path, url: str = url) -> None:
+            nonlocal bad_checksum
+            _fetch(url, tmp, timeout)
+            if not verify(tmp, resource):
+                bad_checksum = True
+                raise DataError(f"{url}: checksum mismatch")
+
+        try:
+            atomic_write(target, write)
+            return target
+        except DataError as e:
+            errors.append(str(e) if bad_checksum else f"{url}: {e}")
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            errors.append(f"{url}: {getattr(e, 'reason', e)}")
+    raise DataError(f"could not download {resource.filename}: " + "; ".join(errors))
+
+
+def download(dataset: str, root: str | Path, mirrors: list[str] | None = None) -> dict[str, Path]:
+    """Download every file of ``dataset`` (mnist, fashion-mnist, cifar10) into ``root``; returns key -> path.
+
+    ``CONVGEN_MIRROR`` (a base URL) is tried before the built-in mirrors, for users behind a proxy or cache.
+    """
+    if dataset not in RESOURCES:
+        raise DataError(f"unknown downloadable dataset {dataset!r} (known: {', '.join(RESOURCES)})")
+    default_mirrors, files = RESOURCES[dataset]
+    mirrors = list(mirrors or default_mirrors)
+    if os.environ.get("CONVGEN_MIRROR"):
+        mirrors.insert(0, os.environ["CONVGEN_MIRROR"])
+    return {key: download_resource(res, root, mirrors) for key, res in files.items()}

@@ -1,0 +1,187 @@
+"""Safe image reading and writing.
+
+Reading returns float32 arrays of shape HxWxC in [0, 1] (``.npy`` inputs keep their values unclipped, so the
+noise protocol survives). Decoding refuses decompression bombs before any pixel is decoded and turns truncated or
+non-image files into one-line :class:`ImageError` messages.
+
+Channel rules (explicit, never silent):
+  * gray model (1 channel): gray is used as is; RGB/RGBA whose colour channels are equal (gray saved as RGB) are
+    reduced to one channel; a colour image is an error.
+  * colour model (3 channels): gray is replicated; RGB is used as is.
+  * an alpha channel is dropped when fully opaque; a transparent image is an error.
+  * any other channel count (for example a 5-channel ``.npy``) is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from convgen.errors import ImageError
+from convgen.io.atomic import atomic_write
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+READABLE_SUFFIXES = IMAGE_SUFFIXES + (".npy",)
+DEFAULT_MAX_PIXELS = 100_000_000  # 10k x 10k; bigger images are refused as possible decompression bombs
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def max_pixels() -> int:
+    value = os.environ.get("CONVGEN_MAX_IMAGE_PIXELS")
+    return int(value) if value else DEFAULT_MAX_PIXELS
+
+
+def _check_size(path: Path, width: int, height: int, limit: int | None) -> None:
+    limit = max_pixels() if limit is None else limit
+    if width * height > limit:
+        raise ImageError(
+            f"{path}: image is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+            "(possible decompression bomb; raise CONVGEN_MAX_IMAGE_PIXELS if you trust it)"
+        )
+
+
+def _decode(path: Path, limit: int | None) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we enforce our own limit below
+            try:
+                with Image.open(path) as img:
+                    _check_size(path, img.width, img.height, limit)
+                    img.load()
+                    return _pil_to_array(img)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (cannot identify its format)") from None
+    except (OSError, SyntaxError, ValueError, zlib.error, EOFError) as e:
+        raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return (np.asarray(img, dtype=np.float32) / 65535.0)[..., None]
+    if mode == "I":
+        arr = np.asarray(img, dtype=np.float32)
+        return (arr / (65535.0 if arr.max() > 255 else 255.0))[..., None]
+    if mode == "F":
+        return np.asarray(img, dtype=np.float32)[..., None]
+    if mode == "1":
+        img = img.convert("L")
+    elif mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _read_npy(path: Path, limit: int | None) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise ImageError(f"{path}: not a valid .npy array ({e})") from None
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ImageError(f"{path}: expected an HxW or HxWxC array, got shape {tuple(arr.shape)}")
+    if arr.shape[-1] > 4 and arr.shape[0] in (1, 3, 4):
+        raise ImageError(f"{path}: shape {tuple(arr.shape)} looks channels-first; save it as HxWxC")
+    _check_size(path, arr.shape[1], arr.shape[0], limit)
+    if arr.dtype == np.uint8:
+        return np.asarray(arr, dtype=np.float32) / 255.0
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ImageError(f"{path}: expected a float (or uint8) array, got dtype {arr.dtype}")
+    out = np.asarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ImageError(f"{path}: array contains NaN or infinite values")
+    return out
+
+
+def read_image(path: str | Path, channels: int | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image or ``.npy`` file as float32 HxWxC; convert to ``channels`` by the module's rules."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    arr = _read_npy(path, max_pixels) if path.suffix.lower() == ".npy" else _decode(path, max_pixels)
+    if channels is not None:
+        arr = convert_channels(arr, channels, str(path))
+    return arr
+
+
+def convert_channels(arr: np.ndarray, channels: int, name: str = "image") -> np.ndarray:
+    c = arr.shape[-1]
+    if c not in (1, 2, 3, 4):
+        raise ImageError(f"{name}: has {c} channels; expected 1 (gray), 3 (RGB) or an alpha variant")
+    if c in (2, 4):
+        alpha = arr[..., -1]
+        if float(alpha.min()) < 1.0:
+            raise ImageError(f"{name}: has transparent pixels; flatten the alpha channel before use")
+        arr, c = arr[..., :-1], c - 1
+    if channels == c:
+        return np.ascontiguousarray(arr)
+    if channels == 3 and c == 1:
+        return np.repeat(arr, 3, axis=-1)
+    if channels == 1 and c == 3:
+        if np.abs(arr - arr[..., :1]).max() > 1.0 / 255.0:
+            raise ImageError(f"{name}: is a colour (RGB) image but the model takes 1-channel gray images")
+        return np.ascontiguousarray(arr[..., :1])
+    raise ImageError(f"{name}: cannot convert {c}-channel image to {channels} channels")
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_image(path: str | Path, arr: np.ndarray) -> Path:
+    """Write HxW or HxWxC float data atomically: ``.npy`` keeps float32 values, anything else is an 8-bit image."""
+    path = Path(path)
+    arr = np.asarray(arr)
+    if path.suffix.lower() == ".npy":
+        return atomic_write(path, lambda p: np.save(p, arr.astype(np.float32, copy=False), allow_pickle=False))
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    pixels = to_uint8(arr) if arr.dtype != np.uint8 else arr
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(path.suffix.lower(), "PNG")
+    return atomic_write(path, lambda p: Image.fromarray(pixels).save(p, format=fmt))
+
+
+def list_images(directory: str | Path, suffixes: Iterable[str] = READABLE_SUFFIXES) -> list[Path]:
+    """Files with image suffixes directly in ``directory``, in byte-wise sorted name order."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ImageError(f"{directory}: directory not found")
+    allowed = tuple(s.lower() for s in suffixes)
+    files = [
+        p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in allowed and not p.name.startswith(".")
+    ]
+    return sorted(files, key=lambda p: p.name.encode())
+
+
+def resolve_inputs(path: str | Path) -> list[Path]:
+    """A file is a list of one; a directory lists its images; anything else is an error."""
+    path = Path(path)
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise ImageError(f"{path}: no images found (looked for {', '.join(READABLE_SUFFIXES)})")
+        return files
+    if path.is_file():
+        return [path]
+    raise ImageError(f"{path}: file or directory not found")

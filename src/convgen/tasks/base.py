@@ -1,0 +1,121 @@
+"""What a task gives the generic trainer: networks, optimisers, one training step, an evaluation.
+
+The trainer owns the loop, logging, checkpoints, resume and distribution; a task owns the maths. A new task
+(a GAN, a denoiser) subclasses :class:`Task` and is registered under the name used in ``task.type``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convgen.config import RunConfig, TrainConfig
+from convgen.data.datasets import DataBundle
+from convgen.engine.runtime import DistInfo
+
+
+@dataclass
+class Context:
+    """Where and how a task runs: device, distribution, precision and memory-format switches."""
+
+    device: torch.device
+    dist: DistInfo
+    bf16: bool = False
+    channels_last: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        module = module.to(self.device)
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+
+def make_optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    lr = cfg.lr if lr is None else lr
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    betas = (cfg.betas[0], cfg.betas[1])
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """LR multiplier as a pure function of the step: constant, cosine, or one-cycle (warm-up then cosine)."""
+    warm = int(cfg.warmup_fraction * total_steps)
+
+    def factor(step: int) -> float:
+        if cfg.scheduler == "constant":
+            return 1.0
+        if step < warm:
+            return 0.04 + 0.96 * step / max(1, warm)
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        floor = 1e-3 if cfg.scheduler == "onecycle" else 0.0
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class Task:
+    """Base class. Subclasses set ``models`` (saved), ``optimizers`` and ``schedulers`` in ``__init__``."""
+
+    #: model names written to an exported model directory (the networks inference needs)
+    export_models: tuple[str, ...] = ()
+    #: metric that selects the best checkpoint, and whether higher is better
+    best_metric: tuple[str, str] = ("val/loss", "min")
+
+    def __init__(self, cfg: RunConfig, data: DataBundle, ctx: Context, total_steps: int) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.ctx = ctx
+        self.total_steps = total_steps
+        self.models: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, Any] = {}
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor | None], step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Task state beyond networks/optimisers/schedulers (augmentation RNG, EMA, ...)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def on_train_end(self, run_dir: Path) -> dict[str, Any]:
+        """Write the run's pictures and return summary values (called on the main process)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        self.load_extra_state(state.get("extra", {}))
