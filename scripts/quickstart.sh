@@ -7,7 +7,7 @@ CONVGEN_EXTRAS=${CONVGEN_EXTRAS:-tensorboard} bash scripts/setup.sh
 RUN=runs/mnist-classifier
 # --resume latest: a second quickstart continues (or simply re-finishes) the same run instead of refusing.
 .venv/bin/convgen train configs/mnist-classifier.yaml --out "$RUN" --resume latest
-.venv/bin/convgen data export --split val --limit 16 --out "$RUN/val-digits"
+[ -d "$RUN/val-digits" ] || .venv/bin/convgen data export --split val --limit 16 --out "$RUN/val-digits"
 .venv/bin/convgen classify "$RUN" --input "$RUN/val-digits"
 echo
 echo "Done. Look at $RUN/curves.png (training curves) and $RUN/predictions.png (validation digits + predictions)."
