@@ -99,6 +99,34 @@ def _cmd_data_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_restoration(args: argparse.Namespace) -> int:
+    from convgen.evaluate import evaluate_restoration, finite_or_none
+
+    result = finite_or_none(evaluate_restoration(args.reference, args.restored, args.mask, args.data_range))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        extra = f", PSNR on missing pixels {result['psnr_missing']:.3f} dB" if "psnr_missing" in result else ""
+        print(
+            f"{result['n_images']} images: PSNR {result['psnr']} dB, SSIM {result['ssim']:.4f}, "
+            f"MS-SSIM {result['ms_ssim']:.4f}{extra}"
+        )
+    return 0
+
+
+def _cmd_eval_generation(args: argparse.Namespace) -> int:
+    from convgen.evaluate import evaluate_generation
+
+    result = evaluate_generation(args.real, args.fake, args.extractor, seed=args.seed, limit=args.limit)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(result["protocol"]["label"])
+        for k in ("fid", "kid", "is", "precision", "recall", "density", "coverage"):
+            print(f"{k:<10} {result[k]:.5g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="convgen", description="CNN image generation and restoration toolkit.")
     p.add_argument("--version", action="version", version=f"convgen {__version__}")
@@ -137,6 +165,34 @@ def build_parser() -> argparse.ArgumentParser:
     zl = zsub.add_parser("list", help="list bundled models and their measured metrics")
     zl.add_argument("--json", action="store_true")
     zl.set_defaults(func=_cmd_zoo_list)
+
+    ev = sub.add_parser("eval", help="evaluate restored or generated images")
+    evsub = ev.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    evsub.required = True
+    er = evsub.add_parser(
+        "restoration",
+        help="PSNR / SSIM / MS-SSIM against reference images",
+        description="Pairs files by name. Masks (255 = missing) add PSNR on missing pixels.",
+    )
+    er.add_argument("--reference", required=True, help="clean image file or directory")
+    er.add_argument("--restored", required=True, help="restored image file or directory (same file names)")
+    er.add_argument("--mask", help="mask file or directory (same file names)")
+    er.add_argument("--data-range", type=float, default=1.0)
+    er.add_argument("--json", action="store_true")
+    er.set_defaults(func=_cmd_eval_restoration)
+    eg = evsub.add_parser(
+        "generation",
+        help="Frechet distance, KID, IS, precision/recall, density/coverage",
+        description="Compares two image folders in a classifier's feature space (default: the "
+        "mnist-classifier; results are labelled FD-mnistcls etc., not standard FID).",
+    )
+    eg.add_argument("--real", required=True)
+    eg.add_argument("--fake", required=True)
+    eg.add_argument("--extractor", default="mnist-classifier", help="classifier zoo name or model directory")
+    eg.add_argument("--seed", type=int, default=0)
+    eg.add_argument("--limit", type=int, help="use at most this many images of each folder")
+    eg.add_argument("--json", action="store_true")
+    eg.set_defaults(func=_cmd_eval_generation)
 
     de = sub.add_parser("data", help="dataset utilities")
     desub = de.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser)
