@@ -127,6 +127,15 @@ def _cmd_eval_generation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_group(sub, name: str, help: str):
+    """A command with subcommands of its own (``convgen zoo list``, ``convgen eval restoration``)."""
+    group = sub.add_parser(name, help=help).add_subparsers(
+        dest=f"{name}_command", metavar="SUBCOMMAND", parser_class=_Parser
+    )
+    group.required = True
+    return group
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="convgen", description="CNN image generation and restoration toolkit.")
     p.add_argument("--version", action="version", version=f"convgen {__version__}")
@@ -159,16 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto")
     c.set_defaults(func=_cmd_classify)
 
-    z = sub.add_parser("zoo", help="the bundled model zoo")
-    zsub = z.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND", parser_class=_Parser)
-    zsub.required = True
+    zsub = _command_group(sub, "zoo", "the bundled model zoo")
     zl = zsub.add_parser("list", help="list bundled models and their measured metrics")
     zl.add_argument("--json", action="store_true")
     zl.set_defaults(func=_cmd_zoo_list)
 
-    ev = sub.add_parser("eval", help="evaluate restored or generated images")
-    evsub = ev.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", parser_class=_Parser)
-    evsub.required = True
+    evsub = _command_group(sub, "eval", "evaluate restored or generated images")
     er = evsub.add_parser(
         "restoration",
         help="PSNR / SSIM / MS-SSIM against reference images",
@@ -194,9 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--json", action="store_true")
     eg.set_defaults(func=_cmd_eval_generation)
 
-    de = sub.add_parser("data", help="dataset utilities")
-    desub = de.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser)
-    desub.required = True
+    desub = _command_group(sub, "data", "dataset utilities")
     ex = desub.add_parser(
         "export",
         help="write a dataset split as PNG files + labels.csv",
