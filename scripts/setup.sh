@@ -10,5 +10,11 @@ args=(-q -c constraints.txt)
 # A local wheel directory (the CPU build of torch on the project machines), when present.
 [ -d /opt/wheels ] && args+=(--find-links /opt/wheels)
 extras=${CONVGEN_EXTRAS:-dev,tensorboard}
-.venv/bin/python -m pip install "${args[@]}" -e ".[${extras}]" 2>&1 | grep -v "^WARNING: Location" || true
+log=.venv/pip-install.log
+if ! .venv/bin/python -m pip install "${args[@]}" -e ".[${extras}]" >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" | tail -30
+    echo "setup: pip install failed (full log: $log)" >&2
+    exit 1
+fi
+grep -v "^WARNING: Location" "$log" || true
 .venv/bin/python -c "import convgen, torch; print(f'convgen {convgen.__version__} with torch {torch.__version__} ready')"
