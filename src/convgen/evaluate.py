@@ -98,15 +98,14 @@ def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return m.astype(bool)
 
 
-def _load_folder(folder: str | Path, channels: int, size: int, limit: int | None) -> torch.Tensor:
-    from convgen.data.transforms import resize
-
+def _load_folder(folder: str | Path, pipe, limit: int | None) -> torch.Tensor:
+    """Every image of ``folder`` (up to ``limit``) as a batch at the extractor's input size, clamped to [0, 1]."""
     files = list_images(folder)
     if not files:
         raise ImageError(f"{folder}: no images found")
     files = files[:limit] if limit else files
-    batch = [resize(torch.from_numpy(read_image(f, channels=channels)).permute(2, 0, 1), size) for f in files]
-    return torch.stack(batch).clamp(0, 1)
+    channels = pipe.cfg.model.in_channels
+    return pipe.prepare([read_image(f, channels=channels) for f in files]).clamp(0, 1)
 
 
 def evaluate_generation(
@@ -130,7 +129,7 @@ def evaluate_generation(
     if not isinstance(pipe, ClassifierPipeline):
         raise ConvgenError(f"{extractor} is not a classifier and cannot be a feature extractor")
     c, s = pipe.cfg.model.in_channels, pipe.cfg.model.image_size
-    x_real, x_fake = _load_folder(real, c, s, limit), _load_folder(fake, c, s, limit)
+    x_real, x_fake = _load_folder(real, pipe, limit), _load_folder(fake, pipe, limit)
     for name, x in (("real", x_real), ("fake", x_fake)):
         if len(x) < 10:
             raise ConvgenError(f"--{name} has {len(x)} images; at least 10 are needed")
