@@ -69,6 +69,54 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generator(model: str, device: str):
+    from convgen.generation import GeneratorPipeline
+    from convgen.pipelines import load
+
+    pipe = load(model, device=device)
+    if not isinstance(pipe, GeneratorPipeline):
+        raise ConvgenError(f"{model} is a {pipe.cfg.task.registry_name} model, not a generator")
+    return pipe
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    pipe = _generator(args.model, args.device)
+    if args.n is not None and args.n < 1:
+        raise ConvgenError("--n must be >= 1")
+    classes = [pipe.class_index(c) for c in args.classes] if args.classes else None
+    if classes and args.per_class is not None:
+        raise ConvgenError("--class and --per-class cannot be combined")
+    written = pipe.save_samples(args.out, args.n, args.per_class, args.seed, classes, args.batch_size)
+    if args.grid:
+        import torch
+
+        from convgen.viz.grid import save_grid
+
+        if args.per_class is not None:
+            k = min(args.per_class, 10)
+            grid = pipe.sample_per_class(k, args.seed)
+            images = [grid[c][i] for c in grid for i in range(k)]
+            save_grid(torch.stack(images), args.grid, nrow=k)
+        else:
+            save_grid(pipe.sample(min(args.n, 100), args.seed, classes), args.grid)
+    print(f"wrote {written} images to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    from convgen.generation import save_interpolation
+
+    pipe = _generator(args.model, args.device)
+    classes = None
+    if args.classes:
+        classes = (pipe.class_index(args.classes[0]), pipe.class_index(args.classes[1]))
+    label = pipe.class_index(args.class_) if args.class_ is not None else None
+    images = pipe.interpolate(args.steps, args.rows, args.seed, args.mode, classes, label)
+    save_interpolation(images, args.steps, args.out, args.gif)
+    print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""), file=sys.stderr)
+    return 0
+
+
 def _cmd_zoo_list(args: argparse.Namespace) -> int:
     from convgen import zoo
 
@@ -168,6 +216,42 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto")
     c.set_defaults(func=_cmd_classify)
 
+    sm = sub.add_parser(
+        "sample",
+        help="generate images with a generator model",
+        description="Write DIR/00000.png ... (--n N), or DIR/<class>/00000.png ... for every class of a conditional "
+        "model (--per-class K). The same --seed gives the same images.",
+    )
+    sm.add_argument("model", help="zoo name (e.g. mnist-dcgan, mnist-cgan) or saved model directory")
+    how = sm.add_mutually_exclusive_group(required=True)
+    how.add_argument("--n", type=int, help="number of images")
+    how.add_argument("--per-class", type=int, help="images per class (conditional models)")
+    sm.add_argument("--class", dest="classes", action="append", help="only this class (repeatable; with --n)")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    sm.add_argument("--grid", help="also write a preview grid PNG here")
+    sm.add_argument("--batch-size", type=int, default=500)
+    sm.add_argument("--device", default="auto")
+    sm.set_defaults(func=_cmd_sample)
+
+    ip = sub.add_parser(
+        "interpolate",
+        help="latent or class interpolation strips and GIFs",
+        description="Each row walks from one random latent to another (spherical by default); with --classes A B "
+        "a conditional model keeps the latent and walks from class A's embedding to class B's.",
+    )
+    ip.add_argument("model")
+    ip.add_argument("--out", required=True, help="PNG strip (rows x steps)")
+    ip.add_argument("--gif", help="also write an animated GIF")
+    ip.add_argument("--steps", type=int, default=10)
+    ip.add_argument("--rows", type=int, default=4)
+    ip.add_argument("--seed", type=int, default=0)
+    ip.add_argument("--mode", choices=["slerp", "lerp"], default="slerp")
+    ip.add_argument("--classes", nargs=2, metavar=("FROM", "TO"), help="class interpolation (conditional models)")
+    ip.add_argument("--class", dest="class_", help="class of a latent walk (conditional models)")
+    ip.add_argument("--device", default="auto")
+    ip.set_defaults(func=_cmd_interpolate)
+
     zsub = _command_group(sub, "zoo", "the bundled model zoo")
     zl = zsub.add_parser("list", help="list bundled models and their measured metrics")
     zl.add_argument("--json", action="store_true")
@@ -222,7 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # key=value overrides may also follow options (`convgen train cfg.yaml --out runs/x train.lr=0.1`)
+            if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+                args.overrides = [*args.overrides, *extra]
+            else:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except ConvgenError as e:
         print(f"convgen: error: {e}", file=sys.stderr)

@@ -151,6 +151,7 @@ class TrainConfig:
 
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimiser steps (overrides epochs when smaller)
+    max_minutes: float | None = None  # wall-clock budget: validate, checkpoint and stop once it is spent
     batch_size: int = 128  # per process
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -173,10 +174,13 @@ class TrainConfig:
     best_mode: Literal["max", "min"] | None = None
     tensorboard: bool = False
     progress: bool = True
+    max_rollbacks: int = 3  # on NaN/Inf or a task health failure: roll back to the last checkpoint this often
+    rollback_lr_factor: float = 0.5  # learning rates are multiplied by this at every rollback
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", "must be >= 1")
         check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be >= 1")
+        check(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes", "must be > 0")
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         check(self.lr > 0, "train.lr", "must be > 0")
         check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
@@ -188,6 +192,8 @@ class TrainConfig:
         check(self.ckpt_every is None or self.ckpt_every >= 1, "train.ckpt_every", "must be >= 1")
         check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
         check(self.threads is None or self.threads >= 1, "train.threads", "must be >= 1")
+        check(self.max_rollbacks >= 0, "train.max_rollbacks", "must be >= 0")
+        check(0 < self.rollback_lr_factor <= 1, "train.rollback_lr_factor", "must be in (0, 1]")
         valid_device = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
         check(valid_device, "train.device", f"expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 

@@ -52,10 +52,13 @@ class Pipeline:
         self.model_dir = model_dir
         self.device = pick_device(device)
         self.meta: dict[str, Any] = read_json(model_dir / "meta.json") if (model_dir / "meta.json").is_file() else {}
-        self.models = {name: build_model(cfg.model) for name in self.networks}
+        self.models = {name: self.build(name) for name in self.networks}
         load_models(model_dir, self.models)
         for m in self.models.values():
             m.to(self.device).eval()
+
+    def build(self, name: str) -> torch.nn.Module:
+        return build_model(self.cfg.model)
 
 
 class ClassifierPipeline(Pipeline):
@@ -109,7 +112,13 @@ class ClassifierPipeline(Pipeline):
         return predictions
 
 
-PIPELINES: dict[str, type[Pipeline]] = {"classification": ClassifierPipeline}
+def _generator_pipeline():
+    from convgen.generation import GeneratorPipeline
+
+    return GeneratorPipeline
+
+
+PIPELINES: dict[str, Any] = {"classification": lambda: ClassifierPipeline, "gan": _generator_pipeline}
 
 
 def load(name_or_path: str | Path, device: str = "auto") -> Pipeline:
@@ -119,4 +128,4 @@ def load(name_or_path: str | Path, device: str = "auto") -> Pipeline:
     task = cfg.task.registry_name
     if task not in PIPELINES:
         raise ConvgenError(f"{model_dir}: no pipeline for task {task!r}")
-    return PIPELINES[task](cfg, model_dir, device)
+    return PIPELINES[task]()(cfg, model_dir, device)

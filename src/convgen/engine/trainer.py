@@ -53,6 +53,7 @@ from convgen.tasks.base import Context, Task
 RESUMABLE_CHANGES = {
     "train.epochs",
     "train.max_steps",
+    "train.max_minutes",
     "train.progress",
     "train.log_every",
     "train.tensorboard",
@@ -73,6 +74,10 @@ class TrainResult:
     best_value: float | None
     final_metrics: dict[str, float]
     seconds: float
+
+
+def _finite_models(task: Task) -> bool:
+    return all(bool(torch.isfinite(p).all()) for m in task.models.values() for p in m.parameters())
 
 
 def _flat_keys(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -158,17 +163,21 @@ class Trainer:
         ctx = Context(device=device, dist=info, bf16=tcfg.bf16, channels_last=tcfg.channels_last)
         task: Task = TASKS.get(cfg.task.registry_name)(cfg, data, ctx, total)
         self.task = task
+        if hasattr(task, "run_dir"):
+            task.run_dir = self.run_dir if info.is_main else None
         seed_everything(cfg.seed + 1_000_003 * info.rank)  # distinct dropout noise per rank, same init
 
         best_key, best_mode = task.best_metric
         best_key, best_mode = tcfg.best_metric or best_key, tcfg.best_mode or best_mode
         step, best_value = 0, None
+        health = {"rollbacks": 0, "lr_scale": 1.0}  # saved with every checkpoint
         if source is not None:
             state = ckpt.load_state(source)
             ckpt.load_models(source, task.models)
             task.load_state_dict(state["task"])
             set_rng_state(state["rng"])
             step, best_value = state["step"], state.get("best_value")
+            health.update(state.get("health", {}))
             self._log(info, f"resumed from {source} at step {step}")
             if info.is_main:
                 self._truncate_metrics(step)
@@ -206,7 +215,13 @@ class Trainer:
             )
             if improved:
                 best_value = value
-            state = {"step": step, "best_value": best_value, "rng": rng_state(), "task": task.state_dict()}
+            state = {
+                "step": step,
+                "best_value": best_value,
+                "rng": rng_state(),
+                "task": task.state_dict(),
+                "health": dict(health),
+            }
             meta = {"step": step, "epoch": step / steps_per_epoch, "metrics": val, "best_metric": best_key}
             target = self.ckpt_root / f"step_{step:08d}"
             ckpt.save_checkpoint(target, cfg.to_dict(), task.models, state, meta)
@@ -226,20 +241,54 @@ class Trainer:
         window: dict[str, float] = {}
         window_n, window_t, images = 0, time.perf_counter(), 0
         val: dict[str, float] = {}
+
+        def rollback(reason: str) -> int:
+            """Restore the newest checkpoint with lower learning rates; returns its step (or raises)."""
+            source = ckpt.latest_checkpoint(self.ckpt_root) if main else None
+            if info.world_size > 1 or source is None or health["rollbacks"] >= tcfg.max_rollbacks:
+                why = (
+                    "no checkpoint to roll back to yet"
+                    if source is None
+                    else f"{health['rollbacks']} rollback(s) already done (train.max_rollbacks={tcfg.max_rollbacks})"
+                )
+                raise TrainingError(f"{reason} at step {step}; {why}. Try a lower train.lr or train.grad_clip")
+            state = ckpt.load_state(source)
+            ckpt.load_models(source, task.models)
+            task.load_state_dict(state["task"])
+            saved_scale = state.get("health", {}).get("lr_scale", 1.0)
+            health["rollbacks"] += 1
+            health["lr_scale"] *= tcfg.rollback_lr_factor
+            task.scale_learning_rates(health["lr_scale"] / saved_scale)
+            set_rng_state(state["rng"])
+            seed_everything(cfg.seed + 7919 * health["rollbacks"])  # do not replay the same trajectory
+            if hasattr(task, "gen"):
+                task.gen.manual_seed(cfg.seed * 7919 + 104729 * health["rollbacks"])
+            message = (
+                f"{reason} at step {step}; rolled back to step {state['step']} with learning rates x"
+                f"{health['lr_scale']:.3g} (rollback {health['rollbacks']} of {tcfg.max_rollbacks})"
+            )
+            bar.write(f"convgen: warning: {message}", file=sys.stderr)
+            write({"step": state["step"], "event": "rollback", "at_step": step, "reason": reason})
+            return state["step"]
+
         while step < total:
             epoch, start = divmod(step, steps_per_epoch)
+            restart = False
             for batch in loader.batches(epoch, start):
                 out = task.train_step(batch, step)
                 step += 1
                 images += batch[0].shape[0] * info.world_size
                 if not all(math.isfinite(v) for v in out.values()):
-                    raise TrainingError(
-                        f"non-finite training values at step {step}: {out}; lower train.lr or enable train.grad_clip"
-                    )
+                    bad = ", ".join(f"{k} {v}" for k, v in out.items() if not math.isfinite(v))
+                    step = rollback(f"non-finite training values ({bad})")
+                    restart = True
+                    break
                 for k, v in out.items():
                     window[k] = window.get(k, 0.0) + v
                 window_n += 1
                 bar.update(1)
+                if tcfg.max_minutes and time.perf_counter() - t_start >= tcfg.max_minutes * 60:
+                    total = step  # time budget spent: this step validates, checkpoints and ends the run
                 if step % tcfg.log_every == 0 or step == total:
                     now = time.perf_counter()
                     avg = mean_across_ranks({k: v / window_n for k, v in window.items()}, info)
@@ -247,22 +296,39 @@ class Trainer:
                     record.update({f"train/{k}": v for k, v in avg.items()})
                     record["train/images_per_s"] = images / max(now - window_t, 1e-9)
                     write(record)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in avg.items() if k in ("loss", "accuracy")})
+                    shown = ("loss", "accuracy", "loss_d", "loss_g")
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in avg.items() if k in shown})
                     window, window_n, window_t, images = {}, 0, now, 0
                 evaluate_now = step % eval_every == 0 or step == total
                 if evaluate_now or step % ckpt_every == 0:
                     for module in task.models.values():
                         sync_buffers(module, info)
                 if evaluate_now:
+                    task.current_step = step
                     val = {f"val/{k}": v for k, v in task.evaluate().items()} if main else {}
                     if val:
                         write({"step": step, "epoch": round(step / steps_per_epoch, 4), **val})
                         bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val.items()), file=sys.stderr)
+                    problem = task.health(val, step) if main else None
+                    if problem is None and not _finite_models(task):
+                        problem = "non-finite network weights"
+                    if problem is not None:
+                        step = rollback(problem)
+                        restart = True
+                        break
                 if step % ckpt_every == 0 or step == total:
+                    if not _finite_models(task):
+                        step = rollback("non-finite network weights")
+                        restart = True
+                        break
                     save(step, val)
                     barrier(info)
                 if step >= total:
                     break
+            if restart:
+                bar.reset(total=total)
+                bar.update(step)
+                window, window_n, window_t, images = {}, 0, time.perf_counter(), 0
         bar.close()
         if metrics_file:
             metrics_file.close()

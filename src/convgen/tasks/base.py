@@ -47,12 +47,15 @@ class Context:
 
 def make_optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
     lr = cfg.lr if lr is None else lr
+    params = list(params)
+    # the fused kernels (one op for all tensors) are faster on CPU and CUDA; same update maths
+    fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     betas = (cfg.betas[0], cfg.betas[1])
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay, **fused)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
@@ -95,6 +98,10 @@ class Task:
     def evaluate(self) -> dict[str, float]:
         return {}
 
+    def health(self, val: dict[str, float], step: int) -> str | None:
+        """After a validation: a reason to roll back to the last good checkpoint (e.g. mode collapse), or None."""
+        return None
+
     def extra_state(self) -> dict[str, Any]:
         """Task state beyond networks/optimisers/schedulers (augmentation RNG, EMA, ...)."""
         return {}
@@ -105,6 +112,17 @@ class Task:
     def on_train_end(self, run_dir: Path) -> dict[str, Any]:
         """Write the run's pictures and return summary values (called on the main process)."""
         return {}
+
+    def scale_learning_rates(self, factor: float) -> None:
+        """Multiply every optimiser's learning rate (and its schedule) by ``factor`` (used by rollbacks)."""
+        for name, opt in self.optimizers.items():
+            sched = self.schedulers.get(name)
+            if sched is not None:
+                sched.base_lrs = [b * factor for b in sched.base_lrs]
+            for group in opt.param_groups:
+                group["lr"] *= factor
+                if "initial_lr" in group:
+                    group["initial_lr"] *= factor
 
     def state_dict(self) -> dict[str, Any]:
         return {

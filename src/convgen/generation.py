@@ -1,0 +1,224 @@
+"""Sampling from a trained generator, and controllable generation: classes, latent and class interpolation.
+
+``convgen.load("mnist-dcgan")`` returns a :class:`GeneratorPipeline`. It uses the EMA generator when the model has
+one. Latents are drawn from ``torch.Generator().manual_seed(seed)`` in one block, so image ``i`` of a seed is the
+same whatever the batch size or device batching.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from convgen.errors import ConvgenError
+from convgen.io.images import write_image
+from convgen.models import build_model
+from convgen.pipelines import Pipeline
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between rows of ``a`` and ``b`` at fractions ``t`` (shape T) -> T x B x D."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1).clamp(-1 + 1e-7, 1 - 1e-7))  # B
+    so = torch.sin(omega)
+    t = t[:, None, None]
+    out = (torch.sin((1 - t) * omega[None, :, None]) * a + torch.sin(t * omega[None, :, None]) * b) / so[None, :, None]
+    near = (omega < 1e-4)[None, :, None]
+    return torch.where(near, (1 - t) * a + t * b, out)
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    t = t[:, None, None]
+    return (1 - t) * a + t * b
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConvgenError(f"{out} already exists and is not an empty directory; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class GeneratorPipeline(Pipeline):
+    def __init__(self, cfg, model_dir: Path, device: str = "auto") -> None:
+        self.networks = ("generator_ema",) if (model_dir / "generator_ema.safetensors").is_file() else ("generator",)
+        super().__init__(cfg, model_dir, device)
+
+    def build(self, name: str) -> torch.nn.Module:
+        return build_model(self.cfg.model).generator
+
+    @property
+    def generator(self) -> torch.nn.Module:
+        return self.models[self.networks[0]]
+
+    @property
+    def z_dim(self) -> int:
+        return self.cfg.model.z_dim
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.model.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
+
+    def class_index(self, name: str | int) -> int:
+        """A class given by index or by name."""
+        if not self.num_classes:
+            raise ConvgenError(f"{self.model_dir} is an unconditional model; it cannot generate a chosen class")
+        names = self.class_names
+        if str(name) in names:
+            return names.index(str(name))
+        try:
+            idx = int(name)
+        except ValueError:
+            raise ConvgenError(f"unknown class {name!r} (classes: {', '.join(names)})") from None
+        if not 0 <= idx < self.num_classes:
+            raise ConvgenError(f"class {idx} is out of range (0..{self.num_classes - 1})")
+        return idx
+
+    def latents(self, n: int, seed: int) -> torch.Tensor:
+        if n < 1:
+            raise ConvgenError("the number of samples must be >= 1")
+        return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
+
+    @torch.no_grad()
+    def generate(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500, embedding=None
+    ) -> torch.Tensor:
+        """Images in [0, 1] (CPU float32, B x C x H x W) for latents ``z`` (and class labels or embeddings)."""
+        if self.num_classes and labels is None and embedding is None:
+            raise ConvgenError("this model is class-conditional: give class labels (e.g. --per-class or --class)")
+        g = self.generator
+        out = []
+        bar = tqdm(total=len(z), desc="sample", unit="img", file=sys.stderr, disable=len(z) < 5000)
+        for i in range(0, len(z), batch_size):
+            zi = z[i : i + batch_size].to(self.device)
+            if embedding is not None:
+                zi = torch.cat([zi, embedding[i : i + batch_size].to(self.device)], 1)
+                x = g.main(zi[:, :, None, None])
+            else:
+                yi = None if labels is None or not self.num_classes else labels[i : i + batch_size].to(self.device)
+                x = g(zi, yi)
+            out.append(((x.float().clamp(-1, 1) + 1) / 2).cpu())
+            bar.update(len(zi))
+        bar.close()
+        return torch.cat(out)
+
+    def sample(self, n: int, seed: int = 0, classes: list[int] | None = None, batch_size: int = 500) -> torch.Tensor:
+        """``n`` images from ``seed``; conditional models cycle through ``classes`` (default: all)."""
+        z = self.latents(n, seed)
+        labels = None
+        if self.num_classes:
+            pool = torch.tensor(classes if classes else list(range(self.num_classes)))
+            labels = pool[torch.arange(n) % len(pool)]
+        return self.generate(z, labels, batch_size)
+
+    def sample_per_class(self, k: int, seed: int = 0, batch_size: int = 500) -> dict[int, torch.Tensor]:
+        """``k`` images of every class; class ``c`` uses latents ``c*k .. c*k+k-1`` of the seed."""
+        if not self.num_classes:
+            raise ConvgenError(f"{self.model_dir} is an unconditional model; --per-class needs a conditional one")
+        n = k * self.num_classes
+        labels = torch.arange(self.num_classes).repeat_interleave(k)
+        images = self.generate(self.latents(n, seed), labels, batch_size)
+        return {c: images[c * k : (c + 1) * k] for c in range(self.num_classes)}
+
+    def save_samples(
+        self,
+        out: str | Path,
+        n: int | None = None,
+        per_class: int | None = None,
+        seed: int = 0,
+        classes: list[int] | None = None,
+        batch_size: int = 500,
+    ) -> int:
+        """Write ``out/00000.png ...`` (``n`` samples) or ``out/<class>/00000.png ...`` (``per_class``)."""
+        out = Path(out)
+        if (n is None) == (per_class is None):
+            raise ConvgenError("give exactly one of --n and --per-class")
+        _prepare_out_dir(out)
+        if per_class is not None:
+            if per_class < 1:
+                raise ConvgenError("--per-class must be >= 1")
+            groups = self.sample_per_class(per_class, seed, batch_size)
+            for c, images in groups.items():
+                _write_all(images, out / _safe_dir(self.class_names[c]))
+            return per_class * len(groups)
+        _write_all(self.sample(n, seed, classes, batch_size), out)
+        return n
+
+    def interpolate(
+        self,
+        steps: int = 10,
+        rows: int = 4,
+        seed: int = 0,
+        mode: str = "slerp",
+        classes: tuple[int, int] | None = None,
+        label: int | None = None,
+    ) -> torch.Tensor:
+        """A rows x steps grid: each row walks between two latents (or, with ``classes``, two class embeddings).
+
+        Returns images ordered row-major (rows * steps, C, H, W). ``label`` fixes the class of a latent walk in a
+        conditional model (default: row ``r`` uses class ``r``).
+        """
+        if steps < 2:
+            raise ConvgenError("--steps must be >= 2")
+        if mode not in ("slerp", "lerp"):
+            raise ConvgenError(f"--mode must be slerp or lerp, got {mode!r}")
+        t = torch.linspace(0, 1, steps)
+        z = self.latents(2 * rows, seed)
+        if classes is not None:
+            if not self.num_classes:
+                raise ConvgenError("class interpolation needs a conditional model")
+            emb = self.generator.embed.weight.detach().float().cpu()
+            e0, e1 = emb[classes[0]].expand(rows, -1), emb[classes[1]].expand(rows, -1)
+            path = lerp(e0, e1, t).transpose(0, 1).reshape(rows * steps, -1)  # row-major
+            zz = z[:rows].repeat_interleave(steps, 0)
+            return self.generate(zz, embedding=path)
+        f = slerp if mode == "slerp" else lerp
+        zz = f(z[:rows], z[rows:], t).transpose(0, 1).reshape(rows * steps, -1)
+        labels = None
+        if self.num_classes:
+            per_row = torch.full((rows,), label) if label is not None else torch.arange(rows) % self.num_classes
+            labels = per_row.repeat_interleave(steps)
+        return self.generate(zz, labels)
+
+
+def _safe_dir(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+
+
+def _write_all(images: torch.Tensor, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        write_image(folder / f"{i:05d}.png", img.permute(1, 2, 0).numpy())
+
+
+def save_interpolation(images: torch.Tensor, steps: int, strip: str | Path, gif: str | Path | None = None) -> None:
+    """Write the rows x steps grid as a PNG strip and, optionally, an animated GIF that walks there and back."""
+    from PIL import Image
+
+    from convgen.io.atomic import atomic_write
+    from convgen.io.images import to_uint8
+    from convgen.viz.grid import make_grid, save_grid
+
+    save_grid(images, strip, nrow=steps)
+    if gif is None:
+        return
+    rows = len(images) // steps
+    grid = images.reshape(rows, steps, *images.shape[1:])
+    frames = []
+    for j in [*range(steps), *range(steps - 2, 0, -1)]:
+        frame = make_grid(grid[:, j], nrow=max(1, int(math.ceil(math.sqrt(rows)))))
+        arr = to_uint8(np.asarray(frame))
+        scale = max(1, 256 // max(arr.shape[0], 1))
+        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        frames.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
+    atomic_write(
+        gif, lambda p: frames[0].save(p, format="GIF", save_all=True, append_images=frames[1:], duration=90, loop=0)
+    )

@@ -1,0 +1,162 @@
+"""DCGAN generator and discriminator (Radford et al. 2016), unconditional or class-conditional.
+
+The layout follows pytorch/examples' ``dcgan/main.py`` exactly at 64 px (ConvTranspose 4x4 stride 2 + BatchNorm +
+ReLU up to a Tanh output; Conv 4x4 stride 2 + BatchNorm + LeakyReLU(0.2) down to one logit), so the ``reference``
+preset is that recipe. Other sizes keep the pattern: the first generator layer makes a ``base`` x ``base`` map
+(4 px, or 7 px for 28 px MNIST) and every later layer doubles it.
+
+Conditioning (``num_classes > 0``): the generator concatenates a learned class embedding to ``z``; the
+discriminator uses a projection head (Miyato & Koyama 2018) or concatenates one-hot class maps to its input.
+Images are B x C x H x W in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from convgen.config import check
+from convgen.registry import MODELS
+
+
+def layout(image_size: int) -> tuple[int, int]:
+    """(base size, number of 2x up/down-sampling layers) for an image size of base * 2**n."""
+    for base in (4, 7):
+        n = math.log2(image_size / base) if image_size >= base else -1
+        if n >= 1 and n == int(n):
+            return base, int(n)
+    raise ValueError(image_size)
+
+
+def _norm(kind: str, ch: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(ch)
+    if kind == "instance":
+        return nn.InstanceNorm2d(ch, affine=True)
+    return nn.Identity()
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """pytorch/examples' ``weights_init``: conv weights N(0, 0.02), BatchNorm weight N(1, 0.02), bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02 if m.embedding_dim > 1 else 1.0)
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: DCGAN.Config) -> None:
+        super().__init__()
+        base, n_up = layout(cfg.image_size)
+        self.z_dim, self.num_classes = cfg.z_dim, cfg.num_classes
+        embed = cfg.embed_dim if cfg.num_classes else 0
+        self.embed = nn.Embedding(cfg.num_classes, embed) if cfg.num_classes else None
+        ch = cfg.ngf * 2 ** (n_up - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(cfg.z_dim + embed, ch, base, 1, 0, bias=cfg.g_norm == "none"),
+            _norm(cfg.g_norm, ch),
+            nn.ReLU(True),
+        ]
+        for _ in range(n_up - 1):
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=cfg.g_norm == "none"),
+                _norm(cfg.g_norm, ch // 2),
+                nn.ReLU(True),
+            ]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+        dcgan_init(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this generator is class-conditional: labels are required")
+            z = torch.cat([z, self.embed(labels).to(z.dtype)], 1)
+        return self.main(z[:, :, None, None])
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: DCGAN.Config) -> None:
+        super().__init__()
+        base, n_down = layout(cfg.image_size)
+        self.num_classes = cfg.num_classes
+        self.concat = cfg.num_classes > 0 and cfg.d_conditioning == "concat"
+        sn = spectral_norm if cfg.spectral_norm else (lambda m: m)
+        in_ch = cfg.channels + (cfg.num_classes if self.concat else 0)
+        ch = cfg.ndf
+        layers: list[nn.Module] = [sn(nn.Conv2d(in_ch, ch, 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, True)]
+        for _ in range(n_down - 1):
+            layers += [
+                sn(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=cfg.d_norm == "none")),
+                _norm(cfg.d_norm, ch * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
+            ch *= 2
+        self.main = nn.Sequential(*layers)
+        self.head = sn(nn.Conv2d(ch, 1, base, 1, 0, bias=False))
+        self.project = None
+        if cfg.num_classes and not self.concat:
+            self.project = nn.Embedding(cfg.num_classes, ch)
+            if cfg.spectral_norm:
+                self.project = spectral_norm(self.project)
+        dcgan_init(self)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One real-valued logit per image (the reference's Sigmoid lives in the loss)."""
+        if self.num_classes and labels is None:
+            raise ValueError("this discriminator is class-conditional: labels are required")
+        if self.concat:
+            onehot = torch.nn.functional.one_hot(labels, self.num_classes).to(x.dtype)
+            x = torch.cat([x, onehot[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
+        h = self.main(x)
+        out = self.head(h).flatten(1).sum(1)
+        if self.project is not None:
+            out = out + (self.project(labels).to(h.dtype) * h.sum((2, 3))).sum(1)
+        return out
+
+
+@MODELS.register("dcgan")
+class DCGAN(nn.Module):
+    """Holds both networks; tasks and pipelines use ``.generator`` and ``.discriminator``."""
+
+    @dataclass
+    class Config:
+        image_size: int = 64  # base * 2**n with base 4 or 7: 28, 32, 56, 64, 128, ...
+        channels: int = 1
+        z_dim: int = 100
+        ngf: int = 64  # generator width (channels of its last hidden layer)
+        ndf: int = 64  # discriminator width (channels of its first layer)
+        num_classes: int = 0  # > 0: class-conditional generator and discriminator
+        embed_dim: int = 32  # generator class-embedding size (conditional only)
+        g_norm: Literal["batch", "instance", "none"] = "batch"
+        d_norm: Literal["batch", "instance", "none"] = "batch"
+        spectral_norm: bool = False  # on every discriminator layer
+        d_conditioning: Literal["projection", "concat"] = "projection"
+
+        def __post_init__(self) -> None:
+            try:
+                layout(self.image_size)
+            except ValueError:
+                check(False, "model.image_size", "must be 4 or 7 times a power of two (28, 32, 56, 64, 128, ...)")
+            check(self.channels in (1, 3), "model.channels", "must be 1 or 3")
+            check(self.z_dim >= 1, "model.z_dim", "must be >= 1")
+            check(self.ngf >= 1 and self.ndf >= 1, "model.ngf/ndf", "must be >= 1")
+            check(self.num_classes >= 0, "model.num_classes", "must be >= 0")
+            check(self.embed_dim >= 1, "model.embed_dim", "must be >= 1")
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.generator = Generator(cfg)
+        self.discriminator = Discriminator(cfg)

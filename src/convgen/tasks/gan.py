@@ -1,0 +1,410 @@
+"""GAN training: DCGAN / conditional DCGAN with a choice of loss and stabilisers.
+
+One trainer step is one discriminator update on one real batch; the generator is updated every ``d_steps``
+steps (1 for the DCGAN recipe, 5 for WGAN-GP). The alternating update is the reference's: D on real and on a
+detached fake batch, then G through the updated D on the same fake batch. The discriminator's weights are frozen
+during the generator's backward pass, so no time is spent on gradients that would be thrown away.
+
+Losses (``task.loss``): ``ns`` (the non-saturating loss of Goodfellow et al. / DCGAN; BCE on logits), ``hinge``,
+``wgan-gp`` (Gulrajani et al.; ``gp_weight``) and ``ls`` (least squares, Mao et al.). Stabilisers: spectral norm
+(``model.spectral_norm``), an EMA copy of the generator (saved in every checkpoint, used for evaluation, export
+and sampling), R1 penalty (``r1_gamma``, lazily every ``r1_every`` steps), DiffAugment and separate learning rates
+for G and D (``lr_g``/``lr_d``; two time-scale update rule).
+
+Validation samples ``eval_samples`` images from the (EMA) generator and reports, in the feature space of a
+classifier (``fd_extractor``, by default the zoo ``mnist-classifier`` for 1-channel data), the Fréchet distance to
+the validation split (``val/fd_mnistcls`` -- not a standard FID), a diversity ratio (mean pairwise feature
+distance of fakes / of reals; mode collapse drives it down), the smallest class share among samples, and for
+conditional models the share of samples the classifier assigns to the requested class.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convgen.config import check
+from convgen.data.transforms import resize
+from convgen.engine.runtime import wrap_ddp
+from convgen.errors import ConfigError
+from convgen.models import build_model
+from convgen.registry import TASKS
+from convgen.tasks.base import Task, make_optimizer, make_scheduler
+from convgen.tasks.diffaugment import POLICIES, diff_augment
+
+
+def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    if kind == "ns":
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    if kind == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    if kind == "wgan-gp":
+        return fake.mean() - real.mean()
+    return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake**2).mean()  # ls
+
+
+def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    if kind == "ns":
+        return F.softplus(-fake).mean()
+    if kind in ("hinge", "wgan-gp"):
+        return -fake.mean()
+    return 0.5 * ((fake - 1) ** 2).mean()  # ls
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    e_params, m_params = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
+    for eb, mb in zip(ema.buffers(), model.buffers(), strict=True):
+        eb.copy_(mb)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(generator: nn.Module, sample_z, batches: int = 16) -> None:
+    """Re-estimate a generator's BatchNorm running statistics for its current (e.g. EMA) weights.
+
+    EMA weights never saw a forward pass, so the raw generator's running statistics do not fit them; the
+    cumulative average over ``batches`` batches of fresh latents does (StudioGAN's "standing statistics").
+    """
+    bns = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    generator.train()
+    for i in range(batches):
+        generator(*sample_z(i))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    generator.eval()
+
+
+@dataclass
+class HealthConfig:
+    # mode collapse = val/diversity below this AND below half of its best value so far (samples start out alike,
+    # so only a fall from a healthier level counts) -> roll back to the last checkpoint
+    collapse_diversity: float = 0.3
+    min_step: int = 0  # no collapse verdicts before this step
+
+    def __post_init__(self) -> None:
+        check(0 <= self.collapse_diversity < 1, "task.health.collapse_diversity", "must be in [0, 1)")
+
+
+@TASKS.register("gan")
+class GANTask(Task):
+    @dataclass
+    class Config:
+        loss: Literal["ns", "hinge", "wgan-gp", "ls"] = "ns"
+        lr_g: float | None = None  # null = train.lr
+        lr_d: float | None = None  # null = train.lr
+        d_steps: int = 1  # discriminator updates per generator update
+        gp_weight: float = 10.0  # wgan-gp gradient penalty weight
+        r1_gamma: float = 0.0  # R1 penalty gamma/2 * E|grad D(real)|^2; 0 = off
+        r1_every: int = 1  # lazy R1: every this many D steps (scaled to keep the same strength)
+        ema: bool = True
+        ema_decay: float = 0.999
+        ema_start: int = 0  # EMA copies the generator until this step
+        diffaugment: list[str] = field(default_factory=list)  # subset of color, translation, cutout
+        eval_samples: int = 1000
+        eval_batch_size: int = 500
+        fd_extractor: str = "auto"  # auto | none | classifier zoo name or model dir
+        sample_grid: int = 64  # images in the samples/step_N.png grid written at each validation
+        health: HealthConfig = field(default_factory=HealthConfig)
+
+        def __post_init__(self) -> None:
+            check(self.lr_g is None or self.lr_g > 0, "task.lr_g", "must be > 0")
+            check(self.lr_d is None or self.lr_d > 0, "task.lr_d", "must be > 0")
+            check(self.d_steps >= 1, "task.d_steps", "must be >= 1")
+            check(self.gp_weight >= 0, "task.gp_weight", "must be >= 0")
+            check(self.r1_gamma >= 0, "task.r1_gamma", "must be >= 0")
+            check(self.r1_every >= 1, "task.r1_every", "must be >= 1")
+            check(0 <= self.ema_decay < 1, "task.ema_decay", "must be in [0, 1)")
+            check(self.ema_start >= 0, "task.ema_start", "must be >= 0")
+            bad = [p for p in self.diffaugment if p not in POLICIES]
+            check(not bad, "task.diffaugment", f"unknown policy {bad[:1]} (choose from {', '.join(POLICIES)})")
+            check(self.eval_samples >= 10, "task.eval_samples", "must be >= 10")
+            check(self.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1")
+            check(self.sample_grid >= 1, "task.sample_grid", "must be >= 1")
+
+    export_models = ("generator", "generator_ema")
+    best_metric = ("val/fd", "min")
+
+    def __init__(self, cfg, data, ctx, total_steps) -> None:
+        super().__init__(cfg, data, ctx, total_steps)
+        m, t = cfg.model, cfg.task
+        if m.channels != data.channels:
+            raise ConfigError(f"config value model.channels is {m.channels} but the data has {data.channels}")
+        if m.num_classes:
+            if data.train.labels is None:
+                raise ConfigError("a conditional GAN (model.num_classes > 0) needs labelled data")
+            if m.num_classes != data.num_classes:
+                raise ConfigError(
+                    f"config value model.num_classes is {m.num_classes} but the data has {data.num_classes}"
+                )
+        gan = build_model(m)
+        g, d = ctx.prepare(gan.generator), ctx.prepare(gan.discriminator)
+        self.models = {"generator": g, "discriminator": d}
+        if t.ema:
+            self.g_ema = copy.deepcopy(g).eval().requires_grad_(False)
+            self.models["generator_ema"] = self.g_ema
+        else:
+            self.g_ema = None
+            self.export_models = ("generator",)
+        self.G, self.D = wrap_ddp(g, ctx.dist, ctx.device), wrap_ddp(d, ctx.dist, ctx.device)
+        tc = cfg.train
+        lr_g, lr_d = t.lr_g or tc.lr, t.lr_d or tc.lr
+        g_steps = max(1, total_steps // t.d_steps)
+        self.optimizers = {
+            "generator": make_optimizer(g.parameters(), tc, lr_g),
+            "discriminator": make_optimizer(d.parameters(), tc, lr_d),
+        }
+        self.schedulers = {
+            "generator": make_scheduler(self.optimizers["generator"], tc, g_steps),
+            "discriminator": make_scheduler(self.optimizers["discriminator"], tc, total_steps),
+        }
+        rank = ctx.dist.rank
+        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 31 + rank)  # latents, labels, augmentation
+        self._last_g = 0.0  # generator loss of the latest G update (logged on D-only steps too)
+        self.g_updates = 0
+        self.peak_diversity = 0.0
+        self.run_dir: Path | None = None  # set by the trainer; sample grids go to run_dir/samples
+        self._real_stats = None
+        self._extractor = None
+        self._extractor_loaded = False
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    @property
+    def conditional(self) -> bool:
+        return self.cfg.model.num_classes > 0
+
+    def _latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.randn(n, self.cfg.model.z_dim, generator=gen)
+        y = torch.randint(0, self.cfg.model.num_classes, (n,), generator=gen) if self.conditional else None
+        return z.to(self.ctx.device), None if y is None else y.to(self.ctx.device)
+
+    def _real(self, x: torch.Tensor) -> torch.Tensor:
+        x = resize(x, self.cfg.model.image_size)
+        return self.ctx.to_device(x * 2 - 1)
+
+    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.cfg.task.diffaugment, self.gen) if self.cfg.task.diffaugment else x
+
+    def _penalty(self, real: torch.Tensor, fake: torch.Tensor, y, step: int) -> torch.Tensor | None:
+        t = self.cfg.task
+        if t.loss == "wgan-gp" and t.gp_weight > 0:
+            alpha = torch.rand(real.shape[0], 1, 1, 1, generator=self.gen).to(real.device)
+            mix = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
+            out = self.D(self._aug(mix), y)
+            (grad,) = torch.autograd.grad(out.float().sum(), mix, create_graph=True)
+            return t.gp_weight * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+        if t.r1_gamma > 0 and step % t.r1_every == 0:
+            real = real.detach().requires_grad_(True)
+            out = self.D(self._aug(real), y)
+            (grad,) = torch.autograd.grad(out.float().sum(), real, create_graph=True)
+            return t.r1_gamma / 2 * t.r1_every * grad.flatten(1).pow(2).sum(1).mean()
+        return None
+
+    # -- training ------------------------------------------------------------------------------------------------
+    def train_step(self, batch, step: int) -> dict[str, float]:
+        t = self.cfg.task
+        x, labels = batch
+        real = self._real(x)
+        b = real.shape[0]
+        y = labels.to(self.ctx.device) if self.conditional else None
+        z, _ = self._latents(b, self.gen)
+        update_g = (step + 1) % t.d_steps == 0
+        opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
+        self.G.train()
+        self.D.train()
+
+        with self.ctx.autocast():
+            if update_g:
+                fake = self.G(z, y)
+            else:
+                with torch.no_grad():
+                    fake = self.G(z, y)
+            d_real = self.D(self._aug(real), y).float()
+            d_fake = self.D(self._aug(fake.detach()), y).float()
+        loss_d = d_loss(t.loss, d_real, d_fake)
+        penalty = self._penalty(real, fake, y, step)
+        total_d = loss_d if penalty is None else loss_d + penalty
+        opt_d.zero_grad(set_to_none=True)
+        total_d.backward()
+        if self.cfg.train.grad_clip:
+            nn.utils.clip_grad_norm_(self.D.parameters(), self.cfg.train.grad_clip)
+        opt_d.step()
+        self.schedulers["discriminator"].step()
+        out = {
+            "loss_d": loss_d.item(),
+            "d_real": d_real.mean().item(),
+            "d_fake": d_fake.mean().item(),
+            "lr_d": opt_d.param_groups[0]["lr"],
+        }
+        if t.loss == "wgan-gp" or t.r1_gamma > 0:
+            out["penalty"] = 0.0 if penalty is None else penalty.item()
+
+        if update_g:
+            self.models["discriminator"].requires_grad_(False)
+            with self.ctx.autocast():
+                g_out = self.D(self._aug(fake), y).float()
+            loss_g = g_loss(t.loss, g_out)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.models["discriminator"].requires_grad_(True)
+            if self.cfg.train.grad_clip:
+                nn.utils.clip_grad_norm_(self.G.parameters(), self.cfg.train.grad_clip)
+            opt_g.step()
+            self.schedulers["generator"].step()
+            self._last_g = loss_g.item()
+            self.g_updates += 1
+            if self.g_ema is not None:
+                # warm-up (as in StudioGAN / Karras et al.): early on the average follows the generator closely
+                decay = 0.0 if step < t.ema_start else min(t.ema_decay, (1 + self.g_updates) / (10 + self.g_updates))
+                ema_update(self.g_ema, self.models["generator"], decay)
+        out["loss_g"] = self._last_g
+        out["lr_g"] = opt_g.param_groups[0]["lr"]
+        return out
+
+    # -- evaluation ----------------------------------------------------------------------------------------------
+    @property
+    def sampler(self) -> nn.Module:
+        return self.g_ema if self.g_ema is not None else self.models["generator"]
+
+    def extractor(self):
+        """The classifier pipeline whose features define the validation distance (or None)."""
+        if not self._extractor_loaded:
+            self._extractor_loaded = True
+            name = self.cfg.task.fd_extractor
+            if name == "auto":
+                name = "mnist-classifier" if self.cfg.model.channels == 1 else "none"
+            if name != "none":
+                from convgen.pipelines import ClassifierPipeline, load
+
+                pipe = load(name, device=str(self.ctx.device))
+                if not isinstance(pipe, ClassifierPipeline):
+                    raise ConfigError(f"task.fd_extractor {name!r} is not a classifier model")
+                if pipe.cfg.model.in_channels != self.cfg.model.channels:
+                    raise ConfigError(f"task.fd_extractor {name!r} expects {pipe.cfg.model.in_channels}-channel images")
+                self._extractor = pipe
+                self._extractor_name = name
+        return self._extractor
+
+    @torch.no_grad()
+    def generate(self, n: int, seed: int, net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` samples in [0, 1] (CPU) from a fixed seed; conditional models cycle through the classes."""
+        net = net or self.sampler
+        net.eval()
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.cfg.model.z_dim, generator=gen)
+        y = torch.arange(n) % self.cfg.model.num_classes if self.conditional else None
+        out = []
+        bs = self.cfg.task.eval_batch_size
+        for i in range(0, n, bs):
+            zi = z[i : i + bs].to(self.ctx.device)
+            yi = None if y is None else y[i : i + bs].to(self.ctx.device)
+            out.append(net(zi, yi).float().cpu())
+        return (torch.cat(out).clamp(-1, 1) + 1) / 2, y
+
+    def _recalibrate(self) -> None:
+        if self.g_ema is None:
+            return
+        gen = torch.Generator().manual_seed(12345)
+        bs = self.cfg.train.batch_size
+        recalibrate_batchnorm(self.g_ema, lambda i: self._latents(bs, gen))
+
+    def _features(self, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        pipe = self.extractor()
+        x = resize(x, pipe.cfg.model.image_size).clamp(0, 1)
+        return pipe.features(x).double().numpy(), pipe.predict_proba(x)
+
+    @staticmethod
+    def _diversity(feats: np.ndarray, n: int = 500) -> float:
+        f = torch.from_numpy(feats[:n])
+        d = torch.cdist(f, f)
+        return float(d.sum() / (len(f) * (len(f) - 1)))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        from convgen.metrics.generation import feature_stats, frechet_distance
+
+        self._recalibrate()
+        t = self.cfg.task
+        fakes, y = self.generate(t.eval_samples, seed=2024)
+        self._write_grid(fakes)
+        result: dict[str, float] = {"pixel_std": float(fakes.std(0).mean())}
+        pipe = self.extractor()
+        real_split = self.data.val if self.data.val is not None else self.data.train
+        if pipe is None:
+            return result
+        if self._real_stats is None:
+            xr, _ = real_split.batch(torch.arange(min(len(real_split), 10_000)))
+            fr, _ = self._features(xr)
+            self._real_stats = (*feature_stats(fr), self._diversity(fr))
+        mu_r, sig_r, div_r = self._real_stats
+        ff, probs = self._features(fakes)
+        result["fd"] = frechet_distance(mu_r, sig_r, *feature_stats(ff))
+        result["diversity"] = self._diversity(ff) / div_r
+        pred = probs.argmax(1)
+        shares = torch.bincount(pred, minlength=probs.shape[1]).double() / len(pred)
+        result["min_class_share"] = float(shares.min())
+        if y is not None:
+            result["class_accuracy"] = float((pred == y).double().mean())
+        return result
+
+    def health(self, val: dict[str, float], step: int) -> str | None:
+        """A reason to roll back (mode collapse), or None when training looks healthy."""
+        h = self.cfg.task.health
+        div = val.get("val/diversity")
+        if div is None:
+            return None
+        peak, self.peak_diversity = self.peak_diversity, max(self.peak_diversity, div)
+        if step >= h.min_step and div < h.collapse_diversity and div < 0.5 * peak:
+            return (
+                f"mode collapse suspected: sample diversity fell from {peak:.3f} to {div:.3f} of the real data's "
+                f"(task.health.collapse_diversity={h.collapse_diversity})"
+            )
+        return None
+
+    def _write_grid(self, fakes: torch.Tensor) -> None:
+        if self.run_dir is None or not self.ctx.dist.is_main:
+            return
+        from convgen.viz.grid import save_grid
+
+        n = min(self.cfg.task.sample_grid, len(fakes))
+        nrow = self.cfg.model.num_classes if self.conditional else None
+        step = getattr(self, "current_step", 0)
+        save_grid(fakes[:n], self.run_dir / "samples" / f"step_{step:08d}.png", nrow=nrow)
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "gen": self.gen.get_state(),
+            "last_g": self._last_g,
+            "g_updates": self.g_updates,
+            "peak_diversity": self.peak_diversity,
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "gen" in state:
+            self.gen.set_state(state["gen"])
+        self._last_g = state.get("last_g", 0.0)
+        self.g_updates = state.get("g_updates", 0)
+        self.peak_diversity = state.get("peak_diversity", 0.0)
+
+    def on_train_end(self, run_dir: Path) -> dict[str, Any]:
+        from convgen.viz.grid import save_grid
+
+        self._recalibrate()
+        fakes, _ = self.generate(100 if not self.conditional else 10 * self.cfg.model.num_classes, seed=0)
+        nrow = 10 if not self.conditional else self.cfg.model.num_classes
+        save_grid(fakes, run_dir / "samples.png", nrow=nrow)
+        return {"pictures": ["samples.png"]}
