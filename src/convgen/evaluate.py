@@ -123,13 +123,36 @@ def evaluate_generation(
     The extractor is a convgen classifier (a zoo name or model directory); its penultimate features give the
     distances and its class probabilities the Inception-Score analogue. Names carry the extractor.
     """
+    pipe = load_extractor(extractor)
+    x_real, x_fake = _load_folder(real, pipe, limit), _load_folder(fake, pipe, limit)
+    return generation_metrics(x_real, x_fake, pipe, str(real), kid_subsets, kid_subset_size, pr_max, seed)
+
+
+def load_extractor(extractor: str = "mnist-classifier"):
     from convgen.pipelines import ClassifierPipeline, load
 
     pipe = load(extractor, device="cpu")
     if not isinstance(pipe, ClassifierPipeline):
         raise ConvgenError(f"{extractor} is not a classifier and cannot be a feature extractor")
+    return pipe
+
+
+def generation_metrics(
+    x_real: torch.Tensor,
+    x_fake: torch.Tensor,
+    pipe,
+    real_split: str,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    pr_max: int = 5000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The metrics of :func:`evaluate_generation` for two image batches (B x C x H x W in [0, 1])."""
+    extractor = str(pipe.model_dir.name) if pipe.model_dir.parent.name == "zoo" else str(pipe.model_dir)
     c, s = pipe.cfg.model.in_channels, pipe.cfg.model.image_size
-    x_real, x_fake = _load_folder(real, pipe, limit), _load_folder(fake, pipe, limit)
+    from convgen.data.transforms import resize
+
+    x_real, x_fake = resize(x_real, s).clamp(0, 1), resize(x_fake, s).clamp(0, 1)
     for name, x in (("real", x_real), ("fake", x_fake)):
         if len(x) < 10:
             raise ConvgenError(f"--{name} has {len(x)} images; at least 10 are needed")
@@ -162,7 +185,7 @@ def evaluate_generation(
             "resize": f"bilinear antialiased to {s}x{s}, {c} channel(s)",
             "n_real": len(f_real),
             "n_fake": len(f_fake),
-            "real_split": str(real),
+            "real_split": real_split,
             "kid": {
                 "subsets": kid_subsets,
                 "subset_size": min(kid_subset_size, len(f_real), len(f_fake)),
