@@ -246,11 +246,12 @@ class Trainer:
             """Restore the newest checkpoint with lower learning rates; returns its step (or raises)."""
             source = ckpt.latest_checkpoint(self.ckpt_root) if main else None
             if info.world_size > 1 or source is None or health["rollbacks"] >= tcfg.max_rollbacks:
-                why = (
-                    "no checkpoint to roll back to yet"
-                    if source is None
-                    else f"{health['rollbacks']} rollback(s) already done (train.max_rollbacks={tcfg.max_rollbacks})"
-                )
+                if info.world_size > 1:
+                    why = "automatic rollback is not supported in multi-process runs; resume from a checkpoint"
+                elif source is None:
+                    why = "no checkpoint to roll back to yet"
+                else:
+                    why = f"{health['rollbacks']} rollback(s) already done (train.max_rollbacks={tcfg.max_rollbacks})"
                 raise TrainingError(f"{reason} at step {step}; {why}. Try a lower train.lr or train.grad_clip")
             state = ckpt.load_state(source)
             ckpt.load_models(source, task.models)
