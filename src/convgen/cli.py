@@ -56,9 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_classify(args: argparse.Namespace) -> int:
     from convgen.pipelines import ClassifierPipeline, load
 
-    pipe = load(args.model, device=args.device)
-    if not isinstance(pipe, ClassifierPipeline):
-        raise ConvgenError(f"{args.model} is a {pipe.cfg.task.registry_name} model, not a classifier")
+    pipe = load(args.model, device=args.device, expect=ClassifierPipeline, role="a classifier")
     predictions = pipe.classify_files(args.input, batch_size=args.batch_size)
     if args.json:
         print(json.dumps({"predictions": predictions}))
@@ -73,10 +71,7 @@ def _generator(model: str, device: str):
     from convgen.generation import GeneratorPipeline
     from convgen.pipelines import load
 
-    pipe = load(model, device=device)
-    if not isinstance(pipe, GeneratorPipeline):
-        raise ConvgenError(f"{model} is a {pipe.cfg.task.registry_name} model, not a generator")
-    return pipe
+    return load(model, device=device, expect=GeneratorPipeline, role="a generator")
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -94,9 +89,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
         if args.per_class is not None:
             k = min(args.per_class, 10)
-            grid = pipe.sample_per_class(k, args.seed)
-            images = [grid[c][i] for c in grid for i in range(k)]
-            save_grid(torch.stack(images), args.grid, nrow=k)
+            save_grid(torch.cat(list(pipe.sample_per_class(k, args.seed).values())), args.grid, nrow=k)
         else:
             save_grid(pipe.sample(min(args.n, 100), args.seed, classes), args.grid)
     print(f"wrote {written} images to {args.out}", file=sys.stderr)

@@ -99,13 +99,13 @@ def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _load_folder(folder: str | Path, pipe, limit: int | None) -> torch.Tensor:
-    """Every image of ``folder`` (up to ``limit``) as a batch at the extractor's input size, clamped to [0, 1]."""
+    """Every image of ``folder`` (up to ``limit``) as a batch at the extractor's input size."""
     files = list_images(folder)
     if not files:
         raise ImageError(f"{folder}: no images found")
     files = files[:limit] if limit else files
     channels = pipe.cfg.model.in_channels
-    return pipe.prepare([read_image(f, channels=channels) for f in files]).clamp(0, 1)
+    return pipe.prepare([read_image(f, channels=channels) for f in files])  # generation_metrics clamps
 
 
 def evaluate_generation(
@@ -131,10 +131,7 @@ def evaluate_generation(
 def load_extractor(extractor: str = "mnist-classifier"):
     from convgen.pipelines import ClassifierPipeline, load
 
-    pipe = load(extractor, device="cpu")
-    if not isinstance(pipe, ClassifierPipeline):
-        raise ConvgenError(f"{extractor} is not a classifier and cannot be a feature extractor")
-    return pipe
+    return load(extractor, device="cpu", expect=ClassifierPipeline, role="a classifier (needed as feature extractor)")
 
 
 def generation_metrics(

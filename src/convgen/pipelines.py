@@ -121,11 +121,17 @@ def _generator_pipeline():
 PIPELINES: dict[str, Any] = {"classification": lambda: ClassifierPipeline, "gan": _generator_pipeline}
 
 
-def load(name_or_path: str | Path, device: str = "auto") -> Pipeline:
-    """Load a zoo model by name (e.g. ``"mnist-classifier"``) or a saved model directory."""
+def load(name_or_path: str | Path, device: str = "auto", expect: type | None = None, role: str = "") -> Pipeline:
+    """Load a zoo model by name (e.g. ``"mnist-classifier"``) or a saved model directory.
+
+    With ``expect`` (a pipeline class), any other kind of model is a one-line error saying it is not ``role``.
+    """
     model_dir = resolve_model_dir(name_or_path)
     cfg = build_config(read_json(model_dir / "config.json"))
     task = cfg.task.registry_name
     if task not in PIPELINES:
         raise ConvgenError(f"{model_dir}: no pipeline for task {task!r}")
-    return PIPELINES[task]()(cfg, model_dir, device)
+    pipe = PIPELINES[task]()(cfg, model_dir, device)
+    if expect is not None and not isinstance(pipe, expect):
+        raise ConvgenError(f"{name_or_path} is a {task} model, not {role or expect.__name__}")
+    return pipe

@@ -163,8 +163,7 @@ class Trainer:
         ctx = Context(device=device, dist=info, bf16=tcfg.bf16, channels_last=tcfg.channels_last)
         task: Task = TASKS.get(cfg.task.registry_name)(cfg, data, ctx, total)
         self.task = task
-        if hasattr(task, "run_dir"):
-            task.run_dir = self.run_dir if info.is_main else None
+        task.run_dir = self.run_dir if info.is_main else None
         seed_everything(cfg.seed + 1_000_003 * info.rank)  # distinct dropout noise per rank, same init
 
         best_key, best_mode = task.best_metric
@@ -262,8 +261,7 @@ class Trainer:
             task.scale_learning_rates(health["lr_scale"] / saved_scale)
             set_rng_state(state["rng"])
             seed_everything(cfg.seed + 7919 * health["rollbacks"])  # do not replay the same trajectory
-            if hasattr(task, "gen"):
-                task.gen.manual_seed(cfg.seed * 7919 + 104729 * health["rollbacks"])
+            task.reseed(health["rollbacks"])
             message = (
                 f"{reason} at step {step}; rolled back to step {state['step']} with learning rates x"
                 f"{health['lr_scale']:.3g} (rollback {health['rollbacks']} of {tcfg.max_rollbacks})"
@@ -318,7 +316,7 @@ class Trainer:
                         restart = True
                         break
                 if step % ckpt_every == 0 or step == total:
-                    if not _finite_models(task):
+                    if not evaluate_now and not _finite_models(task):  # an evaluation has just checked them
                         step = rollback("non-finite network weights")
                         restart = True
                         break

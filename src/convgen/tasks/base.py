@@ -90,6 +90,8 @@ class Task:
         self.models: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
+        self.run_dir: Path | None = None  # set by the trainer on the main process (for pictures written mid-run)
+        self.current_step = 0  # set by the trainer before each evaluation
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor | None], step: int) -> dict[str, float]:
         raise NotImplementedError
@@ -101,6 +103,9 @@ class Task:
     def health(self, val: dict[str, float], step: int) -> str | None:
         """After a validation: a reason to roll back to the last good checkpoint (e.g. mode collapse), or None."""
         return None
+
+    def reseed(self, salt: int) -> None:
+        """Re-seed the task's own random generators after a rollback, so the run does not replay its failure."""
 
     def extra_state(self) -> dict[str, Any]:
         """Task state beyond networks/optimisers/schedulers (augmentation RNG, EMA, ...)."""

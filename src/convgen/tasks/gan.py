@@ -176,7 +176,6 @@ class GANTask(Task):
         self._last_g = 0.0  # generator loss of the latest G update (logged on D-only steps too)
         self.g_updates = 0
         self.peak_diversity = 0.0
-        self.run_dir: Path | None = None  # set by the trainer; sample grids go to run_dir/samples
         self._real_stats = None
         self._extractor = None
         self._extractor_loaded = False
@@ -289,13 +288,12 @@ class GANTask(Task):
             if name != "none":
                 from convgen.pipelines import ClassifierPipeline, load
 
-                pipe = load(name, device=str(self.ctx.device))
-                if not isinstance(pipe, ClassifierPipeline):
-                    raise ConfigError(f"task.fd_extractor {name!r} is not a classifier model")
+                pipe = load(
+                    name, str(self.ctx.device), expect=ClassifierPipeline, role="a classifier (task.fd_extractor)"
+                )
                 if pipe.cfg.model.in_channels != self.cfg.model.channels:
                     raise ConfigError(f"task.fd_extractor {name!r} expects {pipe.cfg.model.in_channels}-channel images")
                 self._extractor = pipe
-                self._extractor_name = name
         return self._extractor
 
     @torch.no_grad()
@@ -381,8 +379,10 @@ class GANTask(Task):
 
         n = min(self.cfg.task.sample_grid, len(fakes))
         nrow = self.cfg.model.num_classes if self.conditional else None
-        step = getattr(self, "current_step", 0)
-        save_grid(fakes[:n], self.run_dir / "samples" / f"step_{step:08d}.png", nrow=nrow)
+        save_grid(fakes[:n], self.run_dir / "samples" / f"step_{self.current_step:08d}.png", nrow=nrow)
+
+    def reseed(self, salt: int) -> None:
+        self.gen.manual_seed(self.cfg.seed * 7919 + 104729 * salt)
 
     # -- state ---------------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
