@@ -110,6 +110,27 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from convgen.pipelines import load
+    from convgen.restoration import RestorationPipeline
+    from convgen.tasks.restoration import check_kind
+
+    pipe = load(args.model, device=args.device, expect=RestorationPipeline, role="a restoration model")
+    check_kind(pipe.cfg, args.verb, args.model)
+    if args.mask is not None and args.verb != "inpaint":
+        raise ConvgenError(f"--mask is for inpainting, not {args.verb}")
+    if args.tile is not None and args.tile < 16:
+        raise ConvgenError(f"--tile {args.tile} is too small (at least 16 px)")
+    if args.overlap < 0:
+        raise ConvgenError("--overlap must be >= 0")
+    tile = None if args.tile == 0 else args.tile
+    written = pipe.restore_files(
+        args.input, args.output, args.sigma, args.mask, tile, args.overlap, overwrite=args.overwrite
+    )
+    print(f"{args.verb}: wrote {len(written)} image(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _cmd_zoo_list(args: argparse.Namespace) -> int:
     from convgen import zoo
 
@@ -244,6 +265,30 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--class", dest="class_", help="class of a latent walk (conditional models)")
     ip.add_argument("--device", default="auto")
     ip.set_defaults(func=_cmd_interpolate)
+
+    rsub = _command_group(sub, "restore", "denoise, inpaint, super-resolve or de-JPEG images")
+    for verb, what in (
+        ("denoise", "remove noise (--sigma: the noise level on the 0-255 scale, for non-blind models)"),
+        ("inpaint", "fill missing regions given by --mask (255 = missing, 0 = known)"),
+        ("superres", "bicubic-degraded super-resolution by the model's scale"),
+        ("dejpeg", "remove JPEG compression artifacts"),
+    ):
+        r = rsub.add_parser(
+            verb,
+            help=what,
+            description=f"{what[0].upper()}{what[1:]}. IN/OUT may be files or folders (outputs keep the input "
+            "file names; .npy in gives .npy float out). Large images are restored in overlapping tiles.",
+        )
+        r.add_argument("model", help="zoo name (e.g. denoise-gray-s25) or saved model directory")
+        r.add_argument("--input", required=True, help="image file or folder (PNG/JPEG/TIFF/.npy)")
+        r.add_argument("--output", required=True, help="output file or folder")
+        r.add_argument("--sigma", type=float, help="noise standard deviation on the 0-255 scale (denoise)")
+        r.add_argument("--mask", help="mask file or folder of masks named like the inputs (inpaint)")
+        r.add_argument("--tile", type=int, default=512, help="tile size in pixels for large images (0 = no tiling)")
+        r.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels")
+        r.add_argument("--overwrite", action="store_true", help="replace existing output files")
+        r.add_argument("--device", default="auto")
+        r.set_defaults(func=_cmd_restore, verb=verb)
 
     zsub = _command_group(sub, "zoo", "the bundled model zoo")
     zl = zsub.add_parser("list", help="list bundled models and their measured metrics")

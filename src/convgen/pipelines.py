@@ -118,7 +118,17 @@ def _generator_pipeline():
     return GeneratorPipeline
 
 
-PIPELINES: dict[str, Any] = {"classification": lambda: ClassifierPipeline, "gan": _generator_pipeline}
+def _restoration_pipeline():
+    from convgen.restoration import RestorationPipeline
+
+    return RestorationPipeline
+
+
+PIPELINES: dict[str, Any] = {
+    "classification": lambda: ClassifierPipeline,
+    "gan": _generator_pipeline,
+    "restoration": _restoration_pipeline,
+}
 
 
 def load(name_or_path: str | Path, device: str = "auto", expect: type | None = None, role: str = "") -> Pipeline:

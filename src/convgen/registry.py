@@ -52,7 +52,10 @@ TASKS: Registry[Any] = Registry("task")
 def _import_builtins() -> None:
     """Import the modules that register convgen's own entries (lazily, so `import convgen` stays light)."""
     import convgen.data.datasets  # noqa: F401
+    import convgen.data.patches  # noqa: F401
     import convgen.models.classifier  # noqa: F401
     import convgen.models.gan  # noqa: F401
+    import convgen.models.restoration  # noqa: F401
     import convgen.tasks.classification  # noqa: F401
     import convgen.tasks.gan  # noqa: F401
+    import convgen.tasks.restoration  # noqa: F401

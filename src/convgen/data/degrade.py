@@ -1,0 +1,231 @@
+"""Image degradations: one pipeline for training restoration networks and for benchmarking them.
+
+* Gaussian noise, by the benchmark protocol (../shared/BENCHMARKS.md, the DnCNN/KAIR protocol):
+  ``noisy = clean + rng.standard_normal(clean.shape) * sigma / 255`` with ``rng = numpy.random.default_rng(seed)``,
+  not clipped, not quantised (:func:`gaussian_noise`). Training draws sigma per image from a fixed value or a blind
+  range.
+* Poisson-Gaussian noise (photon shot noise plus read noise): ``clean * peak ~ Poisson``, divided by ``peak``,
+  plus Gaussian noise.
+* Missing regions: binary masks (1 = missing) of random boxes, free-form strokes (DeepFill v2 style) or both, with
+  a requested coverage (:func:`random_mask`), or read from mask files.
+* Bicubic down-sampling (x2, x4; the network sees the bicubic re-upsampled image, as in VDSR / DnCNN-3) and
+  JPEG compression artifacts (OpenCV's encoder at a given quality).
+
+Images are float in [0, 1]: NumPy H x W (x C) arrays or torch B x C x H x W batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from convgen.config import check
+
+KINDS = ("noise", "poisson-gaussian", "inpaint", "superres", "jpeg")
+#: the ``convgen restore`` verb for each degradation kind
+VERBS = {
+    "noise": "denoise",
+    "poisson-gaussian": "denoise",
+    "inpaint": "inpaint",
+    "superres": "superres",
+    "jpeg": "dejpeg",
+}
+
+
+@dataclass
+class DegradeConfig:
+    kind: Literal["noise", "poisson-gaussian", "inpaint", "superres", "jpeg"] = "noise"
+    sigma: float | None = 25.0  # Gaussian noise std on the 0-255 scale (fixed); null with sigma_range = blind
+    sigma_range: list[float] | None = None  # blind training: sigma uniform in [lo, hi] per image
+    peak: list[float] = field(default_factory=lambda: [10.0, 200.0])  # poisson-gaussian: photons at white, range
+    mask: Literal["boxes", "strokes", "mixed"] = "mixed"
+    coverage: list[float] = field(default_factory=lambda: [0.05, 0.5])  # fraction of missing pixels, range
+    scale: int = 2  # superres factor
+    quality: list[int] = field(default_factory=lambda: [10, 50])  # JPEG quality range
+
+    def __post_init__(self) -> None:
+        where = "task.degradation"
+        if self.kind in ("noise", "poisson-gaussian"):
+            check(
+                (self.sigma is None) != (self.sigma_range is None),
+                f"{where}.sigma",
+                "set exactly one of sigma (fixed) and sigma_range (blind)",
+            )
+        check(self.sigma is None or 0 <= self.sigma <= 255, f"{where}.sigma", "must be in [0, 255]")
+        if self.sigma_range is not None:
+            ok = len(self.sigma_range) == 2 and 0 <= self.sigma_range[0] <= self.sigma_range[1] <= 255
+            check(ok, f"{where}.sigma_range", "must be [lo, hi] with 0 <= lo <= hi <= 255")
+        check(len(self.peak) == 2 and 0 < self.peak[0] <= self.peak[1], f"{where}.peak", "must be [lo, hi] > 0")
+        ok = len(self.coverage) == 2 and 0 < self.coverage[0] <= self.coverage[1] < 1
+        check(ok, f"{where}.coverage", "must be [lo, hi] with 0 < lo <= hi < 1")
+        check(self.scale in (2, 3, 4), f"{where}.scale", "must be 2, 3 or 4")
+        ok = len(self.quality) == 2 and 1 <= self.quality[0] <= self.quality[1] <= 100
+        check(ok, f"{where}.quality", "must be [lo, hi] within 1..100")
+
+    @property
+    def verb(self) -> str:
+        return VERBS[self.kind]
+
+    @property
+    def blind(self) -> bool:
+        return self.sigma_range is not None
+
+    @property
+    def max_sigma(self) -> float:
+        return float(self.sigma_range[1] if self.sigma_range is not None else self.sigma or 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The benchmark protocol (NumPy, one image)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def gaussian_noise(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """The protocol's noisy image: ``clean + default_rng(seed).standard_normal(clean.shape) * sigma / 255``."""
+    rng = np.random.default_rng(seed)
+    return clean + rng.standard_normal(clean.shape) * sigma / 255.0
+
+
+def random_mask(height: int, width: int, coverage: float, kind: str = "mixed", seed: int | np.random.Generator = 0):
+    """A boolean H x W mask (True = missing) of boxes and/or free-form strokes covering ~``coverage`` of the image.
+
+    Shapes are added until the coverage is reached; each new shape is sized from the area still missing, so the
+    result overshoots the requested coverage by at most 1 % of the image.
+    """
+    import cv2
+
+    if not 0 < coverage < 1:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    mask = np.zeros((height, width), np.uint8)
+    target = coverage * height * width
+    slack = 0.01 * height * width  # a shape that overshoots the target by more than this is redrawn smaller
+    shrink = 1.0
+    for _ in range(10_000):
+        covered = int(mask.sum())
+        if covered >= target:
+            break
+        remaining = target - covered
+        before = mask.copy()
+        shape = kind if kind != "mixed" else ("boxes" if rng.random() < 0.5 else "strokes")
+        if shape == "boxes":
+            side = max(2.0, math.sqrt(remaining) * rng.uniform(0.5, 1.2) * shrink)
+            bh = int(np.clip(side * rng.uniform(0.6, 1.6), 2, height))
+            bw = int(np.clip(side * side / bh, 2, width))
+            y, x = int(rng.integers(0, height - bh + 1)), int(rng.integers(0, width - bw + 1))
+            mask[y : y + bh, x : x + bw] = 1
+        else:
+            # a DeepFill v2 style stroke: a few connected segments of one brush width
+            scale = min(height, width)
+            brush = int(np.clip(rng.uniform(0.03, 0.08) * scale * shrink, 2, max(2.0, math.sqrt(remaining) / 2)))
+            budget = remaining / brush  # stroke length that would cover the remaining area
+            y, x = float(rng.integers(0, height)), float(rng.integers(0, width))
+            for _ in range(int(rng.integers(1, 6))):
+                angle = rng.uniform(0, 2 * math.pi)
+                length = min(rng.uniform(0.1, 0.4) * scale * shrink, max(budget, brush))
+                ny = float(np.clip(y + length * math.sin(angle), 0, height - 1))
+                nx = float(np.clip(x + length * math.cos(angle), 0, width - 1))
+                cv2.line(mask, (int(x), int(y)), (int(nx), int(ny)), 1, brush)
+                budget -= length
+                y, x = ny, nx
+                if budget <= 0:
+                    break
+        if mask.sum() > target + slack:
+            mask, shrink = before, shrink * 0.7
+    return mask.astype(bool)
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode an H x W (x C) float image with OpenCV's JPEG codec; returns float in [0, 1]."""
+    import cv2
+
+    pixels = (np.clip(image, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+    if pixels.ndim == 3 and pixels.shape[-1] == 3:
+        pixels = pixels[..., ::-1]  # OpenCV is BGR
+    ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if out.ndim == 3:
+        out = out[..., ::-1]
+    return out.reshape(image.shape).astype(np.float32) / 255.0
+
+
+def bicubic_degrade(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """B x C x H x W -> bicubic down-sampled by ``scale`` (antialiased) and bicubic re-upsampled to H x W."""
+    h, w = x.shape[-2:]
+    low = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
+    return F.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training batches (torch)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+def degrade_batch(
+    clean: torch.Tensor, cfg: DegradeConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Degrade a B x C x H x W batch. Returns (degraded input, conditioning map or None).
+
+    The conditioning map is B x 1 x H x W: the noise level sigma/255 for noise (what a noise-map model such as
+    FFDNet takes; ignored by blind models) and the mask (1 = missing) for inpainting.
+    """
+    b, _, h, w = clean.shape
+    if cfg.kind == "noise":
+        sigma = torch.full((b,), float(cfg.sigma)) if cfg.sigma is not None else _uniform(gen, b, *cfg.sigma_range)
+        sigma = sigma.view(b, 1, 1, 1) / 255.0
+        noise = torch.randn(clean.shape, generator=gen)
+        return clean + noise * sigma, sigma.expand(b, 1, h, w)
+    if cfg.kind == "poisson-gaussian":
+        peak = torch.exp(_uniform(gen, b, math.log(cfg.peak[0]), math.log(cfg.peak[1]))).view(b, 1, 1, 1)
+        shot = torch.poisson(clean.clamp(0, 1) * peak, generator=gen) / peak
+        sigma = torch.full((b,), float(cfg.sigma)) if cfg.sigma is not None else _uniform(gen, b, *cfg.sigma_range)
+        sigma = sigma.view(b, 1, 1, 1) / 255.0
+        noisy = shot + torch.randn(clean.shape, generator=gen) * sigma
+        level = torch.sqrt(clean.clamp(0, 1).mean((1, 2, 3), keepdim=True) / peak + sigma**2)  # effective std
+        return noisy, level.expand(b, 1, h, w)
+    if cfg.kind == "inpaint":
+        masks = []
+        for _ in range(b):
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+            rng = np.random.default_rng(seed)
+            masks.append(torch.from_numpy(random_mask(h, w, rng.uniform(*cfg.coverage), cfg.mask, rng)))
+        m = torch.stack(masks).unsqueeze(1).float()
+        return clean * (1 - m), m
+    if cfg.kind == "superres":
+        return bicubic_degrade(clean, cfg.scale), None
+    # jpeg
+    q = torch.randint(cfg.quality[0], cfg.quality[1] + 1, (b,), generator=gen).tolist()
+    pairs = zip(clean, q, strict=True)
+    out = [torch.from_numpy(jpeg(img.permute(1, 2, 0).numpy(), qi)).permute(2, 0, 1) for img, qi in pairs]
+    return torch.stack(out), None
+
+
+def degrade_eval(clean: np.ndarray, cfg: DegradeConfig, index: int, sigma: float | None = None):
+    """Deterministic degradation of validation/benchmark image ``index`` (H x W x C float), by the protocol.
+
+    Returns (degraded, conditioning H x W x 1 or None). Noise uses ``sigma`` (default: the config's fixed sigma,
+    else 25) seeded with ``index``; masks are seeded with ``index`` at the middle of the coverage range.
+    """
+    if cfg.kind in ("noise", "poisson-gaussian"):
+        s = float(sigma if sigma is not None else (cfg.sigma if cfg.sigma is not None else 25.0))
+        return gaussian_noise(clean, s, index).astype(np.float32), np.full(clean.shape[:2] + (1,), s / 255, np.float32)
+    if cfg.kind == "inpaint":
+        cov = float(np.mean(cfg.coverage))
+        m = random_mask(clean.shape[0], clean.shape[1], cov, cfg.mask, index)[..., None].astype(np.float32)
+        return clean * (1 - m), m
+    if cfg.kind == "superres":
+        x = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]
+        return bicubic_degrade(x, cfg.scale)[0].permute(1, 2, 0).numpy(), None
+    q = int(round(float(np.mean(cfg.quality))))
+    return jpeg(clean, q), None

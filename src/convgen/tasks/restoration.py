@@ -1,0 +1,218 @@
+"""Image restoration: train a network to undo a degradation (noise, missing regions, down-sampling, JPEG).
+
+Each step cuts a batch of clean patches, flips/rotates them (8 dihedral transforms), degrades them with the
+configured degradation (:mod:`convgen.data.degrade`) and regresses the clean patch. Validation degrades whole
+held-out images deterministically (the benchmark protocol: Gaussian noise seeded by image index) and reports PSNR
+and SSIM; the best checkpoint is the one with the highest validation PSNR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from convgen.config import check
+from convgen.data.degrade import DegradeConfig, degrade_batch, degrade_eval
+from convgen.engine.checkpoint import load_weights
+from convgen.engine.runtime import wrap_ddp
+from convgen.errors import ConfigError, ConvgenError
+from convgen.metrics.restoration import psnr, ssim
+from convgen.models import build_model
+from convgen.registry import TASKS
+from convgen.tasks.base import Task, make_optimizer, make_scheduler
+
+
+def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Apply one of the 8 flips/rotations, chosen independently for each image of a B x C x S x S batch."""
+    choice = torch.randint(0, 8, (x.shape[0],), generator=gen)
+    out = x.clone()
+    for k in range(1, 8):
+        idx = (choice == k).nonzero().flatten()
+        if len(idx):
+            t = torch.rot90(x[idx], k % 4, (2, 3))
+            out[idx] = t.flip(3) if k >= 4 else t
+    return out
+
+
+def restoration_loss(out: torch.Tensor, clean: torch.Tensor, kind: str, weight: torch.Tensor | None) -> torch.Tensor:
+    diff = out.float() - clean
+    if kind == "l2":
+        per = diff.square()
+    elif kind == "l1":
+        per = diff.abs()
+    else:  # charbonnier
+        per = torch.sqrt(diff.square() + 1e-6)
+    return (per * weight).mean() if weight is not None else per.mean()
+
+
+@TASKS.register("restoration")
+class RestorationTask(Task):
+    @dataclass
+    class Config:
+        degradation: DegradeConfig = field(default_factory=DegradeConfig)
+        loss: Literal["l1", "l2", "charbonnier"] = "charbonnier"
+        hole_weight: float = 5.0  # inpainting: extra loss weight on missing pixels
+        augment: bool = True  # random flips and 90-degree rotations
+        eval_sigmas: list[float] = field(default_factory=lambda: [25.0])  # noise: validation noise levels
+        eval_batch_size: int = 8
+        init_from: str | None = None  # a saved restoration model (zoo name or path) to start from
+
+        def __post_init__(self) -> None:
+            check(self.hole_weight >= 0, "task.hole_weight", "must be >= 0")
+            check(bool(self.eval_sigmas), "task.eval_sigmas", "needs at least one noise level")
+            check(self.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1")
+
+    export_models = ("restorer",)
+    best_metric = ("val/psnr", "max")
+
+    def __init__(self, cfg, data, ctx, total_steps) -> None:
+        super().__init__(cfg, data, ctx, total_steps)
+        m, deg = cfg.model, cfg.task.degradation
+        if getattr(m, "channels", data.channels) != data.channels:
+            raise ConfigError(f"config value model.channels is {m.channels} but the data has {data.channels}")
+        if deg.kind == "inpaint" and not getattr(m, "cond_channels", 0):
+            raise ConfigError("inpainting needs the mask as input: set model.cond_channels: 1")
+        if deg.kind == "inpaint" and getattr(m, "residual", False):
+            raise ConfigError("inpainting predicts the image, not a residual: set model.residual: false")
+        net = build_model(m)
+        if not hasattr(net, "cond_channels"):
+            raise ConfigError(f"model type {m.registry_name!r} is not a restoration network")
+        if cfg.task.init_from:
+            self._init_from(net, cfg.task.init_from)
+        net = ctx.prepare(net)
+        self.models = {"restorer": net}
+        self.net = wrap_ddp(net, ctx.dist, ctx.device)
+        self.optimizers = {"restorer": make_optimizer(net.parameters(), cfg.train)}
+        self.schedulers = {"restorer": make_scheduler(self.optimizers["restorer"], cfg.train, total_steps)}
+        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 29 + ctx.dist.rank)
+
+    @staticmethod
+    def _init_from(net: torch.nn.Module, source: str) -> None:
+        from convgen.pipelines import resolve_model_dir
+
+        path = resolve_model_dir(source) / "restorer.safetensors"
+        if not path.is_file():
+            raise ConfigError(f"task.init_from {source}: no restorer.safetensors (not a restoration model)")
+        missing, unexpected = net.load_state_dict(load_weights(path), strict=False)
+        if missing or unexpected:
+            raise ConfigError(f"task.init_from {source}: weights do not fit the configured model")
+
+    def reseed(self, salt: int) -> None:
+        self.gen.manual_seed(self.cfg.seed * 7919 + 29 + 104729 * salt)
+
+    def train_step(self, batch, step: int) -> dict[str, float]:
+        clean, _ = batch
+        tcfg = self.cfg.task
+        if tcfg.augment:
+            clean = dihedral(clean, self.gen)
+        noisy, cond = degrade_batch(clean, tcfg.degradation, self.gen)
+        weight = None
+        if tcfg.degradation.kind == "inpaint":
+            weight = self.ctx.to_device(1.0 + tcfg.hole_weight * cond)
+        clean, noisy = self.ctx.to_device(clean), self.ctx.to_device(noisy)
+        cond = self.ctx.to_device(cond) if cond is not None else None
+        opt = self.optimizers["restorer"]
+        self.net.train()
+        with self.ctx.autocast():
+            out = self.net(noisy, cond)
+        loss = restoration_loss(out, clean, tcfg.loss, weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
+        opt.step()
+        self.schedulers["restorer"].step()
+        with torch.no_grad():
+            mse = (out.detach().float().clamp(0, 1) - clean).square().mean()
+        return {
+            "loss": loss.item(),
+            "psnr": float(-10 * torch.log10(mse.clamp_min(1e-10))),
+            "lr": opt.param_groups[0]["lr"],
+        }
+
+    # -- validation --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def restore_batch(self, degraded: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        net = self.models["restorer"]
+        net.eval()
+        with self.ctx.autocast():
+            out = net(self.ctx.to_device(degraded), None if cond is None else self.ctx.to_device(cond))
+        out = out.float().cpu().clamp(0, 1)
+        if self.cfg.task.degradation.kind == "inpaint":
+            out = degraded * (1 - cond) + out * cond  # keep the known pixels
+        return out
+
+    def _degraded_val(self, sigma: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        clean = self.data.val.images.float() / 255.0
+        deg, conds = [], []
+        for i, img in enumerate(clean.permute(0, 2, 3, 1).numpy()):
+            d, c = degrade_eval(img, self.cfg.task.degradation, i, sigma)
+            deg.append(torch.from_numpy(np.ascontiguousarray(d)).permute(2, 0, 1))
+            conds.append(None if c is None else torch.from_numpy(c).permute(2, 0, 1))
+        cond = None if conds[0] is None else torch.stack(conds)
+        return clean, torch.stack(deg).float(), cond
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.data.val is None:
+            return {}
+        deg_cfg = self.cfg.task.degradation
+        noise = deg_cfg.kind in ("noise", "poisson-gaussian")
+        sigmas = list(self.cfg.task.eval_sigmas) if noise else [None]
+        out: dict[str, float] = {}
+        bs = self.cfg.task.eval_batch_size
+        for j, sigma in enumerate(sigmas):
+            clean, deg, cond = self._degraded_val(sigma)
+            restored = torch.cat(
+                [
+                    self.restore_batch(deg[i : i + bs], None if cond is None else cond[i : i + bs])
+                    for i in range(0, len(deg), bs)
+                ]
+            )
+            ref = clean.permute(0, 2, 3, 1).numpy()
+            res = restored.permute(0, 2, 3, 1).numpy()
+            suffix = "" if j == 0 else f"_s{sigma:g}"
+            out[f"psnr{suffix}"] = float(np.mean([psnr(a, b) for a, b in zip(ref, res, strict=True)]))
+            if j == 0:
+                out["ssim"] = float(np.mean([ssim(a, b) for a, b in zip(ref, res, strict=True)]))
+                out["psnr_input"] = float(
+                    np.mean(
+                        [psnr(a, np.clip(b, 0, 1)) for a, b in zip(ref, deg.permute(0, 2, 3, 1).numpy(), strict=True)]
+                    )
+                )
+                if cond is not None and deg_cfg.kind == "inpaint":
+                    masks = cond.permute(0, 2, 3, 1).numpy()[..., 0] > 0.5
+                    out["psnr_missing"] = float(
+                        np.mean([psnr(a, b, mask=m) for a, b, m in zip(ref, res, masks, strict=True)])
+                    )
+        return out
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "gen" in state:
+            self.gen.set_state(state["gen"])
+
+    def on_train_end(self, run_dir: Path) -> dict[str, Any]:
+        from convgen.viz.grid import save_grid
+
+        if self.data.val is None:
+            return {}
+        clean, deg, cond = self._degraded_val(None)
+        n = min(4, len(clean))
+        restored = self.restore_batch(deg[:n], None if cond is None else cond[:n])
+        rows = torch.stack([deg[:n].clamp(0, 1), restored, clean[:n]], 1).flatten(0, 1)
+        save_grid(rows, run_dir / "restoration.png", nrow=3)
+        return {"pictures": ["restoration.png"]}
+
+
+def check_kind(cfg, verb: str, name: str) -> None:
+    """Refuse to run a model for another restoration verb (e.g. a denoiser asked to inpaint)."""
+    have = cfg.task.degradation.verb
+    if have != verb:
+        raise ConvgenError(f"{name} is a {have} model, not a {verb} model")

@@ -1,0 +1,321 @@
+"""Restoration: degradations by the protocol, networks, tiled inference, training, the `convgen restore` CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import convgen
+from convgen.config import build_config
+from convgen.data import degrade
+from convgen.data.degrade import DegradeConfig, degrade_batch, gaussian_noise, random_mask
+from convgen.engine.trainer import Trainer
+from convgen.errors import ConfigError
+from convgen.metrics.restoration import psnr
+from convgen.models import build_model
+from convgen.restoration import RestorationPipeline, _ramp
+from tests.conftest import ENV_PYTHONPATH
+
+
+def smooth_images(n: int, size: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Piecewise-smooth test images (blurred blobs and edges), N x H x W x C uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for _ in range(n):
+        img = np.zeros((size, size, channels))
+        for _ in range(6):
+            cy, cx, r = rng.uniform(0, 1, 3)
+            img += (
+                rng.uniform(0.1, 0.5, channels) * (((yy - cy) ** 2 + (xx - cx) ** 2) < (0.1 + 0.3 * r) ** 2)[..., None]
+            )
+        img += 0.2 * np.sin(6 * xx + rng.uniform(0, 6))[..., None]
+        out.append(np.clip(img / img.max(), 0, 1))
+    return (np.stack(out) * 255).astype(np.uint8)
+
+
+def write_folder(path: Path, images: np.ndarray) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(path / f"{i:03d}.png")
+    return path
+
+
+def restore_config(root: Path, **overrides) -> dict:
+    cfg = {
+        "name": "tiny-denoise",
+        "seed": 0,
+        "task": {"type": "restoration", "degradation": {"kind": "noise", "sigma": 25}, "loss": "l2"},
+        "model": {"type": "dncnn", "channels": 1, "depth": 5, "width": 16},
+        "data": {
+            "type": "image-patches",
+            "root": str(root),
+            "patch_size": 32,
+            "stride": 16,
+            "val_count": 2,
+            "val_crop": 48,
+        },
+        "train": {
+            "epochs": 100,
+            "max_steps": 40,
+            "batch_size": 16,
+            "lr": 0.002,
+            "optimizer": "adam",
+            "log_every": 5,
+            "eval_every": 40,
+            "ckpt_every": 20,
+            "progress": False,
+        },
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        cfg[section][field] = value
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("imgs") / "train", smooth_images(12, 64))
+
+
+@pytest.fixture(scope="module")
+def trained(image_dir: Path, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "denoise"
+    Trainer(build_config(restore_config(image_dir)), run).fit()
+    return run
+
+
+# -- degradations ---------------------------------------------------------------------------------------------------
+
+
+def test_gaussian_noise_is_the_protocol_formula():
+    clean = np.random.default_rng(5).random((21, 17))
+    noisy = gaussian_noise(clean, 25, seed=3)
+    expected = clean + np.random.default_rng(3).standard_normal(clean.shape) * 25 / 255
+    np.testing.assert_array_equal(noisy, expected)
+    assert noisy.min() < 0 or noisy.max() > 1  # not clipped
+    assert len(np.unique(np.round(noisy * 255, 6))) > 256  # not quantised
+
+
+def test_training_noise_has_the_requested_level():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.full((8, 1, 64, 64), 0.5)
+    noisy, cond = degrade_batch(clean, DegradeConfig(sigma=25), gen)
+    assert abs((noisy - clean).std().item() - 25 / 255) < 0.002
+    assert torch.allclose(cond, torch.full_like(cond, 25 / 255))
+    noisy, cond = degrade_batch(clean, DegradeConfig(sigma=None, sigma_range=[0, 55]), gen)
+    stds = (noisy - clean).flatten(1).std(1) * 255
+    levels = cond[:, 0, 0, 0] * 255
+    assert torch.all(levels <= 55) and levels.std() > 5
+    assert torch.allclose(stds, levels, atol=2.0)
+
+
+def test_poisson_gaussian_noise_is_unbiased_and_signal_dependent():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.cat([torch.full((4, 1, 64, 64), 0.1), torch.full((4, 1, 64, 64), 0.9)])
+    noisy, _ = degrade_batch(clean, DegradeConfig(kind="poisson-gaussian", sigma=0, peak=[50, 50]), gen)
+    assert abs(noisy.mean().item() - 0.5) < 0.01
+    dark, bright = (noisy - clean)[:4].std(), (noisy - clean)[4:].std()
+    assert abs(dark.item() - (0.1 / 50) ** 0.5) < 0.005 and abs(bright.item() - (0.9 / 50) ** 0.5) < 0.01
+
+
+@pytest.mark.parametrize("kind", ["boxes", "strokes", "mixed"])
+@pytest.mark.parametrize("coverage", [0.1, 0.25, 0.4])
+def test_masks_are_binary_with_the_requested_coverage(kind, coverage):
+    for seed, (h, w) in enumerate([(64, 64), (128, 96), (321, 481)]):
+        m = random_mask(h, w, coverage, kind, seed)
+        assert m.dtype == bool and m.shape == (h, w)
+        assert coverage <= m.mean() <= coverage + 0.011, (kind, h, w, m.mean())
+    assert np.array_equal(random_mask(50, 60, 0.2, kind, 7), random_mask(50, 60, 0.2, kind, 7))
+
+
+def test_superres_and_jpeg_degradations():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.from_numpy(smooth_images(2, 64, 3)).permute(0, 3, 1, 2).float() / 255
+    low, _ = degrade_batch(clean, DegradeConfig(kind="superres", scale=4), gen)
+    assert low.shape == clean.shape and 20 < psnr(clean.numpy(), low.clamp(0, 1).numpy()) < 60
+    jp, _ = degrade_batch(clean, DegradeConfig(kind="jpeg", quality=[10, 10]), gen)
+    assert jp.shape == clean.shape and not torch.equal(jp, clean)
+    assert torch.equal(jp * 255, (jp * 255).round())  # decoded 8-bit values
+
+
+def test_bad_degradation_configs():
+    with pytest.raises(ConfigError, match="sigma"):
+        DegradeConfig(sigma=25, sigma_range=[0, 50])
+    with pytest.raises(ConfigError, match="coverage"):
+        DegradeConfig(kind="inpaint", coverage=[0.5, 1.2])
+
+
+# -- networks ---------------------------------------------------------------------------------------------------------
+
+NETS = [
+    {"type": "dncnn", "depth": 4, "width": 8},
+    {"type": "dncnn", "depth": 4, "width": 8, "downscale": 2, "cond_channels": 1},
+    {"type": "unet-restore", "widths": [8, 16, 32], "channels": 3},
+    {"type": "unet-restore", "widths": [8, 16, 32], "attention": True, "attention_heads": 2},
+    {"type": "unet-restore", "widths": [8, 16], "gated": True, "cond_channels": 1, "residual": False},
+    {"type": "convlstm-restore", "width": 8, "steps": 3},
+]
+
+
+@pytest.mark.parametrize("spec", NETS, ids=lambda s: s["type"] + "-" + "-".join(k for k in s if k != "type"))
+def test_networks_keep_any_image_size(spec):
+    cfg = build_config({"task": {"type": "restoration"}, "model": spec, "data": {"type": "mnist"}}).model
+    net = build_model(cfg).eval()
+    c = cfg.channels
+    for h, w in [(37, 50), (64, 64), (17, 9)]:
+        x = torch.rand(2, c, h, w)
+        cond = torch.rand(2, 1, h, w) if net.cond_channels else None
+        out = net(x, cond)
+        assert out.shape == x.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+        if net.residual:  # residual nets start close to the identity
+            assert (out - x).abs().max() < 0.1
+
+
+def test_tiled_inference_matches_untiled():
+    cfg = build_config(
+        {"task": {"type": "restoration"}, "model": {"type": "dncnn", "depth": 5, "width": 8}, "data": {"type": "mnist"}}
+    )
+    net = build_model(cfg.model).eval()
+    torch.nn.init.normal_(net.net[-1].weight, 0, 0.1)  # a non-trivial output
+    pipe = RestorationPipeline.__new__(RestorationPipeline)
+    pipe.cfg, pipe.device, pipe.models = cfg, torch.device("cpu"), {"restorer": net}
+    img = np.random.default_rng(0).random((150, 203, 1)).astype(np.float32)
+    whole = pipe.restore(img, tile=None, clip=False)
+    tiled = pipe.restore(img, tile=64, overlap=32, clip=False)
+    assert np.abs(whole - img).max() > 1e-2
+    np.testing.assert_allclose(tiled, whole, atol=1e-4)
+
+
+def test_blend_weights_cover_every_pixel():
+    w = _ramp(64, True, True, 32)
+    assert w[:8].sum() == 0 and w[-8:].sum() == 0 and w[24:40].min() == 1
+    assert _ramp(10, False, False, 32).min() == 1
+
+
+# -- training and inference -------------------------------------------------------------------------------------------
+
+
+def test_denoiser_learns_and_beats_its_input(trained: Path):
+    lines = [__import__("json").loads(s) for s in (trained / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in lines if "train/loss" in r]
+    assert losses[-1] < 0.5 * losses[0]
+    val = [r for r in lines if "val/psnr" in r][-1]
+    assert val["val/psnr"] > val["val/psnr_input"] + 3
+    assert (trained / "restoration.png").is_file()
+
+
+def test_restoration_resume_is_exact(image_dir: Path, tmp_path: Path):
+    cfg = restore_config(image_dir, train__max_steps=20, train__ckpt_every=10, train__eval_every=10)
+    full = Trainer(build_config(cfg), tmp_path / "a").fit()
+    Trainer(build_config({**cfg, "train": {**cfg["train"], "max_steps": 10}}), tmp_path / "b").fit()
+    resumed = Trainer(build_config(cfg), tmp_path / "b", resume="latest").fit()
+    assert resumed.final_metrics["val/psnr"] == pytest.approx(full.final_metrics["val/psnr"], abs=1e-6)
+
+
+def test_pipeline_denoises_protocol_noise(trained: Path):
+    pipe = convgen.load(trained)
+    clean = smooth_images(1, 96, seed=9)[0].astype(np.float32) / 255
+    noisy = gaussian_noise(clean, 25, 0).astype(np.float32)
+    out = pipe.restore(noisy)
+    assert out.shape == clean.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+    assert psnr(clean, out) > psnr(clean, np.clip(noisy, 0, 1)) + 3
+
+
+def test_inpainting_task_trains_and_keeps_known_pixels(image_dir: Path, tmp_path: Path):
+    cfg = restore_config(
+        image_dir,
+        task__degradation={"kind": "inpaint", "coverage": [0.1, 0.3]},
+        model__type="unet-restore",
+        train__max_steps=10,
+        train__eval_every=10,
+    )
+    cfg["model"] = {"type": "unet-restore", "widths": [8, 16], "gated": True, "cond_channels": 1, "residual": False}
+    result = Trainer(build_config(cfg), tmp_path / "inp").fit()
+    assert "val/psnr_missing" in result.final_metrics
+    pipe = convgen.load(tmp_path / "inp")
+    img = smooth_images(1, 48, seed=3)[0].astype(np.float32) / 255
+    mask = random_mask(48, 48, 0.3, "boxes", 0).astype(np.float32)
+    out = pipe.restore(img, mask=mask)
+    known = mask[..., None] == 0
+    np.testing.assert_array_equal(out[np.broadcast_to(known, out.shape)], img[np.broadcast_to(known, img.shape)])
+
+
+def test_inpainting_config_errors(image_dir: Path, tmp_path: Path):
+    cfg = restore_config(image_dir, task__degradation={"kind": "inpaint"})
+    with pytest.raises(ConfigError, match="cond_channels"):
+        Trainer(build_config(cfg), tmp_path / "x").fit()
+
+
+# -- CLI ----------------------------------------------------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "convgen", *args], capture_output=True, text=True, env=ENV_PYTHONPATH, timeout=300
+    )
+
+
+def test_restore_cli_folder_png_and_npy(trained: Path, tmp_path: Path):
+    src = tmp_path / "in"
+    src.mkdir()
+    clean = smooth_images(2, 40, seed=4).astype(np.float32) / 255
+    Image.fromarray((clean[0, ..., 0] * 255).astype(np.uint8)).save(src / "a.png")
+    np.save(src / "b.npy", gaussian_noise(clean[1], 25, 1).astype(np.float32))
+    r = cli("restore", "denoise", str(trained), "--input", str(src), "--output", str(tmp_path / "out"), "--sigma", "25")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.npy"]
+    out = np.load(tmp_path / "out" / "b.npy")
+    assert out.dtype == np.float32 and out.shape == (40, 40, 1)
+    # nothing is overwritten without asking
+    r = cli("restore", "denoise", str(trained), "--input", str(src), "--output", str(tmp_path / "out"))
+    assert r.returncode == 2 and "--overwrite" in r.stderr and "Traceback" not in r.stderr
+    r = cli("restore", "denoise", str(trained), "--input", str(src), "--output", str(tmp_path / "out"), "--overwrite")
+    assert r.returncode == 0, r.stderr
+
+
+def test_restore_cli_errors(trained: Path, tmp_path: Path):
+    img = tmp_path / "x.png"
+    Image.fromarray(smooth_images(1, 32, 3)[0]).save(img)
+    cases = [
+        (("denoise", str(trained), "--input", str(img)), "colour"),  # RGB into a gray model
+        (("inpaint", str(trained), "--input", str(img), "--mask", str(img)), "not a inpaint model"),
+        (("denoise", str(trained), "--input", str(tmp_path / "missing.png")), "not found"),
+        (("denoise", "no-such-model", "--input", str(img)), "unknown model"),
+        (("denoise", "mnist-classifier", "--input", str(img)), "not a restoration model"),
+    ]
+    for args, message in cases:
+        r = cli("restore", *args[:2], *args[2:], "--output", str(tmp_path / "o.png"))
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_masks_are_clear_errors(tmp_path: Path):
+    from convgen.errors import ImageError
+    from convgen.restoration import read_mask
+
+    Image.fromarray(np.full((10, 12), 255, np.uint8)).save(tmp_path / "size.png")
+    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(tmp_path / "gray.png")
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 255
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    with pytest.raises(ImageError, match="mask is 12x10 but the image is 8x8"):
+        read_mask(tmp_path / "size.png", (8, 8))
+    with pytest.raises(ImageError, match="not binary"):
+        read_mask(tmp_path / "gray.png", (8, 8))
+    with pytest.raises(ImageError, match="1-channel"):
+        read_mask(tmp_path / "rgb.png", (8, 8))
+    ok = np.zeros((8, 8), np.uint8)
+    ok[2:4] = 255
+    Image.fromarray(ok).save(tmp_path / "ok.png")
+    assert read_mask(tmp_path / "ok.png", (8, 8)).sum() == 16
+
+
+def test_degradation_module_lists_every_verb():
+    assert set(degrade.VERBS.values()) == {"denoise", "inpaint", "superres", "dejpeg"}
