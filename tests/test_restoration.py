@@ -298,7 +298,7 @@ def test_restore_cli_errors(trained: Path, tmp_path: Path):
 
 def test_bad_masks_are_clear_errors(tmp_path: Path):
     from convgen.errors import ImageError
-    from convgen.restoration import read_mask
+    from convgen.io.images import read_mask
 
     Image.fromarray(np.full((10, 12), 255, np.uint8)).save(tmp_path / "size.png")
     Image.fromarray(np.full((8, 8), 128, np.uint8)).save(tmp_path / "gray.png")
@@ -314,7 +314,7 @@ def test_bad_masks_are_clear_errors(tmp_path: Path):
     ok = np.zeros((8, 8), np.uint8)
     ok[2:4] = 255
     Image.fromarray(ok).save(tmp_path / "ok.png")
-    assert read_mask(tmp_path / "ok.png", (8, 8)).sum() == 16
+    assert read_mask(tmp_path / "ok.png", (8, 8)).sum() == 16 and read_mask(tmp_path / "ok.png", (8, 8)).dtype == bool
 
 
 def test_degradation_module_lists_every_verb():

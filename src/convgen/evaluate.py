@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from convgen.errors import ConvgenError, ImageError
-from convgen.io.images import list_images, read_image
+from convgen.io.images import list_images, read_image, read_mask
 from convgen.metrics import generation as gm
 from convgen.metrics.restoration import ms_ssim, psnr, ssim
 
@@ -69,7 +69,7 @@ def evaluate_restoration(
         }
         if mask is not None:
             mask_path = Path(mask) / ref_path.name if Path(mask).is_dir() else Path(mask)
-            m = _read_mask(mask_path.with_suffix(".png") if not mask_path.exists() else mask_path, ref.shape[:2])
+            m = read_mask(mask_path.with_suffix(".png") if not mask_path.exists() else mask_path, ref.shape[:2])
             values["psnr_missing"] = psnr(ref, out, data_range, mask=m)
         per_image[ref_path.name] = values
     keys = next(iter(per_image.values())).keys()
@@ -85,17 +85,6 @@ def evaluate_restoration(
             "ms_ssim": "7x7 uniform window, up to 5 scales, Wang et al. 2003 weights",
         },
     }
-
-
-def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """Masks: gray PNG of the image's size, 255 = missing, 0 = known; anything else is an error."""
-    m = read_image(path)
-    if m.shape[:2] != shape:
-        raise ImageError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, the image is {shape[1]}x{shape[0]}")
-    m = m[..., 0]
-    if not np.all((m == 0) | (m == 1)):
-        raise ImageError(f"{path}: mask is not binary (expected 0 = known and 255 = missing)")
-    return m.astype(bool)
 
 
 def _load_folder(folder: str | Path, pipe, limit: int | None) -> torch.Tensor:

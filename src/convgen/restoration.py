@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from convgen.errors import ConvgenError, ImageError
-from convgen.io.images import IMAGE_SUFFIXES, convert_channels, read_image, resolve_inputs, write_image
+from convgen.io.images import IMAGE_SUFFIXES, convert_channels, read_image, read_mask, resolve_inputs, write_image
 from convgen.pipelines import Pipeline
 
 LOSSLESS = (".png", ".npy", ".tif", ".tiff", ".bmp")
@@ -43,24 +43,6 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
     step = tile - overlap
     starts = list(range(0, size - tile, step))
     return [*starts, size - tile]
-
-
-def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A binary H x W float mask (1 = missing) from a PNG (255 missing, 0 known) or a 0/1 ``.npy``."""
-    m = read_image(path)
-    if m.shape[-1] != 1:
-        if m.shape[-1] in (3, 4) and np.abs(m[..., :3] - m[..., :1]).max() == 0:
-            m = m[..., :1]
-        else:
-            raise ImageError(f"{path}: a mask must be a 1-channel (grayscale) image")
-    m = m[..., 0]
-    if m.shape != shape:
-        raise ImageError(f"{path}: mask is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}")
-    if not np.all((m == 0) | (m == 1)):
-        raise ImageError(f"{path}: mask is not binary (expected only 0 = known and 255 = missing)")
-    if not m.any():
-        print(f"convgen: warning: {path}: mask marks no missing pixel", file=sys.stderr)
-    return m.astype(np.float32)
 
 
 class RestorationPipeline(Pipeline):
@@ -190,7 +172,7 @@ class RestorationPipeline(Pipeline):
         bar = tqdm(total=len(files), desc=self.verb, unit="img", file=sys.stderr, disable=len(files) < 5)
         for f, target, m in zip(files, targets, masks, strict=True):
             arr = read_image(f)
-            mk = read_mask(m, arr.shape[:2]) if m is not None else None
+            mk = read_mask(m, arr.shape[:2]).astype(np.float32) if m is not None else None
             arr = convert_channels(arr, self.channels, str(f))
             written.append(write_image(target, self.restore(arr, sigma, mk, tile, overlap)))
             bar.update(1)

@@ -15,6 +15,7 @@ Channel rules (explicit, never silent):
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 import zlib
 from collections.abc import Iterable
@@ -185,3 +186,21 @@ def resolve_inputs(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     raise ImageError(f"{path}: file or directory not found")
+
+
+def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A boolean H x W mask (True = missing) from a gray PNG (255 missing, 0 known) or a 0/1 ``.npy``."""
+    m = read_image(path)
+    if m.shape[-1] != 1:
+        if m.shape[-1] in (3, 4) and np.abs(m[..., :3] - m[..., :1]).max() == 0:
+            m = m[..., :1]
+        else:
+            raise ImageError(f"{path}: a mask must be a 1-channel (grayscale) image")
+    m = m[..., 0]
+    if m.shape != shape:
+        raise ImageError(f"{path}: mask is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}")
+    if not np.all((m == 0) | (m == 1)):
+        raise ImageError(f"{path}: mask is not binary (expected only 0 = known and 255 = missing)")
+    if not m.any():
+        print(f"convgen: warning: {path}: mask marks no missing pixel", file=sys.stderr)
+    return m.astype(bool)
