@@ -121,14 +121,18 @@ class RestorationPipeline(Pipeline):
         tile: int | None = 512,
         overlap: int = 64,
         clip: bool = True,
+        name: str = "image",
     ) -> np.ndarray:
-        """Restore one H x W (x C) float image; returns float32 H x W x C (x scale for super-resolution)."""
+        """Restore one H x W (x C) float image; returns float32 H x W x C (x scale for super-resolution).
+
+        A gray image given to a colour model is run as RGB and returned as gray (the mean of the channels)."""
         arr = np.asarray(image, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[..., None]
         if arr.ndim != 3:
             raise ImageError(f"expected an H x W or H x W x C image, got shape {arr.shape}")
-        arr = convert_channels(arr, self.channels)
+        gray_in = arr.shape[-1] == 1
+        arr = convert_channels(arr, self.channels, name)
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
         kind = self.degradation.kind
         cond = None
@@ -150,6 +154,8 @@ class RestorationPipeline(Pipeline):
             out = x * (1 - cond) + out * cond
         if clip:
             out = out.clamp(0, 1)
+        if gray_in and self.channels == 3:
+            out = out.mean(1, keepdim=True)
         return out[0].permute(1, 2, 0).numpy()
 
     def restore_files(
@@ -173,8 +179,7 @@ class RestorationPipeline(Pipeline):
         for f, target, m in zip(files, targets, masks, strict=True):
             arr = read_image(f)
             mk = read_mask(m, arr.shape[:2]).astype(np.float32) if m is not None else None
-            arr = convert_channels(arr, self.channels, str(f))
-            written.append(write_image(target, self.restore(arr, sigma, mk, tile, overlap)))
+            written.append(write_image(target, self.restore(arr, sigma, mk, tile, overlap, name=str(f))))
             bar.update(1)
         bar.close()
         return written
