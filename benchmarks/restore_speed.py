@@ -32,7 +32,9 @@ img = np.random.default_rng(0).random((h, w, c), dtype=np.float32)
 pipe.restore(img[:64, :64])  # warm-up
 times = []
 for _ in range(int(sys.argv[5])):
-    t = time.perf_counter(); out = pipe.restore(img, tile=int(sys.argv[6]) or None); times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    out = pipe.restore(img, tile=int(sys.argv[6]) or None)
+    times.append(time.perf_counter() - t)
 print(json.dumps({"seconds": sorted(times)[len(times) // 2], "all_seconds": [round(t, 3) for t in times],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "output_shape": list(out.shape)}))
