@@ -232,7 +232,6 @@ def test_inpainting_task_trains_and_keeps_known_pixels(image_dir: Path, tmp_path
     cfg = restore_config(
         image_dir,
         task__degradation={"kind": "inpaint", "coverage": [0.1, 0.3]},
-        model__type="unet-restore",
         train__max_steps=10,
         train__eval_every=10,
     )

@@ -113,10 +113,9 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 def _cmd_restore(args: argparse.Namespace) -> int:
     from convgen.pipelines import load
     from convgen.restoration import RestorationPipeline
-    from convgen.tasks.restoration import check_kind
 
     pipe = load(args.model, device=args.device, expect=RestorationPipeline, role="a restoration model")
-    check_kind(pipe.cfg, args.verb, args.model)
+    pipe.check_verb(args.verb, args.model)
     if args.mask is not None and args.verb != "inpaint":
         raise ConvgenError(f"--mask is for inpainting, not {args.verb}")
     if args.tile is not None and args.tile < 16:

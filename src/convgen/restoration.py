@@ -64,23 +64,28 @@ class RestorationPipeline(Pipeline):
     def channels(self) -> int:
         return self.cfg.model.channels
 
-    def _sigma(self, sigma: float | None) -> float | None:
+    def check_verb(self, verb: str, name: str) -> None:
+        """Refuse to run this model for another restoration verb (e.g. a denoiser asked to inpaint)."""
+        if self.verb != verb:
+            raise ConvgenError(f"{name} is a {self.verb} model, not a {verb} model")
+
+    def _noise_level(self, sigma: float | None) -> float | None:
+        """Check ``sigma`` (warn if a fixed-level model gets another one); the level a noise-map model is fed."""
         deg = self.degradation
-        if deg.kind not in ("noise", "poisson-gaussian"):
-            return None
         if sigma is not None and not 0 <= sigma <= 255:
             raise ConvgenError(f"--sigma {sigma} is outside [0, 255]")
-        if deg.sigma is not None:  # a fixed-level model
-            if sigma is not None and abs(sigma - deg.sigma) > 1e-6:
-                print(
-                    f"convgen: warning: this model was trained for sigma {deg.sigma:g} only; "
-                    f"it will under- or over-smooth at sigma {sigma:g}",
-                    file=sys.stderr,
-                )
-            return float(deg.sigma) if sigma is None or not self.net.cond_channels else float(sigma)
-        if self.net.cond_channels and sigma is None:
+        if deg.sigma is not None and sigma is not None and abs(sigma - deg.sigma) > 1e-6:
+            print(
+                f"convgen: warning: this model was trained for sigma {deg.sigma:g} only; "
+                f"it will under- or over-smooth at sigma {sigma:g}",
+                file=sys.stderr,
+            )
+        if not self.net.cond_channels:
+            return None
+        level = sigma if sigma is not None else deg.sigma
+        if level is None:
             raise ConvgenError("this denoiser takes the noise level as input: pass --sigma")
-        return float(sigma) if sigma is not None else None
+        return float(level)
 
     @torch.no_grad()
     def _run(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -145,10 +150,10 @@ class RestorationPipeline(Pipeline):
             m = torch.from_numpy(np.asarray(mask, np.float32)).reshape(1, 1, *arr.shape[:2])
             x = x * (1 - m)
             cond = m
-        elif kind in ("noise", "poisson-gaussian"):
-            s = self._sigma(sigma)
-            if self.net.cond_channels:
-                cond = torch.full((1, 1, *x.shape[-2:]), s / 255.0)
+        elif self.degradation.is_noise:
+            level = self._noise_level(sigma)
+            if level is not None:
+                cond = torch.full((1, 1, *x.shape[-2:]), level / 255.0)
         out = self.run_tiled(x, cond, tile, overlap)
         if kind == "inpaint":
             out = x * (1 - cond) + out * cond

@@ -50,7 +50,7 @@ class DegradeConfig:
 
     def __post_init__(self) -> None:
         where = "task.degradation"
-        if self.kind in ("noise", "poisson-gaussian"):
+        if self.is_noise:
             check(
                 (self.sigma is None) != (self.sigma_range is None),
                 f"{where}.sigma",
@@ -66,6 +66,10 @@ class DegradeConfig:
         check(self.scale in (2, 3, 4), f"{where}.scale", "must be 2, 3 or 4")
         ok = len(self.quality) == 2 and 1 <= self.quality[0] <= self.quality[1] <= 100
         check(ok, f"{where}.quality", "must be [lo, hi] within 1..100")
+
+    @property
+    def is_noise(self) -> bool:
+        return self.kind in ("noise", "poisson-gaussian")
 
     @property
     def verb(self) -> str:
@@ -172,6 +176,12 @@ def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
+def _sigmas(cfg: DegradeConfig, gen: torch.Generator, n: int) -> torch.Tensor:
+    """Per-image Gaussian noise std on the [0, 1] scale, shaped n x 1 x 1 x 1: fixed, or uniform in the range."""
+    sigma = torch.full((n,), float(cfg.sigma)) if cfg.sigma is not None else _uniform(gen, n, *cfg.sigma_range)
+    return sigma.view(n, 1, 1, 1) / 255.0
+
+
 def degrade_batch(
     clean: torch.Tensor, cfg: DegradeConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -182,15 +192,13 @@ def degrade_batch(
     """
     b, _, h, w = clean.shape
     if cfg.kind == "noise":
-        sigma = torch.full((b,), float(cfg.sigma)) if cfg.sigma is not None else _uniform(gen, b, *cfg.sigma_range)
-        sigma = sigma.view(b, 1, 1, 1) / 255.0
+        sigma = _sigmas(cfg, gen, b)
         noise = torch.randn(clean.shape, generator=gen)
         return clean + noise * sigma, sigma.expand(b, 1, h, w)
     if cfg.kind == "poisson-gaussian":
         peak = torch.exp(_uniform(gen, b, math.log(cfg.peak[0]), math.log(cfg.peak[1]))).view(b, 1, 1, 1)
         shot = torch.poisson(clean.clamp(0, 1) * peak, generator=gen) / peak
-        sigma = torch.full((b,), float(cfg.sigma)) if cfg.sigma is not None else _uniform(gen, b, *cfg.sigma_range)
-        sigma = sigma.view(b, 1, 1, 1) / 255.0
+        sigma = _sigmas(cfg, gen, b)
         noisy = shot + torch.randn(clean.shape, generator=gen) * sigma
         level = torch.sqrt(clean.clamp(0, 1).mean((1, 2, 3), keepdim=True) / peak + sigma**2)  # effective std
         return noisy, level.expand(b, 1, h, w)
@@ -217,7 +225,7 @@ def degrade_eval(clean: np.ndarray, cfg: DegradeConfig, index: int, sigma: float
     Returns (degraded, conditioning H x W x 1 or None). Noise uses ``sigma`` (default: the config's fixed sigma,
     else 25) seeded with ``index``; masks are seeded with ``index`` at the middle of the coverage range.
     """
-    if cfg.kind in ("noise", "poisson-gaussian"):
+    if cfg.is_noise:
         s = float(sigma if sigma is not None else (cfg.sigma if cfg.sigma is not None else 25.0))
         return gaussian_noise(clean, s, index).astype(np.float32), np.full(clean.shape[:2] + (1,), s / 255, np.float32)
     if cfg.kind == "inpaint":

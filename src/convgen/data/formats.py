@@ -163,6 +163,14 @@ def read_numpy(path: str | Path, images_key: str | None = None, labels_key: str 
     return images, labels
 
 
+def read_dataset_image(path: Path, channels: int) -> np.ndarray:
+    """One training image as float H x W x C with ``channels`` channels; unreadable files are DataErrors."""
+    try:
+        return convert_channels(read_image(path), channels, str(path))
+    except ImageError as e:
+        raise DataError(str(e)) from None
+
+
 def read_image_folder(root: str | Path, channels: int, image_size: int | None = None):
     """Read a flat folder (unlabelled) or a folder with one sub-folder per class.
 
@@ -185,10 +193,7 @@ def read_image_folder(root: str | Path, channels: int, image_size: int | None = 
         raise DataError(f"{root}: no images found")
     images = []
     for f, _ in files:
-        try:
-            arr = convert_channels(read_image(f), channels, str(f))
-        except ImageError as e:
-            raise DataError(str(e)) from None
+        arr = read_dataset_image(f, channels)
         if image_size is not None:
             arr = resize_center_crop_numpy(arr, image_size)
         images.append(arr)

@@ -17,8 +17,9 @@ from PIL import Image
 
 from convgen.config import check
 from convgen.data.datasets import ArrayDataset, DataBundle, split_indices
-from convgen.errors import DataError, ImageError
-from convgen.io.images import IMAGE_SUFFIXES, convert_channels, list_images, read_image
+from convgen.data.formats import read_dataset_image
+from convgen.errors import DataError
+from convgen.io.images import IMAGE_SUFFIXES, list_images, to_uint8
 from convgen.registry import DATASETS
 
 
@@ -30,13 +31,7 @@ def read_folder(root: str | Path, channels: int, limit: int | None = None) -> tu
     files = list_images(root, IMAGE_SUFFIXES)[:limit]
     if not files:
         raise DataError(f"{root}: no images found")
-    images = []
-    for f in files:
-        try:
-            arr = convert_channels(read_image(f), channels, str(f))
-        except ImageError as e:
-            raise DataError(str(e)) from None
-        images.append((np.clip(arr, 0, 1) * 255.0 + 0.5).astype(np.uint8))
+    images = [to_uint8(read_dataset_image(f, channels)) for f in files]
     return files, images
 
 

@@ -19,7 +19,7 @@ from convgen.config import check
 from convgen.data.degrade import DegradeConfig, degrade_batch, degrade_eval
 from convgen.engine.checkpoint import load_weights
 from convgen.engine.runtime import wrap_ddp
-from convgen.errors import ConfigError, ConvgenError
+from convgen.errors import ConfigError
 from convgen.metrics.restoration import psnr, ssim
 from convgen.models import build_model
 from convgen.registry import TASKS
@@ -89,6 +89,7 @@ class RestorationTask(Task):
         self.optimizers = {"restorer": make_optimizer(net.parameters(), cfg.train)}
         self.schedulers = {"restorer": make_scheduler(self.optimizers["restorer"], cfg.train, total_steps)}
         self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 29 + ctx.dist.rank)
+        self._val_cache: dict[float | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     @staticmethod
     def _init_from(net: torch.nn.Module, source: str) -> None:
@@ -147,6 +148,12 @@ class RestorationTask(Task):
         return out
 
     def _degraded_val(self, sigma: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(clean, degraded, conditioning) for the validation images; deterministic, so built once per level."""
+        if sigma not in self._val_cache:
+            self._val_cache[sigma] = self._degrade_val(sigma)
+        return self._val_cache[sigma]
+
+    def _degrade_val(self, sigma: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         clean = self.data.val.images.float() / 255.0
         deg, conds = [], []
         for i, img in enumerate(clean.permute(0, 2, 3, 1).numpy()):
@@ -161,8 +168,7 @@ class RestorationTask(Task):
         if self.data.val is None:
             return {}
         deg_cfg = self.cfg.task.degradation
-        noise = deg_cfg.kind in ("noise", "poisson-gaussian")
-        sigmas = list(self.cfg.task.eval_sigmas) if noise else [None]
+        sigmas = list(self.cfg.task.eval_sigmas) if deg_cfg.is_noise else [None]
         out: dict[str, float] = {}
         bs = self.cfg.task.eval_batch_size
         for j, sigma in enumerate(sigmas):
@@ -209,10 +215,3 @@ class RestorationTask(Task):
         rows = torch.stack([deg[:n].clamp(0, 1), restored, clean[:n]], 1).flatten(0, 1)
         save_grid(rows, run_dir / "restoration.png", nrow=3)
         return {"pictures": ["restoration.png"]}
-
-
-def check_kind(cfg, verb: str, name: str) -> None:
-    """Refuse to run a model for another restoration verb (e.g. a denoiser asked to inpaint)."""
-    have = cfg.task.degradation.verb
-    if have != verb:
-        raise ConvgenError(f"{name} is a {have} model, not a {verb} model")
