@@ -26,15 +26,17 @@ import torch
 import convgen
 from convgen.config import load_config
 from convgen.data.datasets import build_data
-from convgen.evaluate import generation_metrics, load_extractor
+from convgen.evaluate import generation_metrics
+from convgen.metrics.extractors import get_extractor
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def evaluate_model(model: str, n: int, per_class: int, pipe, x_real: torch.Tensor) -> dict:
+def evaluate_model(model: str, n: int, per_class: int, extractor, x_real: torch.Tensor) -> dict:
+    pipe = extractor.pipe
     gen = convgen.load(model, device="cpu")
     fakes = gen.sample(n, seed=0)
-    m = generation_metrics(x_real, fakes, pipe, "bundled MNIST val (1,000 digits)", pr_max=n)
+    m = generation_metrics(x_real, fakes, extractor, "bundled MNIST val (1,000 digits)", pr_max=n)
     pred = pipe.predict(torch.nn.functional.interpolate(fakes, size=28, mode="bilinear", antialias=True).clamp(0, 1))
     shares = (torch.bincount(pred, minlength=10).double() / len(pred)).tolist()
     out = {
@@ -80,8 +82,8 @@ def main() -> None:
         p.error("give --model NAME=MODEL (repeatable) or --train-minutes")
     data = build_data(load_config(REPO / "configs" / "mnist-dcgan.yaml").data)
     x_real, _ = data.val.batch(torch.arange(len(data.val)))
-    pipe = load_extractor("mnist-classifier")
-    results = {name: evaluate_model(model, args.n, args.per_class, pipe, x_real) for name, model in models.items()}
+    extractor = get_extractor("mnist-classifier")
+    results = {name: evaluate_model(model, args.n, args.per_class, extractor, x_real) for name, model in models.items()}
     summary = {"benchmark": "gan_quality", "results": results}
     if "ours" in results and "reference" in results:
         summary["fd_ratio_ours_vs_reference"] = round(

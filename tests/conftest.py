@@ -59,3 +59,10 @@ def digits_dir(tmp_path: Path) -> tuple[Path, dict[str, int]]:
         Image.fromarray(np.ascontiguousarray(images[i, :, :, 0])).save(out / name)
         truth[name] = int(labels[i])
     return out, truth
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's ~/.cache/convgen (statistics cache, downloaded weights)."""
+    monkeypatch.setenv("CONVGEN_CACHE", str(tmp_path_factory.getbasetemp() / "convgen-cache"))
+    monkeypatch.delenv("CONVGEN_INCEPTION_WEIGHTS", raising=False)

@@ -7,7 +7,6 @@ command-line contract, as ``fid`` with ``protocol.fid_is_standard: false``), nev
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 from pathlib import Path
@@ -87,102 +86,137 @@ def evaluate_restoration(
     }
 
 
-def _load_folder(folder: str | Path, pipe, limit: int | None) -> torch.Tensor:
-    """Every image of ``folder`` (up to ``limit``) as a batch at the extractor's input size."""
-    files = list_images(folder)
-    if not files:
-        raise ImageError(f"{folder}: no images found")
-    files = files[:limit] if limit else files
-    channels = pipe.cfg.model.in_channels
-    return pipe.prepare([read_image(f, channels=channels) for f in files])  # generation_metrics clamps
-
-
 def evaluate_generation(
     real: str | Path,
     fake: str | Path,
-    extractor: str = "mnist-classifier",
+    extractor: str | None = None,
+    inception_weights: str | Path | None = None,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     pr_max: int = 5000,
     seed: int = 0,
     limit: int | None = None,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 250,
+    train: str | Path | None = None,
+    pairs_out: str | Path | None = None,
+    two_sample: bool = False,
+    audit_limit: int = 5000,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Fréchet distance, KID, IS, precision/recall, density/coverage between two image folders.
 
-    The extractor is a convgen classifier (a zoo name or model directory); its penultimate features give the
-    distances and its class probabilities the Inception-Score analogue. Names carry the extractor.
+    ``extractor`` is ``inception-v3`` (standard FID), ``mnist-classifier`` or any convgen classifier; ``None``
+    picks one from the images (:func:`~convgen.metrics.extractors.default_extractor`). Features of ``real`` are
+    cached (see :class:`~convgen.metrics.extractors.StatsCache`). With ``train`` (the generator's training images),
+    a memorisation check compares the fakes' nearest training neighbours with those of the held-out ``real``
+    images; ``two_sample`` adds a classifier two-sample test.
     """
-    pipe = load_extractor(extractor)
-    x_real, x_fake = _load_folder(real, pipe, limit), _load_folder(fake, pipe, limit)
-    return generation_metrics(x_real, x_fake, pipe, str(real), kid_subsets, kid_subset_size, pr_max, seed)
+    from convgen.metrics.extractors import StatsCache, default_extractor, folder_features, get_extractor
+
+    for name, folder in (("--real", real), ("--fake", fake)):
+        if not Path(folder).is_dir():
+            raise ImageError(f"{folder}: directory not found ({name})")
+    if extractor is None:
+        first = list_images(real)
+        if not first:
+            raise ImageError(f"{real}: no images found")
+        extractor = default_extractor(read_image(first[0]))
+    ex = get_extractor(extractor, inception_weights, device=device)
+    stats_cache = StatsCache(cache_dir) if cache else None
+    real_fs, _ = folder_features(real, ex, limit, stats_cache, batch_size, desc="real")
+    fake_fs, _ = folder_features(fake, ex, limit, None, batch_size, desc="fake")
+    result = metrics_from_features(real_fs, fake_fs, ex, str(real), kid_subsets, kid_subset_size, pr_max, seed)
+    result["protocol"]["real_features_cached"] = real_fs.cached
+    if train is not None or two_sample:
+        from convgen.metrics.audit import load_image_tensor, memorization_report, two_sample_test
+
+        x_real = load_image_tensor(real, audit_limit)
+        x_fake = load_image_tensor(fake, audit_limit, like=x_real)
+        if two_sample:
+            result["two_sample"] = two_sample_test(x_real, x_fake, seed=seed)
+        if train is not None:
+            x_train = load_image_tensor(train, None, like=x_real)
+            result["memorization"] = memorization_report(x_fake, x_train, x_real, pairs_out=pairs_out)
+    return result
 
 
-def load_extractor(extractor: str = "mnist-classifier"):
-    from convgen.pipelines import ClassifierPipeline, load
+def _check_counts(n_real: int, n_fake: int) -> None:
+    for name, n in (("real", n_real), ("fake", n_fake)):
+        if n < 10:
+            raise ConvgenError(f"--{name} has {n} images; at least 10 are needed")
 
-    return load(extractor, device="cpu", expect=ClassifierPipeline, role="a classifier (needed as feature extractor)")
 
-
-def generation_metrics(
-    x_real: torch.Tensor,
-    x_fake: torch.Tensor,
-    pipe,
+def metrics_from_features(
+    real,
+    fake,
+    extractor,
     real_split: str,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     pr_max: int = 5000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The metrics of :func:`evaluate_generation` for two image batches (B x C x H x W in [0, 1])."""
-    extractor = str(pipe.model_dir.name) if pipe.model_dir.parent.name == "zoo" else str(pipe.model_dir)
-    c, s = pipe.cfg.model.in_channels, pipe.cfg.model.image_size
-    from convgen.data.transforms import resize
-
-    x_real, x_fake = resize(x_real, s).clamp(0, 1), resize(x_fake, s).clamp(0, 1)
-    for name, x in (("real", x_real), ("fake", x_fake)):
-        if len(x) < 10:
-            raise ConvgenError(f"--{name} has {len(x)} images; at least 10 are needed")
-    f_real, f_fake = pipe.features(x_real).double().numpy(), pipe.features(x_fake).double().numpy()
-    fd = gm.frechet_distance(*gm.feature_stats(f_real), *gm.feature_stats(f_fake))
-    kid, kid_std = gm.kernel_inception_distance(f_real, f_fake, kid_subsets, kid_subset_size, seed=seed)
-    probs = pipe.predict_proba(x_fake).double().numpy()
-    is_mean, is_std = gm.inception_score(probs, splits=min(10, len(probs)))
+    """The metrics of :func:`evaluate_generation` from two :class:`~convgen.metrics.extractors.FeatureSet`."""
+    _check_counts(len(real.features), len(fake.features))
+    fd = gm.frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
+    kid, kid_std = gm.kernel_inception_distance(real.features, fake.features, kid_subsets, kid_subset_size, seed=seed)
+    is_mean, is_std = gm.inception_score(fake.probs.astype(np.float64), splits=min(10, len(fake.probs)))
     rng = np.random.default_rng(seed)
-    sub_r = f_real[rng.choice(len(f_real), min(pr_max, len(f_real)), replace=False)]
-    sub_f = f_fake[rng.choice(len(f_fake), min(pr_max, len(f_fake)), replace=False)]
+    sub_r = real.features[rng.choice(len(real.features), min(pr_max, len(real.features)), replace=False)]
+    sub_f = fake.features[rng.choice(len(fake.features), min(pr_max, len(fake.features)), replace=False)]
     prdc = gm.precision_recall_density_coverage(sub_r, sub_f)
-    weights = sorted(pipe.model_dir.glob("*.safetensors"))
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()[:16]
-    tag = "mnistcls" if extractor == "mnist-classifier" else "domaincls"
+    named = {} if extractor.standard else {f"fd_{extractor.tag}": fd, f"kid_{extractor.tag}": kid}
     return {
         "fid": fd,
-        f"fd_{tag}": fd,
+        **named,
         "kid": kid,
         "kid_std": kid_std,
         "is": is_mean,
         "is_std": is_std,
         **prdc,
         "protocol": {
-            "extractor": extractor,
-            "extractor_sha256_16": digest,
-            "feature": f"penultimate layer, {f_real.shape[1]}-d",
-            "fid_is_standard": False,
-            "label": f"FD-{tag} / KID-{tag} / IS-{tag}: computed in the {extractor} feature space, not InceptionV3",
-            "resize": f"bilinear antialiased to {s}x{s}, {c} channel(s)",
-            "n_real": len(f_real),
-            "n_fake": len(f_fake),
+            **extractor.protocol(),
+            "feature_dim": int(real.features.shape[1]),
+            "n_real": len(real.features),
+            "n_fake": len(fake.features),
             "real_split": real_split,
             "kid": {
                 "subsets": kid_subsets,
-                "subset_size": min(kid_subset_size, len(f_real), len(f_fake)),
+                "subset_size": min(kid_subset_size, len(real.features), len(fake.features)),
                 "kernel": "(x.y/d + 1)^3",
             },
-            "is_splits": min(10, len(probs)),
+            "is_splits": min(10, len(fake.probs)),
             "precision_recall": {"k": 3, "n_max": pr_max},
             "density_coverage": {"k": 5},
             "seed": seed,
         },
     }
+
+
+def tensor_features(x: torch.Tensor, extractor, batch_size: int = 500):
+    """A :class:`~convgen.metrics.extractors.FeatureSet` for a batch B x C x H x W of images in [0, 1]."""
+    from convgen.metrics.extractors import FeatureSet
+
+    feats, probs = [], []
+    for i in range(0, len(x), batch_size):
+        images = list(x[i : i + batch_size].permute(0, 2, 3, 1).float().numpy())
+        f, p = extractor(extractor.prepare(images))
+        feats.append(f.numpy())
+        probs.append(p.numpy())
+    features = np.concatenate(feats)
+    mu, sigma = gm.feature_stats(features)
+    return FeatureSet(features, np.concatenate(probs), mu, sigma)
+
+
+def generation_metrics(
+    x_real: torch.Tensor, x_fake: torch.Tensor, extractor, real_split: str, pr_max: int = 5000, seed: int = 0
+) -> dict[str, Any]:
+    """The metrics of :func:`evaluate_generation` for two image batches (B x C x H x W in [0, 1])."""
+    _check_counts(len(x_real), len(x_fake))
+    real, fake = tensor_features(x_real, extractor), tensor_features(x_fake, extractor)
+    return metrics_from_features(real, fake, extractor, real_split, pr_max=pr_max, seed=seed)
 
 
 def finite_or_none(obj: Any) -> Any:

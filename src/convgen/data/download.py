@@ -24,6 +24,7 @@ class Resource:
     filename: str
     md5: str | None = None
     sha256: str | None = None
+    sha256_prefix: str | None = None  # when only the leading hex digits are published (torch.hub file names)
 
 
 MNIST_MIRRORS = [
@@ -68,8 +69,12 @@ def file_digest(path: str | Path, algorithm: str) -> str:
 
 
 def verify(path: str | Path, resource: Resource) -> bool:
-    if resource.sha256 and file_digest(path, "sha256") != resource.sha256:
-        return False
+    if resource.sha256 or resource.sha256_prefix:
+        digest = file_digest(path, "sha256")
+        if resource.sha256 and digest != resource.sha256:
+            return False
+        if resource.sha256_prefix and not digest.startswith(resource.sha256_prefix):
+            return False
     return not (resource.md5 and file_digest(path, "md5") != resource.md5)
 
 
