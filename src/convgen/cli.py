@@ -213,6 +213,24 @@ def _cmd_eval_generation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from convgen.viz.insight import explain
+
+    result = explain(args.model, args.input, args.out, target=args.target, layer=args.layer, method=args.method)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"wrote {', '.join(result['pictures'])} ({args.method} at {result['gradcam_layer']})")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from convgen.viz.report import build_report
+
+    print(f"wrote {build_report(args.run_dir, args.out, args.overwrite)}")
+    return 0
+
+
 def _command_group(sub, name: str, help: str):
     """A command with subcommands of its own (``convgen zoo list``, ``convgen eval restoration``)."""
     group = sub.add_parser(name, help=help).add_subparsers(
@@ -370,6 +388,27 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--limit", type=int, help="at most this many images (in split order)")
     ex.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     ex.set_defaults(func=_cmd_data_export)
+
+    xp = sub.add_parser(
+        "explain",
+        help="Grad-CAM / HiResCAM, feature maps and filters of a classifier or a GAN discriminator",
+        description="MODEL is a classifier (zoo name or directory) or a GAN checkpoint directory with a "
+        "discriminator (runs/NAME/checkpoints/best). Writes gradcam.png, feature_maps.png, filters.png.",
+    )
+    xp.add_argument("model")
+    xp.add_argument("--input", required=True, help="image file or folder (the first 16 images are used)")
+    xp.add_argument("--out", required=True, help="output folder")
+    xp.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
+    xp.add_argument("--layer", help="convolution layer name (default: last for Grad-CAM, first for maps/filters)")
+    xp.add_argument("--method", choices=["hirescam", "gradcam"], default="hirescam", help="class activation map")
+    xp.add_argument("--json", action="store_true")
+    xp.set_defaults(func=_cmd_explain)
+
+    rp = sub.add_parser("report", help="an HTML report of a run: curves, pictures, metrics, networks, config")
+    rp.add_argument("run_dir")
+    rp.add_argument("--out", help="HTML file (default: RUN_DIR/report.html)")
+    rp.add_argument("--overwrite", action="store_true")
+    rp.set_defaults(func=_cmd_report)
 
     d = sub.add_parser("download", help="download a dataset with checksum verification (needs internet)")
     d.add_argument("dataset", choices=["mnist", "fashion-mnist", "cifar10"])
