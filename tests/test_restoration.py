@@ -318,3 +318,28 @@ def test_bad_masks_are_clear_errors(tmp_path: Path):
 
 def test_degradation_module_lists_every_verb():
     assert set(degrade.VERBS.values()) == {"denoise", "inpaint", "superres", "dejpeg"}
+
+
+def test_init_from_gray_inflates_to_colour():
+    """A colour net started from a gray one sees the channel mean and writes the same restoration to every channel,
+    so on a gray picture given as RGB it reproduces the gray model exactly."""
+    from convgen.tasks.restoration import RestorationTask
+
+    gray = convgen.load("denoise-gray-s25", device="cpu")
+    cfg = build_config(
+        {
+            "task": {"type": "restoration"},
+            "model": {"type": "unet-restore", "channels": 3, "widths": [32, 64, 128, 256], "blocks": 1},
+            "data": {"type": "image-patches", "root": "unused", "channels": 3},
+        }
+    )
+    colour = build_model(cfg.model).eval()
+    RestorationTask._init_from(colour, "denoise-gray-s25")
+    x = torch.rand(1, 1, 40, 36)
+    with torch.no_grad():
+        want = gray.models["restorer"](x, None)
+        got = colour(x.expand(-1, 3, -1, -1), None)
+    torch.testing.assert_close(got, want.expand(-1, 3, -1, -1), atol=1e-5, rtol=1e-5)
+    wide = build_model(build_config({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "widths": [16, 32]}}).model)
+    with pytest.raises(ConfigError, match="do not fit"):
+        RestorationTask._init_from(wide, "denoise-gray-s25")

@@ -98,7 +98,12 @@ class RestorationTask(Task):
         path = resolve_model_dir(source) / "restorer.safetensors"
         if not path.is_file():
             raise ConfigError(f"task.init_from {source}: no restorer.safetensors (not a restoration model)")
-        missing, unexpected = net.load_state_dict(load_weights(path), strict=False)
+        own = net.state_dict()
+        state = {k: _inflate(v, own[k]) if k in own else v for k, v in load_weights(path).items()}
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError:
+            missing, unexpected = ["(shape mismatch)"], []
         if missing or unexpected:
             raise ConfigError(f"task.init_from {source}: weights do not fit the configured model")
 
@@ -215,3 +220,15 @@ class RestorationTask(Task):
         rows = torch.stack([deg[:n].clamp(0, 1), restored, clean[:n]], 1).flatten(0, 1)
         save_grid(rows, run_dir / "restoration.png", nrow=3)
         return {"pictures": ["restoration.png"]}
+
+
+def _inflate(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Gray -> colour start for ``init_from``: a 1-channel input layer sees the mean of the colour channels
+    (weights / C) and a 1-channel output layer is repeated for every channel. Other shapes pass unchanged."""
+    if src.shape == dst.shape or src.ndim != dst.ndim:
+        return src
+    if src.ndim == 4 and src.shape[1] == 1 and src.shape[0] == dst.shape[0] and src.shape[2:] == dst.shape[2:]:
+        return src.repeat(1, dst.shape[1], 1, 1) / dst.shape[1]
+    if src.shape[0] == 1 and src.shape[1:] == dst.shape[1:]:
+        return src.repeat(dst.shape[0], *([1] * (src.ndim - 1)))
+    return src
