@@ -10,6 +10,13 @@ package). TV's weight and OpenCV's ``h`` are chosen per sigma on 4 Train400 imag
 
     python benchmarks/denoise.py --model denoise-gray-s25 --sets bsd68 set12 --sigmas 25
     python benchmarks/denoise.py --model s25=denoise-gray-s25 --model blind=denoise-gray-blind --baselines all
+    python benchmarks/denoise.py --color --model denoise-color-blind --sets ../shared/data/bsds500/test --limit 40 \
+        --sigmas 25 --baselines bm3d nlm-opencv
+
+With ``--color`` images are read as RGB and the baselines are their colour versions: CBM3D (``bm3d.bm3d_rgb``, in
+the opponent colour space), OpenCV ``fastNlMeansDenoisingColored``, scikit-image NL-means / TV / wavelet (YCbCr)
+over all channels; parameters are tuned on 4 BSDS500 train photos. A set is a name under ../shared/data/denoise or
+a folder path.
 """
 
 from __future__ import annotations
@@ -38,52 +45,66 @@ BASELINES = ("bm3d", "nlm-skimage", "nlm-opencv", "tv", "wavelet")
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
-    return float(structural_similarity(a[..., 0], b[..., 0], data_range=1.0))
+    if a.shape[-1] == 1:
+        return float(structural_similarity(a[..., 0], b[..., 0], data_range=1.0))
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1))
 
 
 def classical(name: str, sigma: float, param: float | None = None):
-    """A function noisy (H x W x 1 float) -> restored for a classical method."""
+    """A function noisy (H x W x C float, C = 1 or 3) -> restored for a classical method."""
     s = sigma / 255.0
     if name == "bm3d":
         import bm3d
 
-        return lambda x: bm3d.bm3d(x[..., 0], sigma_psd=s)[..., None]
+        return lambda x: bm3d.bm3d(x[..., 0], sigma_psd=s)[..., None] if x.shape[-1] == 1 else bm3d.bm3d_rgb(x, s)
     if name == "nlm-skimage":
         from skimage.restoration import denoise_nl_means
 
         return lambda x: denoise_nl_means(
-            x[..., 0], h=0.8 * s, sigma=s, fast_mode=True, patch_size=5, patch_distance=6
-        )[..., None]
+            x, h=0.8 * s, sigma=s, fast_mode=True, patch_size=5, patch_distance=6, channel_axis=-1
+        )
     if name == "tv":
         from skimage.restoration import denoise_tv_chambolle
 
-        return lambda x: denoise_tv_chambolle(x[..., 0], weight=param * s)[..., None]
+        return lambda x: denoise_tv_chambolle(x, weight=param * s, channel_axis=-1)
     if name == "wavelet":
         from skimage.restoration import denoise_wavelet
 
-        return lambda x: denoise_wavelet(x[..., 0], sigma=s, mode="soft", method="BayesShrink", rescale_sigma=True)[
-            ..., None
-        ]
+        return lambda x: denoise_wavelet(
+            x,
+            sigma=s,
+            mode="soft",
+            method="BayesShrink",
+            rescale_sigma=True,
+            channel_axis=-1,
+            convert2ycbcr=x.shape[-1] == 3,
+        )
     if name == "nlm-opencv":
         import cv2
 
         def run(x: np.ndarray) -> np.ndarray:
-            u8 = (np.clip(x[..., 0], 0, 1) * 255 + 0.5).astype(np.uint8)
-            return (
-                cv2.fastNlMeansDenoising(u8, None, h=param * sigma, templateWindowSize=7, searchWindowSize=21) / 255.0
-            )[..., None]
+            u8 = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+            h = param * sigma
+            if x.shape[-1] == 1:
+                return (
+                    cv2.fastNlMeansDenoising(u8[..., 0], None, h=h, templateWindowSize=7, searchWindowSize=21) / 255.0
+                )[..., None]
+            bgr = np.ascontiguousarray(u8[..., ::-1])
+            out = cv2.fastNlMeansDenoisingColored(bgr, None, h, h, 7, 21)
+            return out[..., ::-1] / 255.0
 
         return run
     raise ValueError(name)
 
 
-def tune(name: str, sigma: float) -> float | None:
-    """The baseline's free parameter, chosen on 4 Train400 images (not the test sets)."""
+def tune(name: str, sigma: float, channels: int = 1) -> float | None:
+    """The baseline's free parameter, chosen on 4 training images (Train400, or BSDS500 train for colour)."""
     grid = {"tv": [0.5, 0.75, 1.0, 1.5, 2.0], "nlm-opencv": [0.6, 0.8, 1.0, 1.2]}.get(name)
     if grid is None:
         return None
-    files = list_images(DATA / "train400")[:4]
-    clean = [read_image(f, channels=1) for f in files]
+    folder = DATA / "train400" if channels == 1 else DATA.parent / "bsds500" / "train"
+    files = list_images(folder)[:4]
+    clean = [read_image(f, channels=channels) for f in files]
     noisy = [gaussian_noise(c, sigma, 1000 + i).astype(np.float32) for i, c in enumerate(clean)]
     scores = {
         p: np.mean([psnr(c, classical(name, sigma, p)(n)) for c, n in zip(clean, noisy, strict=True)]) for p in grid
@@ -117,7 +138,9 @@ def main() -> None:
     p.add_argument("--bm3d-sets", nargs="*", default=None, help="limit BM3D (slow) to these sets")
     p.add_argument("--limit", type=int, help="first N images of each set")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--color", action="store_true", help="RGB test images and colour baselines")
     args = p.parse_args()
+    channels = 3 if args.color else 1
 
     import torch
 
@@ -129,7 +152,9 @@ def main() -> None:
         models[label] = convgen.load(name or label, device="cpu")
     results: dict = {}
     for set_name in args.sets:
-        clean = [read_image(f, channels=1).astype(np.float64) for f in list_images(DATA / set_name)[: args.limit]]
+        folder = DATA / set_name if (DATA / set_name).is_dir() else Path(set_name)
+        files = list_images(folder)[: args.limit]
+        clean = [read_image(f, channels=channels).astype(np.float64) for f in files]
         for sigma in args.sigmas:
             key = f"{set_name}/sigma{sigma:g}"
             results[key] = {}
@@ -139,7 +164,7 @@ def main() -> None:
             for b in baselines:
                 if b == "bm3d" and args.bm3d_sets is not None and set_name not in args.bm3d_sets:
                     continue
-                param = tune(b, sigma)
+                param = tune(b, sigma, channels)
                 results[key][b] = run_method(classical(b, sigma, param), clean, sigma, f"{key} {b}")
                 if param is not None:
                     results[key][b]["tuned_parameter"] = param
