@@ -343,3 +343,32 @@ def test_init_from_gray_inflates_to_colour():
     wide = build_model(build_config({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "widths": [16, 32]}}).model)
     with pytest.raises(ConfigError, match="do not fit"):
         RestorationTask._init_from(wide, "denoise-gray-s25")
+
+
+def test_opponent_unet_starts_as_channelwise_opponent_denoiser():
+    """Loaded from a gray model, opponent-unet equals: orthonormal opponent transform, the gray model on each channel
+    (luminance scaled into [0, 1], chroma shifted by 0.5), transform back. Training then uses the luminance guide."""
+    from convgen.tasks.restoration import RestorationTask
+
+    gray = convgen.load("denoise-gray-s25", device="cpu").models["restorer"]
+    cfg = build_config(
+        {
+            "task": {"type": "restoration"},
+            "model": {"type": "opponent-unet"},
+            "data": {"type": "image-patches", "root": "unused", "channels": 3},
+        }
+    )
+    net = build_model(cfg.model).eval()
+    RestorationTask._init_from(net, "denoise-gray-s25")
+    m = torch.tensor([[1.0, 1, 1], [1, 0, -1], [1, -2, 1]])
+    m = m / m.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(m @ m.T, torch.eye(3))  # orthonormal: white noise stays white, same sigma
+    x = torch.rand(1, 3, 24, 40)
+    opp = torch.einsum("kc,bchw->bkhw", m, x)
+    scale, offset = torch.tensor([3**-0.5, 1, 1]).view(1, 3, 1, 1), torch.tensor([0, 0.5, 0.5]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        per_channel = torch.cat([gray((opp * scale + offset)[:, k : k + 1], None) for k in range(3)], 1)
+        want = torch.einsum("kc,bkhw->bchw", m, (per_channel - offset) / scale)
+        got = net(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert net.gray.head.weight.shape[1] == 2 and net.gray.head.weight[:, 1].abs().sum() == 0

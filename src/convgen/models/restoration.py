@@ -213,6 +213,73 @@ class UNetRestore(RestorationNet):
         return out
 
 
+# Colour from gray: a shared gray U-Net in an orthonormal opponent colour space
+# ---------------------------------------------------------------------------------------------------------------
+
+_OPPONENT = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, -1.0], [1.0, -2.0, 1.0]])
+_OPPONENT = _OPPONENT / _OPPONENT.norm(dim=1, keepdim=True)  # rows: luminance and two chroma axes, orthonormal
+
+
+@MODELS.register("opponent-unet")
+class OpponentUNet(nn.Module):
+    """Colour restoration with one gray U-Net, in the opponent colour space that CBM3D also works in.
+
+    RGB goes to (luminance, two chroma) by an orthonormal transform, which keeps white noise white with the same
+    sigma in every channel. Each opponent channel is restored by the same gray U-Net, which also sees the noisy
+    luminance as a guide (its second input channel, as CBM3D groups chroma blocks by luminance); the result goes
+    back to RGB. Luminance is scaled by 1/sqrt(3) into [0, 1] and chroma shifted by 0.5, so all three look like
+    gray images to the network. The guide's input weights start at zero, so a gray denoiser loaded with
+    ``task.init_from`` starts out as exactly the channel-by-channel opponent-space denoiser.
+    """
+
+    channels = 3
+    cond_channels = 0
+
+    @dataclass
+    class Config:
+        channels: int = 3
+        widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+        blocks: int = 1
+        guide: bool = True
+
+        def __post_init__(self) -> None:
+            check(self.channels == 3, "model.channels", "opponent-unet restores colour images: must be 3")
+            check(len(self.widths) >= 2 and all(w >= 1 for w in self.widths), "model.widths", "two or more widths")
+            check(self.blocks >= 1, "model.blocks", "must be >= 1")
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.guide = cfg.guide
+        self.gray = UNetRestore(
+            UNetRestore.Config(channels=1, widths=cfg.widths, blocks=cfg.blocks, cond_channels=int(cfg.guide))
+        )
+        if cfg.guide:
+            with torch.no_grad():
+                self.gray.head.weight[:, 1:].zero_()
+        self.multiple = self.gray.multiple
+        self.register_buffer("transform", _OPPONENT.clone(), persistent=False)
+        self.register_buffer("scale", torch.tensor([3**-0.5, 1.0, 1.0]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("offset", torch.tensor([0.0, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        b, _, h, w = x.shape
+        opp = torch.einsum("kc,bchw->bkhw", self.transform.to(x.dtype), x) * self.scale + self.offset
+        flat = opp.reshape(b * 3, 1, h, w)
+        guide = opp[:, :1].repeat_interleave(3, 0) if self.guide else None
+        out = self.gray(flat, guide).reshape(b, 3, h, w)
+        return torch.einsum("kc,bkhw->bchw", self.transform.to(x.dtype), (out - self.offset) / self.scale)
+
+    def adapt_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A gray ``unet-restore`` state dict -> this network's (``task.init_from``): zero guide weights."""
+        if any(k.startswith("gray.") for k in state):
+            return state
+        out = {f"gray.{k}": v for k, v in state.items()}
+        head = out.get("gray.head.weight")
+        if head is not None and self.guide and head.shape[1] == 1:
+            out["gray.head.weight"] = torch.cat([head, torch.zeros_like(head)], 1)
+        return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Conv-recurrent refinement (ConvLSTM)
 # ---------------------------------------------------------------------------------------------------------------

@@ -99,7 +99,10 @@ class RestorationTask(Task):
         if not path.is_file():
             raise ConfigError(f"task.init_from {source}: no restorer.safetensors (not a restoration model)")
         own = net.state_dict()
-        state = {k: _inflate(v, own[k]) if k in own else v for k, v in load_weights(path).items()}
+        state = load_weights(path)
+        if hasattr(net, "adapt_state"):
+            state = net.adapt_state(state)
+        state = {k: _inflate(v, own[k]) if k in own else v for k, v in state.items()}
         try:
             missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError:
