@@ -1,11 +1,8 @@
 """The evaluation suite: InceptionV3 layout and preprocessing, extractors, the statistics cache, streaming
 statistics, the classifier two-sample test and the memorisation check."""
 
-import functools
 import hashlib
-import http.server
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -21,6 +18,7 @@ from convgen.metrics.audit import load_image_tensor, memorization_report, two_sa
 from convgen.metrics.extractors import StatsCache, default_extractor, folder_features, get_extractor, stream_features
 from convgen.metrics.inception import FIDInceptionV3, build_fid_inception, tf1_resize_bilinear
 from tests.test_cli import assert_one_line_error, run_main
+from tests.test_download import server  # noqa: F401, F811 - the 127.0.0.1 file server fixture
 
 
 def published_layout() -> dict[str, tuple[int, ...]]:
@@ -227,27 +225,18 @@ def test_eval_generation_with_inception_weights(capsys, tmp_path, weights_file):
     assert_one_line_error(code, err, "missing.pth: InceptionV3 weights file not found")
 
 
-def test_inception_download_checks_the_published_digest(tmp_path, monkeypatch):
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a, **k: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    try:
-        (www / inception.WEIGHTS_FILE).write_bytes(b"tampered weights")  # does not start with 6726825d
-        with pytest.raises(ConvgenError, match="checksum mismatch"):
-            inception.fetch_weights(tmp_path / "cache", mirrors=[url])
-        assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
-        good = b"stand-in weights"
-        monkeypatch.setattr(inception, "WEIGHTS_SHA256_PREFIX", hashlib.sha256(good).hexdigest()[:8])
-        (www / inception.WEIGHTS_FILE).write_bytes(good)
-        got = inception.fetch_weights(tmp_path / "cache", mirrors=[url])
-        assert got.read_bytes() == good and got.name == inception.WEIGHTS_FILE
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def test_inception_download_checks_the_published_digest(server, tmp_path, monkeypatch):  # noqa: F811
+    www, base = server
+    url = base + "/"
+    (www / inception.WEIGHTS_FILE).write_bytes(b"tampered weights")  # does not start with 6726825d
+    with pytest.raises(ConvgenError, match="checksum mismatch"):
+        inception.fetch_weights(tmp_path / "cache", mirrors=[url])
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    good = b"stand-in weights"
+    monkeypatch.setattr(inception, "WEIGHTS_SHA256_PREFIX", hashlib.sha256(good).hexdigest()[:8])
+    (www / inception.WEIGHTS_FILE).write_bytes(good)
+    got = inception.fetch_weights(tmp_path / "cache", mirrors=[url])
+    assert got.read_bytes() == good and got.name == inception.WEIGHTS_FILE
 
 
 @pytest.fixture(scope="module")
