@@ -142,12 +142,6 @@ def evaluate_generation(
     return result
 
 
-def _check_counts(n_real: int, n_fake: int) -> None:
-    for name, n in (("real", n_real), ("fake", n_fake)):
-        if n < 10:
-            raise ConvgenError(f"--{name} has {n} images; at least 10 are needed")
-
-
 def metrics_from_features(
     real,
     fake,
@@ -159,7 +153,9 @@ def metrics_from_features(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The metrics of :func:`evaluate_generation` from two :class:`~convgen.metrics.extractors.FeatureSet`."""
-    _check_counts(len(real.features), len(fake.features))
+    for name, fs in (("real", real), ("fake", fake)):
+        if len(fs.features) < 10:
+            raise ConvgenError(f"--{name} has {len(fs.features)} images; at least 10 are needed")
     fd = gm.frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
     kid, kid_std = gm.kernel_inception_distance(real.features, fake.features, kid_subsets, kid_subset_size, seed=seed)
     is_mean, is_std = gm.inception_score(fake.probs.astype(np.float64), splits=min(10, len(fake.probs)))
@@ -195,26 +191,12 @@ def metrics_from_features(
     }
 
 
-def tensor_features(x: torch.Tensor, extractor, batch_size: int = 500):
-    """A :class:`~convgen.metrics.extractors.FeatureSet` for a batch B x C x H x W of images in [0, 1]."""
-    from convgen.metrics.extractors import FeatureSet
-
-    feats, probs = [], []
-    for i in range(0, len(x), batch_size):
-        images = list(x[i : i + batch_size].permute(0, 2, 3, 1).float().numpy())
-        f, p = extractor(extractor.prepare(images))
-        feats.append(f.numpy())
-        probs.append(p.numpy())
-    features = np.concatenate(feats)
-    mu, sigma = gm.feature_stats(features)
-    return FeatureSet(features, np.concatenate(probs), mu, sigma)
-
-
 def generation_metrics(
     x_real: torch.Tensor, x_fake: torch.Tensor, extractor, real_split: str, pr_max: int = 5000, seed: int = 0
 ) -> dict[str, Any]:
     """The metrics of :func:`evaluate_generation` for two image batches (B x C x H x W in [0, 1])."""
-    _check_counts(len(x_real), len(x_fake))
+    from convgen.metrics.extractors import tensor_features
+
     real, fake = tensor_features(x_real, extractor), tensor_features(x_fake, extractor)
     return metrics_from_features(real, fake, extractor, real_split, pr_max=pr_max, seed=seed)
 

@@ -148,16 +148,17 @@ def resolve_inception_weights(weights: str | Path | None = None) -> Path:
         ) from None
 
 
+# factories take (inception_weights, device); only InceptionV3 uses the weights path
 EXTRACTORS.register("inception-v3")(InceptionExtractor)
-EXTRACTORS.register("mnist-classifier")(lambda device="cpu": ClassifierExtractor("mnist-classifier", device))
+EXTRACTORS.register("mnist-classifier")(
+    lambda _weights=None, device="cpu": ClassifierExtractor("mnist-classifier", device)
+)
 
 
 def get_extractor(name: str, inception_weights: str | Path | None = None, device: str = "cpu") -> FeatureExtractor:
     """A registered extractor by name, or any convgen classifier (zoo name or model directory)."""
-    if name == "inception-v3":
-        return InceptionExtractor(inception_weights, device=device)
     if name in EXTRACTORS:
-        return EXTRACTORS.get(name)(device=device)
+        return EXTRACTORS.get(name)(inception_weights, device=device)
     return ClassifierExtractor(name, device=device)
 
 
@@ -239,35 +240,55 @@ class StatsCache:
         atomic_write(self.path(key), write)
 
 
-def stream_features(
-    files: Sequence[Path], extractor: FeatureExtractor, batch_size: int = 250, desc: str = "features"
+def embed(
+    n: int,
+    load: Callable[[int, int], Sequence[np.ndarray]],
+    extractor: FeatureExtractor,
+    batch_size: int = 250,
+    desc: str = "features",
 ) -> FeatureSet:
-    """Read, prepare and embed ``files`` a batch at a time: memory holds one image batch plus the N x D features.
-
-    Mean and covariance are accumulated in float64 from per-batch sums (no float64 copy of all features).
-    """
+    """Embed ``n`` images, ``load(start, stop)`` giving decoded H x W x C arrays a batch at a time: memory holds one
+    image batch plus the N x D features. Mean and covariance are accumulated in float64 from per-batch sums (no
+    float64 copy of all features)."""
     feats: np.ndarray | None = None
     probs: np.ndarray | None = None
     total = np.zeros(0)
     outer = np.zeros((0, 0))
-    with tqdm(total=len(files), desc=desc, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
-        for i in range(0, len(files), batch_size):
-            chunk = files[i : i + batch_size]
-            f, p = extractor(extractor.prepare([read_image(path, channels=extractor.channels) for path in chunk]))
+    with tqdm(total=n, desc=desc, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
+        for i in range(0, n, batch_size):
+            stop = min(n, i + batch_size)
+            f, p = extractor(extractor.prepare(load(i, stop)))
             if feats is None:
-                feats = np.empty((len(files), f.shape[1]), np.float32)
-                probs = np.empty((len(files), p.shape[1]), np.float32)
+                feats = np.empty((n, f.shape[1]), np.float32)
+                probs = np.empty((n, p.shape[1]), np.float32)
                 total, outer = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
-            feats[i : i + len(chunk)], probs[i : i + len(chunk)] = f.numpy(), p.numpy()
+            feats[i:stop], probs[i:stop] = f.numpy(), p.numpy()
             f64 = f.double().numpy()
             total += f64.sum(0)
             outer += f64.T @ f64
-            bar.update(len(chunk))
+            bar.update(stop - i)
     assert feats is not None and probs is not None
-    n = len(files)
     mu = total / n
     sigma = (outer - n * np.outer(mu, mu)) / (n - 1)
     return FeatureSet(feats, probs, mu, sigma)
+
+
+def stream_features(
+    files: Sequence[Path], extractor: FeatureExtractor, batch_size: int = 250, desc: str = "features"
+) -> FeatureSet:
+    """Features of image files, read a batch at a time (see :func:`embed`)."""
+    return embed(
+        len(files),
+        lambda a, b: [read_image(path, channels=extractor.channels) for path in files[a:b]],
+        extractor,
+        batch_size,
+        desc,
+    )
+
+
+def tensor_features(x: torch.Tensor, extractor: FeatureExtractor, batch_size: int = 500) -> FeatureSet:
+    """Features of a batch B x C x H x W of images in [0, 1] (see :func:`embed`)."""
+    return embed(len(x), lambda a, b: list(x[a:b].permute(0, 2, 3, 1).float().numpy()), extractor, batch_size)
 
 
 def folder_features(

@@ -163,14 +163,13 @@ def tf1_resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     Legacy TF has no half-pixel offset, unlike ``F.interpolate(..., align_corners=False)``, which is why
     FID implementations that use the latter disagree with the reference numbers.
     """
-    (h, w), out = x.shape[-2:], []
-    for axis, (n_in, n_out) in enumerate(((h, size[0]), (w, size[1]))):
+
+    def taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pos = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
         lo = pos.floor().long().clamp(max=n_in - 1)
-        hi = (lo + 1).clamp(max=n_in - 1)
-        frac = (pos - lo.double()).to(x.dtype)
-        out.append((lo, hi, frac, axis))
-    (ylo, yhi, fy, _), (xlo, xhi, fx, _) = out
+        return lo, (lo + 1).clamp(max=n_in - 1), (pos - lo.double()).to(x.dtype)
+
+    (ylo, yhi, fy), (xlo, xhi, fx) = taps(x.shape[-2], size[0]), taps(x.shape[-1], size[1])
     top, bottom = x[..., ylo, :], x[..., yhi, :]
     rows = top + (bottom - top) * fy.view(-1, 1)
     left, right = rows[..., xlo], rows[..., xhi]
@@ -218,10 +217,8 @@ class FIDInceptionV3(nn.Module):
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), 3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c):
-            x = block(x)
-        for block in (self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
-            x = block(x)
+        for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
+            x = getattr(self, f"Mixed_{name}")(x)
         pool = x.mean((2, 3))
         return pool, pool @ self.fc.weight.T
 

@@ -14,7 +14,8 @@ realness logit, so the map shows which regions make an image look real (or fake)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,16 @@ def _activated(model: nn.Module, conv_name: str) -> nn.Module:
     return dict(model.named_modules())[conv_name]
 
 
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def _capture(model: nn.Module, layer: nn.Module, run: Callable[[], torch.Tensor]):
     store: dict[str, torch.Tensor] = {}
 
@@ -119,21 +130,12 @@ def grad_cam(
     """
     if method not in CAM_METHODS:
         raise ConvgenError(f"unknown CAM method {method!r} (known: {', '.join(CAM_METHODS)})")
-    was_training = model.training
-    model.eval()
-    name, _ = _layer(model, layer or default_cam_layer(model, x), -1)
-    model.train(was_training)
-    module = _activated(model, name)
-    was_training = model.training
-    model.eval()
     x = x.detach().clone().requires_grad_(True)
-    try:
-        with torch.enable_grad():
-            s, store = _capture(model, module, lambda: score(model(x)))
-            model.zero_grad(set_to_none=True)
-            s.sum().backward()
-    finally:
-        model.train(was_training)
+    with _eval_mode(model), torch.enable_grad():
+        name, _ = _layer(model, layer or default_cam_layer(model, x), -1)
+        s, store = _capture(model, _activated(model, name), lambda: score(model(x)))
+        model.zero_grad(set_to_none=True)
+        s.sum().backward()
     act, grad = store["act"].detach(), store["grad"]
     weights = grad.mean((2, 3), keepdim=True) if method == "gradcam" else grad
     cam = F.relu((weights * act).sum(1, keepdim=True))
@@ -146,13 +148,8 @@ def grad_cam(
 def feature_maps(model: nn.Module, x: torch.Tensor, layer: str | None = None, limit: int = 64):
     """The first image's activations at ``layer`` (default: the first convolution), each map scaled to [0, 1]."""
     name, _ = _layer(model, layer, 0)
-    module = _activated(model, name)
-    was_training = model.training
-    model.eval()
-    try:
-        _, store = _capture(model, module, lambda: model(x[:1]))
-    finally:
-        model.train(was_training)
+    with _eval_mode(model):
+        _, store = _capture(model, _activated(model, name), lambda: model(x[:1]))
     maps = store["act"][0, :limit]
     lo, hi = maps.flatten(1).amin(1)[:, None, None], maps.flatten(1).amax(1)[:, None, None]
     return ((maps - lo) / (hi - lo).clamp_min(1e-12))[:, None], name
