@@ -139,6 +139,9 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="first N images of each set")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--color", action="store_true", help="RGB test images and colour baselines")
+    p.add_argument(
+        "--ensemble", type=int, choices=[1, 2, 4, 8], help="flips/rotations averaged (default: each model's own)"
+    )
     args = p.parse_args()
     channels = 3 if args.color else 1
 
@@ -159,8 +162,11 @@ def main() -> None:
             key = f"{set_name}/sigma{sigma:g}"
             results[key] = {}
             for label, pipe in models.items():
-                fn = lambda x, pipe=pipe, sigma=sigma: pipe.restore(x.astype(np.float32), sigma=sigma)  # noqa: E731
-                results[key][label] = run_method(fn, clean, sigma, f"{key} {label}")
+                ens = args.ensemble or pipe.default_ensemble
+                fn = lambda x, pipe=pipe, sigma=sigma, ens=ens: pipe.restore(  # noqa: E731
+                    x.astype(np.float32), sigma=sigma, ensemble=ens
+                )
+                results[key][label] = {**run_method(fn, clean, sigma, f"{key} {label}"), "ensemble": ens}
             for b in baselines:
                 if b == "bm3d" and args.bm3d_sets is not None and set_name not in args.bm3d_sets:
                     continue

@@ -124,7 +124,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         raise ConvgenError("--overlap must be >= 0")
     tile = None if args.tile == 0 else args.tile
     written = pipe.restore_files(
-        args.input, args.output, args.sigma, args.mask, tile, args.overlap, overwrite=args.overwrite
+        args.input,
+        args.output,
+        args.sigma,
+        args.mask,
+        tile,
+        args.overlap,
+        overwrite=args.overwrite,
+        ensemble=args.ensemble,
     )
     print(f"{args.verb}: wrote {len(written)} image(s) to {args.output}", file=sys.stderr)
     return 0
@@ -328,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--mask", help="mask file or folder of masks named like the inputs (inpaint)")
         r.add_argument("--tile", type=int, default=512, help="tile size in pixels for large images (0 = no tiling)")
         r.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels")
+        r.add_argument(
+            "--ensemble",
+            type=int,
+            choices=[1, 2, 4, 8],
+            help="average the model over this many flips/rotations (x time; default: the model's own setting, "
+            "8 for denoise-color-blind, else 1)",
+        )
         r.add_argument("--overwrite", action="store_true", help="replace existing output files")
         r.add_argument("--device", default="auto")
         r.set_defaults(func=_cmd_restore, verb=verb)

@@ -7,7 +7,9 @@
 * Poisson-Gaussian noise (photon shot noise plus read noise): ``clean * peak ~ Poisson``, divided by ``peak``,
   plus Gaussian noise.
 * Missing regions: binary masks (1 = missing) of random boxes, free-form strokes (DeepFill v2 style) or both, with
-  a requested coverage (:func:`random_mask`), or read from mask files.
+  a requested coverage (:func:`random_mask`), or read from mask files. The holes are zeroed, or pre-filled by
+  OpenCV's Telea inpainting (``prefill: telea``) so that a network only has to improve on the classical fill
+  (:func:`mask_out`; training, validation and ``convgen restore inpaint`` all go through it).
 * Bicubic down-sampling (x2, x4; the network sees the bicubic re-upsampled image, as in VDSR / DnCNN-3) and
   JPEG compression artifacts (OpenCV's encoder at a given quality).
 
@@ -45,6 +47,7 @@ class DegradeConfig:
     peak: list[float] = field(default_factory=lambda: [10.0, 200.0])  # poisson-gaussian: photons at white, range
     mask: Literal["boxes", "strokes", "mixed"] = "mixed"
     coverage: list[float] = field(default_factory=lambda: [0.05, 0.5])  # fraction of missing pixels, range
+    prefill: Literal["zero", "telea"] = "zero"  # what the holes of an inpainting input hold (see mask_out)
     scale: int = 2  # superres factor
     quality: list[int] = field(default_factory=lambda: [10, 50])  # JPEG quality range
 
@@ -63,6 +66,7 @@ class DegradeConfig:
         check(len(self.peak) == 2 and 0 < self.peak[0] <= self.peak[1], f"{where}.peak", "must be [lo, hi] > 0")
         ok = len(self.coverage) == 2 and 0 < self.coverage[0] <= self.coverage[1] < 1
         check(ok, f"{where}.coverage", "must be [lo, hi] with 0 < lo <= hi < 1")
+        check(self.prefill in ("zero", "telea"), f"{where}.prefill", "must be zero or telea")
         check(self.scale in (2, 3, 4), f"{where}.scale", "must be 2, 3 or 4")
         ok = len(self.quality) == 2 and 1 <= self.quality[0] <= self.quality[1] <= 100
         check(ok, f"{where}.quality", "must be [lo, hi] within 1..100")
@@ -144,6 +148,27 @@ def random_mask(height: int, width: int, coverage: float, kind: str = "mixed", s
     return mask.astype(bool)
 
 
+def telea_fill(images: torch.Tensor, masks: torch.Tensor, radius: int = 3) -> torch.Tensor:
+    """OpenCV Telea inpainting of a B x C x H x W batch (C = 1 or 3) where ``masks`` (B x 1 x H x W) is 1.
+
+    OpenCV works on 8-bit images, so the filled values are quantised to 1/255; known pixels are returned exactly."""
+    import cv2
+
+    out = []
+    for img, m in zip(images, masks, strict=True):
+        u8 = np.ascontiguousarray((img.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        filled = cv2.inpaint(u8, (m[0].numpy() > 0.5).astype(np.uint8), radius, cv2.INPAINT_TELEA)
+        out.append(torch.from_numpy(filled.reshape(u8.shape).astype(np.float32) / 255.0).permute(2, 0, 1))
+    return images * (1 - masks) + torch.stack(out).to(images.dtype) * masks
+
+
+def mask_out(clean: torch.Tensor, masks: torch.Tensor, cfg: DegradeConfig) -> torch.Tensor:
+    """The inpainting network's input: ``clean`` (B x C x H x W) with the ``masks`` (B x 1 x H x W, 1 = missing)
+    pixels zeroed, or pre-filled by Telea when ``cfg.prefill`` is ``telea``."""
+    x = clean * (1 - masks)
+    return telea_fill(x, masks) if cfg.prefill == "telea" else x
+
+
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     """Encode and decode an H x W (x C) float image with OpenCV's JPEG codec; returns float in [0, 1]."""
     import cv2
@@ -209,7 +234,7 @@ def degrade_batch(
             rng = np.random.default_rng(seed)
             masks.append(torch.from_numpy(random_mask(h, w, rng.uniform(*cfg.coverage), cfg.mask, rng)))
         m = torch.stack(masks).unsqueeze(1).float()
-        return clean * (1 - m), m
+        return mask_out(clean, m, cfg), m
     if cfg.kind == "superres":
         return bicubic_degrade(clean, cfg.scale), None
     # jpeg
@@ -231,7 +256,12 @@ def degrade_eval(clean: np.ndarray, cfg: DegradeConfig, index: int, sigma: float
     if cfg.kind == "inpaint":
         cov = float(np.mean(cfg.coverage))
         m = random_mask(clean.shape[0], clean.shape[1], cov, cfg.mask, index)[..., None].astype(np.float32)
-        return clean * (1 - m), m
+        x = mask_out(
+            torch.from_numpy(np.ascontiguousarray(clean, np.float32)).permute(2, 0, 1)[None],
+            torch.from_numpy(m).permute(2, 0, 1)[None],
+            cfg,
+        )
+        return x[0].permute(1, 2, 0).numpy(), m
     if cfg.kind == "superres":
         x = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]
         return bicubic_degrade(x, cfg.scale)[0].permute(1, 2, 0).numpy(), None

@@ -203,6 +203,10 @@ class RestorationTask(Task):
                     out["psnr_missing"] = float(
                         np.mean([psnr(a, b, mask=m) for a, b, m in zip(ref, res, masks, strict=True)])
                     )
+                    inputs = deg.permute(0, 2, 3, 1).numpy()  # zeros, or the Telea pre-fill in the holes
+                    out["psnr_missing_input"] = float(
+                        np.mean([psnr(a, b, mask=m) for a, b, m in zip(ref, inputs, masks, strict=True)])
+                    )
         return out
 
     def extra_state(self) -> dict[str, Any]:
