@@ -27,16 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skimage.metrics import structural_similarity
+from denoise import DATA, run_method  # the denoising benchmark's protocol loop (noise, PSNR, SSIM, timing)
 
 import convgen
 from convgen.config import build_config
-from convgen.data.degrade import gaussian_noise
 from convgen.engine.trainer import Trainer
 from convgen.io.images import list_images, read_image
-from convgen.metrics.restoration import psnr
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "denoise"
 
 VARIANTS = {
     "plain": {"type": "dncnn", "depth": 17, "width": 60},
@@ -85,8 +81,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     files = list_images(DATA / "bsd68")[: args.limit]
-    clean = [read_image(f, channels=1) for f in files]
-    noisy = [gaussian_noise(c, 25, i).astype(np.float32) for i, c in enumerate(clean)]
+    clean = [read_image(f, channels=1).astype(np.float64) for f in files]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.variants:
@@ -95,27 +90,11 @@ def main() -> None:
             Trainer(cfg, Path(tmp) / name).fit()
             train_s = time.perf_counter() - t0
             pipe = convgen.load(Path(tmp) / name, device="cpu")
-            params = sum(q.numel() for q in pipe.net.parameters())
-            t0 = time.perf_counter()
-            restored = [pipe.restore(x, sigma=25) for x in noisy]
-            infer_s = (time.perf_counter() - t0) / len(noisy)
             results[name] = {
                 "model": VARIANTS[name],
-                "parameters": params,
-                "psnr": round(float(np.mean([psnr(c, r) for c, r in zip(clean, restored, strict=True)])), 3),
-                "ssim": round(
-                    float(
-                        np.mean(
-                            [
-                                structural_similarity(c[..., 0], r[..., 0], data_range=1.0)
-                                for c, r in zip(clean, restored, strict=True)
-                            ]
-                        )
-                    ),
-                    4,
-                ),
+                "parameters": sum(q.numel() for q in pipe.net.parameters()),
+                **run_method(lambda x, pipe=pipe: pipe.restore(x, sigma=25), clean, 25, name),
                 "train_seconds_per_step": round(train_s / args.steps, 3),
-                "seconds_per_image": round(infer_s, 3),
             }
             print(json.dumps({name: results[name]}), file=sys.stderr)
     print(

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from convgen.data.degrade import mask_out
+from convgen.data.transforms import dihedral
 from convgen.errors import ConvgenError, ImageError
 from convgen.io.images import IMAGE_SUFFIXES, convert_channels, read_image, read_mask, resolve_inputs, write_image
 from convgen.pipelines import Pipeline
@@ -36,15 +37,6 @@ def _ramp(n: int, taper_start: bool, taper_end: bool, overlap: int) -> torch.Ten
     if taper_end:
         w = torch.minimum(w, ((n - t - margin) / length).clamp(0, 1))
     return w
-
-
-def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
-    """The k-th (0-7) of the 8 flips/rotations of the last two axes, or its inverse; k = 0 is the identity."""
-    if not inverse:
-        x = torch.rot90(x, k % 4, (-2, -1))
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, -(k % 4), (-2, -1)) if inverse else x
 
 
 def _starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -109,9 +101,9 @@ class RestorationPipeline(Pipeline):
         (geometric self-ensemble, as in EDSR+ and the DnCNN/FFDNet papers: ~0.1 dB for ``ensemble``x time)."""
         acc = None
         for k in range(ensemble):
-            xt, ct = _dihedral(x, k), None if cond is None else _dihedral(cond, k)
+            xt, ct = dihedral(x, k), None if cond is None else dihedral(cond, k)
             out = self.net(xt.to(self.device), None if ct is None else ct.to(self.device))
-            out = _dihedral(out.float().cpu(), k, inverse=True)
+            out = dihedral(out.float().cpu(), k, inverse=True)
             acc = out if acc is None else acc + out
         return acc / ensemble
 

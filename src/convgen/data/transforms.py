@@ -40,6 +40,16 @@ def resize_center_crop_numpy(arr: np.ndarray, size: int) -> np.ndarray:
     return center_crop(t, size).permute(1, 2, 0).clamp(0, 1).numpy()
 
 
+def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The k-th (0-7) of the 8 flips/rotations of the last two axes (rotate by k % 4 quarter turns, then flip the
+    last axis when k >= 4), or its inverse; k = 0 is the identity."""
+    if not inverse:
+        x = torch.rot90(x, k % 4, (-2, -1))
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, -(k % 4), (-2, -1)) if inverse else x
+
+
 def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)

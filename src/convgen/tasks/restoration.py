@@ -17,6 +17,7 @@ import torch
 
 from convgen.config import check
 from convgen.data.degrade import DegradeConfig, degrade_batch, degrade_eval
+from convgen.data.transforms import dihedral
 from convgen.engine.checkpoint import load_weights
 from convgen.engine.runtime import wrap_ddp
 from convgen.errors import ConfigError
@@ -26,15 +27,15 @@ from convgen.registry import TASKS
 from convgen.tasks.base import Task, make_optimizer, make_scheduler
 
 
-def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Apply one of the 8 flips/rotations, chosen independently for each image of a B x C x S x S batch."""
+def random_dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Apply one of the 8 flips/rotations (:func:`~convgen.data.transforms.dihedral`), chosen independently for
+    each image of a B x C x S x S batch."""
     choice = torch.randint(0, 8, (x.shape[0],), generator=gen)
     out = x.clone()
     for k in range(1, 8):
         idx = (choice == k).nonzero().flatten()
         if len(idx):
-            t = torch.rot90(x[idx], k % 4, (2, 3))
-            out[idx] = t.flip(3) if k >= 4 else t
+            out[idx] = dihedral(x[idx], k)
     return out
 
 
@@ -117,7 +118,7 @@ class RestorationTask(Task):
         clean, _ = batch
         tcfg = self.cfg.task
         if tcfg.augment:
-            clean = dihedral(clean, self.gen)
+            clean = random_dihedral(clean, self.gen)
         noisy, cond = degrade_batch(clean, tcfg.degradation, self.gen)
         weight = None
         if tcfg.degradation.kind == "inpaint":
