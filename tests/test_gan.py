@@ -53,17 +53,18 @@ def records(run):
 @pytest.mark.parametrize(
     "task_overrides, model_overrides",
     [
-        ({"loss": "ns"}, {}),
-        ({"loss": "hinge"}, {"spectral_norm": True, "d_norm": "none"}),
+        ({"loss": "ns"}, {"d_pack": 2}),
+        ({"loss": "hinge"}, {"spectral_norm": True, "d_norm": "none", "d_mbstd_group": 4}),
         ({"loss": "wgan-gp", "d_steps": 2}, {"d_norm": "none"}),
         ({"loss": "ls", "r1_gamma": 1.0, "r1_every": 2, "diffaugment": ["color", "translation", "cutout"]}, {}),
     ],
-    ids=["ns", "hinge-sn", "wgan-gp", "ls-r1-diffaugment"],
+    ids=["ns-pacgan", "hinge-sn-mbstd", "wgan-gp", "ls-r1-diffaugment"],
 )
 def test_each_loss_trains_with_finite_losses(tmp_path, task_overrides, model_overrides):
     cfg = gan_config(train__max_steps=12, train__eval_every=12)
     cfg["task"].update(task_overrides)
     cfg["model"].update(model_overrides)
+    cfg["train"]["batch_size"] = 24 if model_overrides.get("d_pack") else 25  # packs of 2 need an even batch
     result = convgen.train(build_config(cfg), tmp_path / "run")
     assert result.step == 12
     train = [r for r in records(tmp_path / "run") if "train/loss_d" in r]
@@ -284,6 +285,43 @@ def test_dcgan_sizes(size):
     assert gan.discriminator(x).shape == (2,)
 
 
+def test_minibatch_stddev_feature():
+    """The extra map is the ProGAN statistic: per group (i % (B // g)), the std over the group of every feature,
+    averaged; zero for identical images; the group shrinks to a divisor of the batch size."""
+    from convgen.models.gan import MinibatchStddev
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5)
+    out = MinibatchStddev(4)(x)
+    assert out.shape == (8, 4, 5, 5) and torch.equal(out[:, :3], x)
+    for j in range(2):  # groups {0, 2, 4, 6} and {1, 3, 5, 7}
+        want = x[j::2].std(0, unbiased=False).mean()
+        assert torch.allclose(out[j::2, 3], want.expand(4, 5, 5), atol=1e-4)
+    same = MinibatchStddev(4)(x[:1].expand(8, -1, -1, -1))
+    assert same[:, 3].abs().max() < 1e-3
+    assert MinibatchStddev(4)(torch.randn(6, 2, 3, 3)).shape == (6, 3, 3, 3)  # group 3 (largest divisor <= 4)
+    assert MinibatchStddev(4)(torch.randn(1, 2, 3, 3))[:, 2].abs().max() < 1e-3  # a single image: no spread
+    cfg = build_config(gan_config(model__d_mbstd_group=4)).model
+    d = DCGAN(cfg).discriminator
+    assert d(torch.randn(6, 1, 28, 28)).shape == (6,)
+
+
+def test_pacgan_discriminator_judges_packs(tmp_path):
+    """d_pack = 2: D's first layer takes 2 stacked images, gives one logit per pair, and the task packs consecutive
+    images of a batch; conditional GANs cannot pack."""
+    cfg = build_config(gan_config(model__d_pack=2))
+    d = DCGAN(cfg.model).discriminator
+    assert d.main[0].weight.shape[1] == 2
+    task = gan_task.GANTask.__new__(gan_task.GANTask)
+    task.cfg, task.D, task.gen = cfg, d, torch.Generator().manual_seed(0)
+    x = torch.randn(6, 1, 28, 28)
+    torch.testing.assert_close(task._disc(x, None), d(torch.cat([x[0::2], x[1::2]], 1), None))
+    with pytest.raises(ConfigError, match="unconditional"):
+        build_config(gan_config(model__d_pack=2, model__num_classes=10))
+    with pytest.raises(ConfigError, match="train.batch_size must be a multiple"):
+        convgen.train(build_config(gan_config(model__d_pack=2)), tmp_path / "odd")  # batch 25
+
+
 def test_reference_layout_matches_pytorch_examples():
     """The 64 px preset has main.py's layer shapes: G 100->512->256->128->64->1, D 1->64->128->256->512->1."""
     cfg = build_config(gan_config(model__image_size=64, model__ngf=64, model__ndf=64, model__z_dim=100)).model
@@ -303,6 +341,8 @@ def test_reference_layout_matches_pytorch_examples():
         ("model__image_size", 30, "model.image_size"),
         ("task__diffaugment", ["zoom"], "task.diffaugment"),
         ("task__loss", "wasserstein", "task.loss"),
+        ("model__d_mbstd_group", -1, "model.d_mbstd_group"),
+        ("model__d_pack", 0, "model.d_pack"),
     ],
 )
 def test_bad_gan_config_values(key, value, message):

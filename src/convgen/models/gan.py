@@ -87,6 +87,27 @@ class Generator(nn.Module):
         return self.main(z[:, :, None, None])
 
 
+class MinibatchStddev(nn.Module):
+    """Minibatch standard deviation (Karras et al. 2018, ProGAN): one extra feature map holding how much the images
+    of a small group differ from each other, so the discriminator can see a batch of near-identical fakes.
+
+    Images ``i`` and ``j`` share a group when ``i % (B // g) == j % (B // g)`` (the ProGAN/StyleGAN layout); ``g`` is
+    the largest divisor of the batch size ``B`` that is at most ``group_size``.
+    """
+
+    def __init__(self, group_size: int) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = next(k for k in range(min(self.group_size, b), 0, -1) if b % k == 0)
+        y = x.float().reshape(g, -1, c, h, w)
+        std = (y.var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # one number per group: B // g
+        std = std.to(x.dtype).repeat(g)[:, None, None, None].expand(b, 1, h, w)
+        return torch.cat([x, std], 1)
+
+
 class Discriminator(nn.Module):
     def __init__(self, cfg: DCGAN.Config) -> None:
         super().__init__()
@@ -94,7 +115,7 @@ class Discriminator(nn.Module):
         self.num_classes = cfg.num_classes
         self.concat = cfg.num_classes > 0 and cfg.d_conditioning == "concat"
         sn = spectral_norm if cfg.spectral_norm else (lambda m: m)
-        in_ch = cfg.channels + (cfg.num_classes if self.concat else 0)
+        in_ch = cfg.channels * cfg.d_pack + (cfg.num_classes if self.concat else 0)
         ch = cfg.ndf
         layers: list[nn.Module] = [sn(nn.Conv2d(in_ch, ch, 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, True)]
         for _ in range(n_down - 1):
@@ -105,7 +126,8 @@ class Discriminator(nn.Module):
             ]
             ch *= 2
         self.main = nn.Sequential(*layers)
-        self.head = sn(nn.Conv2d(ch, 1, base, 1, 0, bias=False))
+        self.mbstd = MinibatchStddev(cfg.d_mbstd_group) if cfg.d_mbstd_group else None
+        self.head = sn(nn.Conv2d(ch + (self.mbstd is not None), 1, base, 1, 0, bias=False))
         self.project = None
         if cfg.num_classes and not self.concat:
             self.project = nn.Embedding(cfg.num_classes, ch)
@@ -121,7 +143,7 @@ class Discriminator(nn.Module):
             onehot = torch.nn.functional.one_hot(labels, self.num_classes).to(x.dtype)
             x = torch.cat([x, onehot[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
         h = self.main(x)
-        out = self.head(h).flatten(1).sum(1)
+        out = self.head(h if self.mbstd is None else self.mbstd(h)).flatten(1).sum(1)
         if self.project is not None:
             out = out + (self.project(labels).to(h.dtype) * h.sum((2, 3))).sum(1)
         return out
@@ -144,6 +166,8 @@ class DCGAN(nn.Module):
         d_norm: Literal["batch", "instance", "none"] = "batch"
         spectral_norm: bool = False  # on every discriminator layer
         d_conditioning: Literal["projection", "concat"] = "projection"
+        d_mbstd_group: int = 0  # > 0: minibatch-stddev feature map before the discriminator head (group size)
+        d_pack: int = 1  # PacGAN (Lin et al. 2018): D judges packs of this many images, stacked as channels
 
         def __post_init__(self) -> None:
             try:
@@ -155,6 +179,9 @@ class DCGAN(nn.Module):
             check(self.ngf >= 1 and self.ndf >= 1, "model.ngf/ndf", "must be >= 1")
             check(self.num_classes >= 0, "model.num_classes", "must be >= 0")
             check(self.embed_dim >= 1, "model.embed_dim", "must be >= 1")
+            check(self.d_mbstd_group >= 0, "model.d_mbstd_group", "must be >= 0 (0 = off)")
+            check(self.d_pack >= 1, "model.d_pack", "must be >= 1 (1 = no packing)")
+            check(self.d_pack == 1 or not self.num_classes, "model.d_pack", "packing needs an unconditional GAN")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()

@@ -150,6 +150,8 @@ class GANTask(Task):
                 raise ConfigError(
                     f"config value model.num_classes is {m.num_classes} but the data has {data.num_classes}"
                 )
+        if cfg.train.batch_size % m.d_pack:
+            raise ConfigError(f"config value train.batch_size must be a multiple of model.d_pack ({m.d_pack})")
         gan = build_model(m)
         g, d = ctx.prepare(gan.generator), ctx.prepare(gan.discriminator)
         self.models = {"generator": g, "discriminator": d}
@@ -194,20 +196,28 @@ class GANTask(Task):
         x = resize(x, self.cfg.model.image_size)
         return self.ctx.to_device(x * 2 - 1)
 
-    def _aug(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.cfg.task.diffaugment, self.gen) if self.cfg.task.diffaugment else x
+    def _disc(self, x: torch.Tensor, y) -> torch.Tensor:
+        """D's logits for a batch: DiffAugment first, then PacGAN packing (``model.d_pack`` consecutive images
+        stacked as channels, one logit per pack)."""
+        if self.cfg.task.diffaugment:
+            x = diff_augment(x, self.cfg.task.diffaugment, self.gen)
+        pack = self.cfg.model.d_pack
+        if pack > 1:
+            b, c, h, w = x.shape
+            x = x.reshape(b // pack, pack * c, h, w)
+        return self.D(x, y)
 
     def _penalty(self, real: torch.Tensor, fake: torch.Tensor, y, step: int) -> torch.Tensor | None:
         t = self.cfg.task
         if t.loss == "wgan-gp" and t.gp_weight > 0:
             alpha = torch.rand(real.shape[0], 1, 1, 1, generator=self.gen).to(real.device)
             mix = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
-            out = self.D(self._aug(mix), y)
+            out = self._disc(mix, y)
             (grad,) = torch.autograd.grad(out.float().sum(), mix, create_graph=True)
             return t.gp_weight * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
         if t.r1_gamma > 0 and step % t.r1_every == 0:
             real = real.detach().requires_grad_(True)
-            out = self.D(self._aug(real), y)
+            out = self._disc(real, y)
             (grad,) = torch.autograd.grad(out.float().sum(), real, create_graph=True)
             return t.r1_gamma / 2 * t.r1_every * grad.flatten(1).pow(2).sum(1).mean()
         return None
@@ -231,8 +241,8 @@ class GANTask(Task):
             else:
                 with torch.no_grad():
                     fake = self.G(z, y)
-            d_real = self.D(self._aug(real), y).float()
-            d_fake = self.D(self._aug(fake.detach()), y).float()
+            d_real = self._disc(real, y).float()
+            d_fake = self._disc(fake.detach(), y).float()
         loss_d = d_loss(t.loss, d_real, d_fake)
         penalty = self._penalty(real, fake, y, step)
         total_d = loss_d if penalty is None else loss_d + penalty
@@ -254,7 +264,7 @@ class GANTask(Task):
         if update_g:
             self.models["discriminator"].requires_grad_(False)
             with self.ctx.autocast():
-                g_out = self.D(self._aug(fake), y).float()
+                g_out = self._disc(fake, y).float()
             loss_g = g_loss(t.loss, g_out)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()

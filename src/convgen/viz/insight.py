@@ -244,6 +244,10 @@ def _explainable(model_name: str, target: int | None):
         from convgen.models import build_model
 
         cfg = build_config(read_json(model_dir / "config.json"))
+        if cfg.model.d_pack > 1:
+            raise ConvgenError(
+                f"this discriminator judges packs of {cfg.model.d_pack} images (PacGAN), not single images"
+            )
         disc = build_model(cfg.model).discriminator
         load_models(model_dir, {"discriminator": disc})
         if cfg.model.num_classes and target is None:
