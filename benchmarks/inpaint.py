@@ -1,4 +1,6 @@
-"""Inpainting benchmark: convgen models vs OpenCV Telea / Navier-Stokes and scikit-image biharmonic inpainting.
+"""Inpainting benchmark: convgen models vs OpenCV Telea / Navier-Stokes and scikit-image biharmonic inpainting,
+and ``telea-smooth`` (Telea blurred by depth in the hole: the pre-fill the ``inpaint`` network starts from, so the
+network's own gain is the difference to it).
 
 Held-out photos (default: the first ``--limit`` BSDS500 *test* images, never trained on) with seeded masks
 (``convgen.data.degrade.random_mask``: image i gets seed 10_000 + i, coverage drawn from ``--coverage``, shape
@@ -45,6 +47,12 @@ def baseline(name: str):
         import cv2
 
         return lambda img, m: opencv(img, m, cv2.INPAINT_NS)
+    if name == "telea-smooth":  # the classical pre-fill that configs/inpaint.yaml's network starts from
+        import cv2
+
+        from convgen.data.degrade import smooth_by_depth
+
+        return lambda img, m: smooth_by_depth(opencv(img, m, cv2.INPAINT_TELEA), m, 0.8)
     if name == "biharmonic":
         from skimage.restoration import inpaint_biharmonic
 
@@ -60,7 +68,7 @@ def main() -> None:
     p.add_argument("--mask", default="mixed", choices=["boxes", "strokes", "mixed"])
     p.add_argument("--coverage", nargs=2, type=float, default=[0.1, 0.4])
     p.add_argument("--gray", action="store_true", help="convert the photos to gray first")
-    p.add_argument("--baselines", nargs="*", default=["opencv-telea", "opencv-ns", "biharmonic"])
+    p.add_argument("--baselines", nargs="*", default=["opencv-telea", "opencv-ns", "biharmonic", "telea-smooth"])
     args = p.parse_args()
 
     from skimage.metrics import structural_similarity

@@ -20,7 +20,7 @@ from convgen.errors import ConfigError
 from convgen.metrics.restoration import psnr
 from convgen.models import build_model
 from convgen.restoration import RestorationPipeline, _ramp
-from tests.conftest import ENV_PYTHONPATH
+from tests.conftest import ENV_PYTHONPATH, SHARED_DATA
 
 
 def smooth_images(n: int, size: int, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -436,3 +436,48 @@ def test_telea_prefill_is_opencv_telea_in_the_holes_only():
     pipe = RestorationPipeline.__new__(RestorationPipeline)
     pipe.cfg, pipe.device, pipe.models, pipe.meta = net_cfg, torch.device("cpu"), {"restorer": net}, {}
     np.testing.assert_allclose(pipe.restore(clean, mask=mask.astype(np.float32)), filled, atol=1e-6)
+
+
+def test_telea_smooth_prefill_blurs_by_depth_and_beats_telea_on_photos():
+    """``prefill: telea-smooth``: known pixels exact; a pixel at depth d in the hole holds the Telea fill blurred with
+    std ``smooth_scale * d`` (checked against cv2.GaussianBlur at a depth where that std is exactly 4 px); a flat
+    image stays flat; and on held-out BSDS500 photos it is closer to the truth in the holes than plain Telea."""
+    import cv2
+
+    from convgen.data.degrade import mask_out, smooth_by_depth, telea_fill
+
+    rng = np.random.default_rng(0)
+    img = rng.random((96, 96, 3)).astype(np.float32)
+    mask = np.zeros((96, 96), bool)
+    mask[20:80, 30:90] = True
+    depth = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    p = (50, 60)
+    out = smooth_by_depth(img, mask, scale=4.0 / depth[p])
+    np.testing.assert_array_equal(out[~mask], img[~mask])
+    np.testing.assert_allclose(out[p], cv2.GaussianBlur(img, (0, 0), 4.0)[p], atol=1e-5)
+    assert abs(out[p] - img[p]).max() > 0.05  # and that is not the unblurred value
+    flat = np.full((96, 96, 3), 0.3, np.float32)
+    np.testing.assert_allclose(smooth_by_depth(flat, mask), flat, atol=1e-6)
+
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    cfg = DegradeConfig(kind="inpaint", prefill="telea-smooth", smooth_scale=0.8)
+    want = smooth_by_depth(telea_fill(x * (1 - m), m)[0].permute(1, 2, 0).numpy(), mask, 0.8)
+    np.testing.assert_allclose(mask_out(x, m, cfg)[0].permute(1, 2, 0).numpy(), want, atol=1e-6)
+    with pytest.raises(ConfigError, match="smooth_scale"):
+        DegradeConfig(kind="inpaint", prefill="telea-smooth", smooth_scale=0)
+
+    photos = sorted((SHARED_DATA / "bsds500" / "test").glob("*.jpg"))[:3]
+    if not photos:
+        pytest.skip("../shared/data/bsds500 is not available")
+    gains = []
+    for i, f in enumerate(photos):
+        clean = np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
+        r = np.random.default_rng(10_000 + i)
+        hole = random_mask(*clean.shape[:2], 0.3, "boxes", r)
+        x = torch.from_numpy(clean).permute(2, 0, 1)[None]
+        m = torch.from_numpy(hole.astype(np.float32))[None, None]
+        plain = mask_out(x, m, DegradeConfig(kind="inpaint", prefill="telea"))[0].permute(1, 2, 0).numpy()
+        smooth = mask_out(x, m, cfg)[0].permute(1, 2, 0).numpy()
+        gains.append(psnr(clean, smooth, mask=hole) - psnr(clean, plain, mask=hole))
+    assert np.mean(gains) > 0.3, gains
