@@ -170,14 +170,14 @@ def smooth_by_depth(filled: np.ndarray, mask: np.ndarray, scale: float = 1.0) ->
         return filled
     sigma = cv2.distanceTransform(m8, cv2.DIST_L2, 5) * scale  # wanted blur std per pixel
     level = np.log2(np.maximum(sigma, 1e-6))  # position on the ladder 1, 2, 4, ... px: 0, 1, 2, ...
-    img = np.ascontiguousarray(filled, np.float32)
+    img = np.ascontiguousarray(filled, np.float32).reshape(*m8.shape, -1)  # H x W x C, also for gray
     out, prev = img.copy(), img
     for i, s in enumerate(SMOOTH_SIGMAS):
         blurred = cv2.GaussianBlur(img, (0, 0), s).reshape(img.shape)
         w = np.clip(sigma, 0.0, 1.0) if i == 0 else np.clip(level - (i - 1), 0.0, 1.0)
-        out = out + (w[..., None] if img.ndim == 3 else w) * (blurred - prev)  # image -> blur(sigma), telescoping
+        out = out + w[..., None] * (blurred - prev)  # image -> blur(sigma), telescoping
         prev = blurred
-    return np.where((m8 > 0)[..., None] if img.ndim == 3 else m8 > 0, out, img)
+    return np.where(m8[..., None] > 0, out, img).reshape(filled.shape)
 
 
 def telea_fill(images: torch.Tensor, masks: torch.Tensor, radius: int = 3, smooth: float = 0.0) -> torch.Tensor:
@@ -194,7 +194,7 @@ def telea_fill(images: torch.Tensor, masks: torch.Tensor, radius: int = 3, smoot
         filled = cv2.inpaint(u8, m_np, radius, cv2.INPAINT_TELEA).reshape(u8.shape).astype(np.float32) / 255.0
         if smooth > 0:  # blur the fill together with the exact (not 8-bit) known pixels around it
             exact = img.permute(1, 2, 0).float().numpy()
-            filled = smooth_by_depth(np.where(m_np[..., None] > 0, filled, exact), m_np, smooth).reshape(u8.shape)
+            filled = smooth_by_depth(np.where(m_np[..., None] > 0, filled, exact), m_np, smooth)
         out.append(torch.from_numpy(filled).permute(2, 0, 1))
     return images * (1 - masks) + torch.stack(out).to(images.dtype) * masks
 
