@@ -13,8 +13,10 @@ from safetensors.torch import load_file
 
 import convgen
 from convgen.config import build_config
+from convgen.data.clusters import cluster_features, kmeans
+from convgen.data.datasets import MNIST
 from convgen.engine.trainer import Trainer, TrainingError
-from convgen.errors import ConfigError
+from convgen.errors import ConfigError, ConvgenError
 from convgen.generation import GeneratorPipeline, lerp, slerp
 from convgen.models.gan import DCGAN
 from convgen.tasks import gan as gan_task
@@ -113,10 +115,12 @@ def test_ema_differs_from_raw_and_is_what_sampling_uses(tmp_path):
     torch.testing.assert_close(pipe.generate(z, batch_size=4), pipe.generate(z, batch_size=6))
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("clusters", [0, 4], ids=["unconditional", "self-conditioned"])
+def test_resume_is_exact(tmp_path, clusters):
     def cfg(max_steps):
         return build_config(
             gan_config(
+                model__clusters=clusters,
                 train__max_steps=max_steps,
                 train__ckpt_every=8,
                 train__eval_every=8,
@@ -343,13 +347,72 @@ def test_reference_layout_matches_pytorch_examples():
         ("task__loss", "wasserstein", "task.loss"),
         ("model__d_mbstd_group", -1, "model.d_mbstd_group"),
         ("model__d_pack", 0, "model.d_pack"),
+        ("model__clusters", -1, "model.clusters"),
+        ("model__clusters", 3, "model.clusters"),  # with num_classes 10, below
     ],
 )
 def test_bad_gan_config_values(key, value, message):
+    extra = {"model__num_classes": 10} if (key, value) == ("model__clusters", 3) else {}
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        build_config(gan_config(**{key: value}))
+        build_config(gan_config(**{key: value}, **extra))
 
 
 def test_conditional_needs_matching_classes(tmp_path):
     with pytest.raises(ConfigError, match="model.num_classes is 5"):
         Trainer(build_config(gan_config(model__num_classes=5)), tmp_path / "run").fit()
+
+
+def test_kmeans_finds_separated_clusters():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    truth = torch.arange(300) % 3
+    x = centres[truth] + 0.5 * torch.randn(300, 2, generator=gen)
+    labels, found = kmeans(x, 3, seed=1)
+    assert labels.dtype == torch.int64 and sorted(labels.unique().tolist()) == [0, 1, 2]
+    for j in range(3):  # one found cluster per true cluster
+        assert len(truth[labels == j].unique()) == 1
+        assert torch.cdist(found[j : j + 1], centres).min() < 0.3
+    assert torch.equal(kmeans(x, 3, seed=1)[0], labels)  # deterministic
+    assert len(kmeans(x[:5], 5)[0].unique()) == 5  # every id used
+    with pytest.raises(ValueError, match="k-means"):
+        kmeans(x[:2], 3)
+    f = cluster_features(torch.full((2, 3, 64, 48), 255, dtype=torch.uint8))
+    assert f.shape == (2, 3 * 32 * 24) and torch.all(f == 1)
+
+
+def test_self_conditioned_generator_picks_clusters_by_frequency():
+    g = DCGAN(build_config(gan_config(model__clusters=4)).model).generator.eval()
+    g.set_cluster_frequencies(torch.tensor([100, 200, 300, 400]))
+    z = torch.randn(40_000, 16, generator=torch.Generator().manual_seed(0))
+    share = torch.bincount(g.cluster_of(z), minlength=4) / len(z)
+    torch.testing.assert_close(share, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.01, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(g(z[:8]), g(z[:8], g.cluster_of(z[:8])))  # unconditional call = own cluster
+        assert not torch.allclose(g(z[:8]), g(z[:8], (g.cluster_of(z[:8]) + 1) % 4))
+
+
+def test_self_conditioned_gan_uses_clusters_not_labels(tmp_path, monkeypatch):
+    """model.clusters: D and G are trained on k-means cluster ids of the training images (never the digit
+    labels), the generator's prior is the clusters' frequencies, and the result samples like an unconditional
+    model."""
+    seen = []
+    real_disc = gan_task.GANTask._disc
+    monkeypatch.setattr(gan_task.GANTask, "_disc", lambda self, x, y: seen.append(y) or real_disc(self, x, y))
+    cfg = build_config(gan_config(model__clusters=5, train__max_steps=4, train__eval_every=4))
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    data = MNIST.build(cfg.data)
+    expected, _ = kmeans(cluster_features(data.train.images), 5, seed=cfg.seed)
+    assert torch.equal(trainer.task.data.train.labels, expected)
+    assert not torch.equal(expected, data.train.labels)
+    assert len(seen) == 4 * 2 + 4 and all(y is not None and int(y.max()) < 5 for y in seen)  # real, fake; G step
+    cdf = load_file(str(tmp_path / "run" / "model" / "generator_ema.safetensors"))["cluster_cdf"]
+    counts = torch.bincount(expected, minlength=5).double()
+    torch.testing.assert_close(cdf.double(), counts.cumsum(0) / counts.sum(), atol=1e-6, rtol=0)
+    pipe = convgen.load(tmp_path / "run", device="cpu")
+    assert pipe.num_classes == 0 and pipe.sample(3, seed=0).shape == (3, 1, 28, 28)
+    with pytest.raises(ConvgenError, match="unconditional"):
+        pipe.sample_per_class(2, seed=0)
+    walk = pipe.interpolate(steps=5, rows=2, seed=4)  # ends are the latents' own samples, cluster included
+    z = pipe.latents(4, seed=4)
+    torch.testing.assert_close(walk[[0, 4, 5, 9]], pipe.generate(z[[0, 2, 1, 3]]), atol=1e-5, rtol=0)

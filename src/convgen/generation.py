@@ -162,6 +162,8 @@ class GeneratorPipeline(Pipeline):
         label: int | None = None,
     ) -> torch.Tensor:
         """A rows x steps grid: each row walks between two latents (or, with ``classes``, two class embeddings).
+        A self-conditioned model (``model.clusters``) also walks from one end's cluster embedding to the other's, so
+        the row changes smoothly instead of jumping where the latent crosses into another cluster.
 
         Returns images ordered row-major (rows * steps, C, H, W). ``label`` fixes the class of a latent walk in a
         conditional model (default: row ``r`` uses class ``r``).
@@ -182,6 +184,11 @@ class GeneratorPipeline(Pipeline):
             return self.generate(zz, embedding=path)
         f = slerp if mode == "slerp" else lerp
         zz = f(z[:rows], z[rows:], t).transpose(0, 1).reshape(rows * steps, -1)
+        if getattr(self.generator, "clusters", 0):  # self-conditioned: walk between the ends' cluster embeddings too
+            emb = self.generator.embed.weight.detach().float().cpu()
+            ends = [self.generator.cluster_of(z[i : i + rows].to(self.device)).cpu() for i in (0, rows)]
+            path = lerp(emb[ends[0]], emb[ends[1]], t).transpose(0, 1).reshape(rows * steps, -1)
+            return self.generate(zz, embedding=path)
         labels = None
         if self.num_classes:
             per_row = torch.full((rows,), label) if label is not None else torch.arange(rows) % self.num_classes

@@ -7,7 +7,10 @@ preset is that recipe. Other sizes keep the pattern: the first generator layer m
 
 Conditioning (``num_classes > 0``): the generator concatenates a learned class embedding to ``z``; the
 discriminator uses a projection head (Miyato & Koyama 2018) or concatenates one-hot class maps to its input.
-Images are B x C x H x W in [-1, 1].
+Self-conditioning (``clusters > 0``, Liu et al. 2020): the same machinery, conditioned on unsupervised k-means
+clusters of the training images instead of labels. Such a generator picks its own cluster from its latent
+(``u = Phi(z[0])`` through the clusters' cumulative training frequencies), so from outside it is an unconditional
+generator of ``z``. Images are B x C x H x W in [-1, 1].
 """
 
 from __future__ import annotations
@@ -59,9 +62,12 @@ class Generator(nn.Module):
     def __init__(self, cfg: DCGAN.Config) -> None:
         super().__init__()
         base, n_up = layout(cfg.image_size)
-        self.z_dim, self.num_classes = cfg.z_dim, cfg.num_classes
-        embed = cfg.embed_dim if cfg.num_classes else 0
-        self.embed = nn.Embedding(cfg.num_classes, embed) if cfg.num_classes else None
+        self.z_dim, self.num_classes, self.clusters = cfg.z_dim, cfg.num_classes, cfg.clusters
+        n_cond = cfg.num_classes or cfg.clusters
+        embed = cfg.embed_dim if n_cond else 0
+        self.embed = nn.Embedding(n_cond, embed) if n_cond else None
+        if cfg.clusters:  # cumulative cluster frequencies (set from the training data; saved with the weights)
+            self.register_buffer("cluster_cdf", torch.arange(1, cfg.clusters + 1, dtype=torch.float32) / cfg.clusters)
         ch = cfg.ngf * 2 ** (n_up - 1)
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(cfg.z_dim + embed, ch, base, 1, 0, bias=cfg.g_norm == "none"),
@@ -79,7 +85,20 @@ class Generator(nn.Module):
         self.main = nn.Sequential(*layers)
         dcgan_init(self)
 
+    def set_cluster_frequencies(self, counts: torch.Tensor) -> None:
+        cdf = counts.double().cumsum(0) / counts.sum()
+        self.cluster_cdf.copy_(cdf.float())
+        self.cluster_cdf[-1] = 1.0
+
+    def cluster_of(self, z: torch.Tensor) -> torch.Tensor:
+        """Self-conditioned generator: the cluster each latent selects. ``Phi(z[:, 0])`` is uniform on (0, 1) for
+        z ~ N(0, I), so clusters come out with their training frequencies."""
+        u = 0.5 * (1 + torch.erf(z[:, 0].float() / math.sqrt(2)))
+        return torch.searchsorted(self.cluster_cdf, u.contiguous(), right=True).clamp_(max=self.clusters - 1)
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.clusters and labels is None:
+            labels = self.cluster_of(z)
         if self.embed is not None:
             if labels is None:
                 raise ValueError("this generator is class-conditional: labels are required")
@@ -112,10 +131,10 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: DCGAN.Config) -> None:
         super().__init__()
         base, n_down = layout(cfg.image_size)
-        self.num_classes = cfg.num_classes
-        self.concat = cfg.num_classes > 0 and cfg.d_conditioning == "concat"
+        self.num_classes = cfg.num_classes or cfg.clusters  # classes, or unsupervised clusters
+        self.concat = self.num_classes > 0 and cfg.d_conditioning == "concat"
         sn = spectral_norm if cfg.spectral_norm else (lambda m: m)
-        in_ch = cfg.channels * cfg.d_pack + (cfg.num_classes if self.concat else 0)
+        in_ch = cfg.channels * cfg.d_pack + (self.num_classes if self.concat else 0)
         ch = cfg.ndf
         layers: list[nn.Module] = [sn(nn.Conv2d(in_ch, ch, 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, True)]
         for _ in range(n_down - 1):
@@ -129,8 +148,8 @@ class Discriminator(nn.Module):
         self.mbstd = MinibatchStddev(cfg.d_mbstd_group) if cfg.d_mbstd_group else None
         self.head = sn(nn.Conv2d(ch + (self.mbstd is not None), 1, base, 1, 0, bias=False))
         self.project = None
-        if cfg.num_classes and not self.concat:
-            self.project = nn.Embedding(cfg.num_classes, ch)
+        if self.num_classes and not self.concat:
+            self.project = nn.Embedding(self.num_classes, ch)
             if cfg.spectral_norm:
                 self.project = spectral_norm(self.project)
         dcgan_init(self)
@@ -162,6 +181,7 @@ class DCGAN(nn.Module):
         ndf: int = 64  # discriminator width (channels of its first layer)
         num_classes: int = 0  # > 0: class-conditional generator and discriminator
         embed_dim: int = 32  # generator class-embedding size (conditional only)
+        clusters: int = 0  # > 0: self-conditioned GAN on this many k-means clusters of the training images
         g_norm: Literal["batch", "instance", "none"] = "batch"
         d_norm: Literal["batch", "instance", "none"] = "batch"
         spectral_norm: bool = False  # on every discriminator layer
@@ -178,6 +198,9 @@ class DCGAN(nn.Module):
             check(self.z_dim >= 1, "model.z_dim", "must be >= 1")
             check(self.ngf >= 1 and self.ndf >= 1, "model.ngf/ndf", "must be >= 1")
             check(self.num_classes >= 0, "model.num_classes", "must be >= 0")
+            check(self.clusters >= 0, "model.clusters", "must be >= 0 (0 = off)")
+            check(not (self.clusters and self.num_classes), "model.clusters", "cannot be used with model.num_classes")
+            check(self.d_pack == 1 or not self.clusters, "model.d_pack", "packing needs an unconditional GAN")
             check(self.embed_dim >= 1, "model.embed_dim", "must be >= 1")
             check(self.d_mbstd_group >= 0, "model.d_mbstd_group", "must be >= 0 (0 = off)")
             check(self.d_pack >= 1, "model.d_pack", "must be >= 1 (1 = no packing)")

@@ -16,6 +16,11 @@ classifier (``fd_extractor``, by default the zoo ``mnist-classifier`` for 1-chan
 the validation split (``val/fd_mnistcls`` -- not a standard FID), a diversity ratio (mean pairwise feature
 distance of fakes / of reals; mode collapse drives it down), the smallest class share among samples, and for
 conditional models the share of samples the classifier assigns to the requested class.
+
+Self-conditioned GAN (``model.clusters``; Liu et al. 2020): before training, the training images are clustered by
+k-means on their pixels (no labels are used), the cluster ids replace the labels for G and D, and the generator
+learns the clusters' frequencies, from which it later picks a cluster for each latent (see
+``convgen.models.gan.Generator.cluster_of``). It is sampled like any unconditional model.
 """
 
 from __future__ import annotations
@@ -152,7 +157,11 @@ class GANTask(Task):
                 )
         if cfg.train.batch_size % m.d_pack:
             raise ConfigError(f"config value train.batch_size must be a multiple of model.d_pack ({m.d_pack})")
+        if m.clusters > len(data.train) // 2:
+            raise ConfigError(f"config value model.clusters ({m.clusters}) needs 2 or more training images per cluster")
         gan = build_model(m)
+        if m.clusters:
+            self._assign_clusters(self._cluster(data.train.images), gan.generator)
         g, d = ctx.prepare(gan.generator), ctx.prepare(gan.discriminator)
         self.models = {"generator": g, "discriminator": d}
         if t.ema:
@@ -186,6 +195,17 @@ class GANTask(Task):
     @property
     def conditional(self) -> bool:
         return self.cfg.model.num_classes > 0
+
+    def _cluster(self, images: torch.Tensor) -> torch.Tensor:
+        from convgen.data.clusters import cluster_features, kmeans
+
+        labels, _ = kmeans(cluster_features(images), self.cfg.model.clusters, seed=self.cfg.seed)
+        return labels
+
+    def _assign_clusters(self, labels: torch.Tensor, generator: nn.Module) -> None:
+        """Cluster ids become the training labels; their frequencies become the generator's cluster prior."""
+        self.data.train.labels = labels
+        generator.set_cluster_frequencies(torch.bincount(labels, minlength=self.cfg.model.clusters))
 
     def _latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = torch.randn(n, self.cfg.model.z_dim, generator=gen)
@@ -228,8 +248,10 @@ class GANTask(Task):
         x, labels = batch
         real = self._real(x)
         b = real.shape[0]
-        y = labels.to(self.ctx.device) if self.conditional else None
+        y = labels.to(self.ctx.device) if self.conditional or self.cfg.model.clusters else None
         z, _ = self._latents(b, self.gen)
+        # the fakes' condition: the real batch's classes (cGAN), or the clusters the latents pick (self-conditioned)
+        y_fake = self.models["generator"].cluster_of(z) if self.cfg.model.clusters else y
         update_g = (step + 1) % t.d_steps == 0
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
         self.G.train()
@@ -237,12 +259,12 @@ class GANTask(Task):
 
         with self.ctx.autocast():
             if update_g:
-                fake = self.G(z, y)
+                fake = self.G(z, y_fake)
             else:
                 with torch.no_grad():
-                    fake = self.G(z, y)
+                    fake = self.G(z, y_fake)
             d_real = self._disc(real, y).float()
-            d_fake = self._disc(fake.detach(), y).float()
+            d_fake = self._disc(fake.detach(), y_fake).float()
         loss_d = d_loss(t.loss, d_real, d_fake)
         penalty = self._penalty(real, fake, y, step)
         total_d = loss_d if penalty is None else loss_d + penalty
@@ -264,7 +286,7 @@ class GANTask(Task):
         if update_g:
             self.models["discriminator"].requires_grad_(False)
             with self.ctx.autocast():
-                g_out = self._disc(fake, y).float()
+                g_out = self._disc(fake, y_fake).float()
             loss_g = g_loss(t.loss, g_out)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -401,6 +423,7 @@ class GANTask(Task):
             "last_g": self._last_g,
             "g_updates": self.g_updates,
             "peak_diversity": self.peak_diversity,
+            **({"clusters": self.data.train.labels} if self.cfg.model.clusters else {}),
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -409,6 +432,8 @@ class GANTask(Task):
         self._last_g = state.get("last_g", 0.0)
         self.g_updates = state.get("g_updates", 0)
         self.peak_diversity = state.get("peak_diversity", 0.0)
+        if "clusters" in state:  # the run's own clustering, not a recomputation that could differ in a tie
+            self.data.train.labels = state["clusters"].long()
 
     def on_train_end(self, run_dir: Path) -> dict[str, Any]:
         from convgen.viz.grid import save_grid

@@ -248,6 +248,11 @@ def _explainable(model_name: str, target: int | None):
             raise ConvgenError(
                 f"this discriminator judges packs of {cfg.model.d_pack} images (PacGAN), not single images"
             )
+        if cfg.model.clusters:
+            raise ConvgenError(
+                "this discriminator is conditioned on unsupervised clusters (self-conditioned GAN); "
+                "explain its generator's samples with a classifier instead"
+            )
         disc = build_model(cfg.model).discriminator
         load_models(model_dir, {"discriminator": disc})
         if cfg.model.num_classes and target is None:
