@@ -28,5 +28,5 @@ def test_mnist_dcgan_covers_every_digit_and_is_deterministic():
     x = gen.sample(600, seed=7)
     assert x.shape == (600, 1, 28, 28) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
     shares = torch.bincount(judge.predict(x), minlength=10).float() / len(x)
-    assert shares.min() >= 0.02, shares
+    assert shares.min() >= 0.04, shares  # measured 5.3% (2,000 samples: 6.2% at seed 0, 5.35-6.25% over seeds 0-5)
     torch.testing.assert_close(gen.sample(8, seed=7), x[:8])
