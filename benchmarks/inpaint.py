@@ -31,12 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = REPO.parent / "shared" / "data" / "bsds500" / "test"
 
 
-def baseline(name: str):
+def baseline(name: str, radius: int = 3):
     def opencv(img: np.ndarray, mask: np.ndarray, flag: int) -> np.ndarray:
         import cv2
 
         u8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-        out = cv2.inpaint(u8, mask.astype(np.uint8) * 255, 3, flag)
+        out = cv2.inpaint(u8, mask.astype(np.uint8) * 255, radius, flag)
         return out.reshape(img.shape).astype(np.float64) / 255.0
 
     if name == "opencv-telea":

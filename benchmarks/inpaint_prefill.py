@@ -69,12 +69,11 @@ def methods() -> dict:
     def blur(fill, scale=0.8):
         return lambda img, m: smooth_by_depth(fill(img, m).astype(np.float32), m, scale)
 
-    telea_r = {r: (lambda img, m, r=r: _telea_radius(img, m, r)) for r in (6, 12)}
     return {
         "telea": TELEA,
         "telea + blur 0.8 (shipped)": blur(TELEA),
-        "telea r6 + blur 0.8": blur(telea_r[6]),
-        "telea r12 + blur 0.8": blur(telea_r[12]),
+        "telea r6 + blur 0.8": blur(baseline("opencv-telea", radius=6)),
+        "telea r12 + blur 0.8": blur(baseline("opencv-telea", radius=12)),
         "normalised convolution 0.8": lambda img, m: normalised_convolution(img, m, 0.8),
         "blend shipped / normalised convolution": lambda img, m: (
             0.5 * blur(TELEA)(img, m) + 0.5 * normalised_convolution(img, m, 0.8)
@@ -82,14 +81,6 @@ def methods() -> dict:
         "mean(telea, ns) + blur 0.8": blur(lambda img, m: (TELEA(img, m) + NS(img, m)) / 2),
         "dihedral telea + blur 0.8": blur(dihedral_telea),
     }
-
-
-def _telea_radius(img: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray:
-    import cv2
-
-    u8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    out = cv2.inpaint(u8, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
-    return out.reshape(img.shape).astype(np.float64) / 255.0
 
 
 def main() -> None:
