@@ -174,21 +174,22 @@ class GeneratorPipeline(Pipeline):
             raise ConvgenError(f"--mode must be slerp or lerp, got {mode!r}")
         t = torch.linspace(0, 1, steps)
         z = self.latents(2 * rows, seed)
+
+        def embedding_walk(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+            """Row-major (rows * steps) embeddings from class/cluster ids ``start`` to ``end`` (rows each)."""
+            emb = self.generator.embed.weight.detach().float().cpu()
+            return lerp(emb[start], emb[end], t).transpose(0, 1).reshape(rows * steps, -1)
+
         if classes is not None:
             if not self.num_classes:
                 raise ConvgenError("class interpolation needs a conditional model")
-            emb = self.generator.embed.weight.detach().float().cpu()
-            e0, e1 = emb[classes[0]].expand(rows, -1), emb[classes[1]].expand(rows, -1)
-            path = lerp(e0, e1, t).transpose(0, 1).reshape(rows * steps, -1)  # row-major
-            zz = z[:rows].repeat_interleave(steps, 0)
-            return self.generate(zz, embedding=path)
+            path = embedding_walk(torch.full((rows,), classes[0]), torch.full((rows,), classes[1]))
+            return self.generate(z[:rows].repeat_interleave(steps, 0), embedding=path)
         f = slerp if mode == "slerp" else lerp
         zz = f(z[:rows], z[rows:], t).transpose(0, 1).reshape(rows * steps, -1)
         if getattr(self.generator, "clusters", 0):  # self-conditioned: walk between the ends' cluster embeddings too
-            emb = self.generator.embed.weight.detach().float().cpu()
             ends = [self.generator.cluster_of(z[i : i + rows].to(self.device)).cpu() for i in (0, rows)]
-            path = lerp(emb[ends[0]], emb[ends[1]], t).transpose(0, 1).reshape(rows * steps, -1)
-            return self.generate(zz, embedding=path)
+            return self.generate(zz, embedding=embedding_walk(*ends))
         labels = None
         if self.num_classes:
             per_row = torch.full((rows,), label) if label is not None else torch.arange(rows) % self.num_classes

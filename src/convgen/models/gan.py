@@ -200,11 +200,11 @@ class DCGAN(nn.Module):
             check(self.num_classes >= 0, "model.num_classes", "must be >= 0")
             check(self.clusters >= 0, "model.clusters", "must be >= 0 (0 = off)")
             check(not (self.clusters and self.num_classes), "model.clusters", "cannot be used with model.num_classes")
-            check(self.d_pack == 1 or not self.clusters, "model.d_pack", "packing needs an unconditional GAN")
             check(self.embed_dim >= 1, "model.embed_dim", "must be >= 1")
             check(self.d_mbstd_group >= 0, "model.d_mbstd_group", "must be >= 0 (0 = off)")
             check(self.d_pack >= 1, "model.d_pack", "must be >= 1 (1 = no packing)")
-            check(self.d_pack == 1 or not self.num_classes, "model.d_pack", "packing needs an unconditional GAN")
+            ok = self.d_pack == 1 or not (self.num_classes or self.clusters)
+            check(ok, "model.d_pack", "packing needs an unconditional GAN (no classes or clusters)")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()

@@ -161,7 +161,7 @@ class GANTask(Task):
             raise ConfigError(f"config value model.clusters ({m.clusters}) needs 2 or more training images per cluster")
         gan = build_model(m)
         if m.clusters:
-            self._assign_clusters(self._cluster(data.train.images), gan.generator)
+            self._self_condition(gan.generator)
         g, d = ctx.prepare(gan.generator), ctx.prepare(gan.discriminator)
         self.models = {"generator": g, "discriminator": d}
         if t.ema:
@@ -196,16 +196,15 @@ class GANTask(Task):
     def conditional(self) -> bool:
         return self.cfg.model.num_classes > 0
 
-    def _cluster(self, images: torch.Tensor) -> torch.Tensor:
+    def _self_condition(self, generator: nn.Module) -> None:
+        """k-means cluster ids of the training images become their labels; the clusters' frequencies become the
+        generator's cluster prior."""
         from convgen.data.clusters import cluster_features, kmeans
 
-        labels, _ = kmeans(cluster_features(images), self.cfg.model.clusters, seed=self.cfg.seed)
-        return labels
-
-    def _assign_clusters(self, labels: torch.Tensor, generator: nn.Module) -> None:
-        """Cluster ids become the training labels; their frequencies become the generator's cluster prior."""
+        k = self.cfg.model.clusters
+        labels, _ = kmeans(cluster_features(self.data.train.images), k, seed=self.cfg.seed)
         self.data.train.labels = labels
-        generator.set_cluster_frequencies(torch.bincount(labels, minlength=self.cfg.model.clusters))
+        generator.set_cluster_frequencies(torch.bincount(labels, minlength=k))
 
     def _latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = torch.randn(n, self.cfg.model.z_dim, generator=gen)
