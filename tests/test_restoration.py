@@ -140,6 +140,18 @@ def test_superres_and_jpeg_degradations():
     clean = torch.from_numpy(smooth_images(2, 64, 3)).permute(0, 3, 1, 2).float() / 255
     low, _ = degrade_batch(clean, DegradeConfig(kind="superres", scale=4), gen)
     assert low.shape == clean.shape and 20 < psnr(clean.numpy(), low.clamp(0, 1).numpy()) < 60
+    # the down-sampling is antialiased bicubic: on a linear ramp it returns the ramp at the new pixel centres
+    # (a 2-pixel-wide low-res pixel centred between high-res pixels 2j and 2j + 1), away from the borders
+    ramp = torch.arange(48, dtype=torch.float64).view(1, 1, 1, 48).expand(1, 1, 8, 48)
+    small = degrade.bicubic_downscale(ramp, 2)
+    assert small.shape == (1, 1, 4, 24)
+    torch.testing.assert_close(small[..., 3:-3], (2 * torch.arange(24.0) + 0.5)[3:-3].expand(1, 1, 4, 18).double())
+    # ... and antialiased: a pattern of period 3 px, above the low-res Nyquist frequency, is mostly filtered out
+    # instead of aliasing (plain bicubic sampling keeps 0.78 of its amplitude; measured 0.16 here)
+    stripes = torch.cos(2 * torch.pi * torch.arange(96.0) / 3).view(1, 1, 1, 96).expand(1, 1, 8, 96)
+    assert degrade.bicubic_downscale(stripes, 2)[..., 4:-4].abs().max() < 0.2
+    up = torch.nn.functional.interpolate(degrade.bicubic_downscale(clean, 4), size=(64, 64), mode="bicubic")
+    torch.testing.assert_close(low, up)  # the model's input: down-sampled, then bicubic back to full size
     jp, _ = degrade_batch(clean, DegradeConfig(kind="jpeg", quality=[10, 10]), gen)
     assert jp.shape == clean.shape and not torch.equal(jp, clean)
     assert torch.equal(jp * 255, (jp * 255).round())  # decoded 8-bit values

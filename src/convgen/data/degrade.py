@@ -225,11 +225,15 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return out.reshape(image.shape).astype(np.float32) / 255.0
 
 
+def bicubic_downscale(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """B x C x H x W -> antialiased bicubic down-sampling to (H // scale) x (W // scale) (like MATLAB's imresize)."""
+    h, w = x.shape[-2:]
+    return F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
+
+
 def bicubic_degrade(x: torch.Tensor, scale: int) -> torch.Tensor:
     """B x C x H x W -> bicubic down-sampled by ``scale`` (antialiased) and bicubic re-upsampled to H x W."""
-    h, w = x.shape[-2:]
-    low = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
-    return F.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)
+    return F.interpolate(bicubic_downscale(x, scale), size=x.shape[-2:], mode="bicubic", align_corners=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
