@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+from _common import load_models, print_report
 from tqdm import tqdm
 
-import convgen
 from convgen.data.degrade import gaussian_noise
 from convgen.io.images import list_images, read_image
 from convgen.metrics.restoration import psnr
@@ -149,10 +147,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     baselines = list(BASELINES) if args.baselines == ["all"] else [b for b in args.baselines if b != "none"]
-    models = {}
-    for spec in args.model:
-        label, _, name = spec.partition("=") if "=" in spec else (spec, "", spec)
-        models[label] = convgen.load(name or label, device="cpu")
+    models = load_models(args.model)
     results: dict = {}
     for set_name in args.sets:
         folder = DATA / set_name if (DATA / set_name).is_dir() else Path(set_name)
@@ -175,18 +170,11 @@ def main() -> None:
                 if param is not None:
                     results[key][b]["tuned_parameter"] = param
             print(json.dumps({key: results[key]}), file=sys.stderr)
-    print(
-        json.dumps(
-            {
-                "benchmark": "denoise",
-                "protocol": "AWGN sigma/255, numpy default_rng(index), unclipped; PSNR data_range 1, no crop",
-                "results": results,
-                "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-                f"{args.threads} threads",
-                "date": date.today().isoformat(),
-            },
-            indent=1,
-        )
+    print_report(
+        "denoise",
+        results,
+        args.threads,
+        protocol="AWGN sigma/255, numpy default_rng(index), unclipped; PSNR data_range 1, no crop",
     )
 
 

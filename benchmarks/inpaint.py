@@ -12,17 +12,14 @@ Held-out photos (default: the first ``--limit`` BSDS500 *test* images, never tra
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+from _common import load_models, print_report
 from tqdm import tqdm
 
-import convgen
 from convgen.data.degrade import random_mask
 from convgen.io.images import list_images, read_image
 from convgen.metrics.restoration import psnr
@@ -73,10 +70,7 @@ def main() -> None:
 
     from skimage.metrics import structural_similarity
 
-    models = {}
-    for spec in args.model:
-        label, _, name = spec.partition("=") if "=" in spec else (spec, "", spec)
-        models[label] = convgen.load(name or label, device="cpu")
+    models = load_models(args.model)
     methods = {**{k: (lambda img, m, pipe=v: pipe.restore(img, mask=m)) for k, v in models.items()}}
     methods.update({b: baseline(b) for b in args.baselines})
     files = list_images(args.images)[: args.limit]
@@ -107,20 +101,11 @@ def main() -> None:
         }
         for k, v in scores.items()
     }
-    import torch
-
-    print(
-        json.dumps(
-            {
-                "benchmark": "inpaint",
-                "images": f"{args.images} (first {len(files)})" + (", converted to gray" if args.gray else ""),
-                "masks": f"{args.mask}, coverage uniform {args.coverage}, seed 10000 + image index",
-                "results": results,
-                "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
-                "date": date.today().isoformat(),
-            },
-            indent=1,
-        )
+    print_report(
+        "inpaint",
+        results,
+        images=f"{args.images} (first {len(files)})" + (", converted to gray" if args.gray else ""),
+        masks=f"{args.mask}, coverage uniform {args.coverage}, seed 10000 + image index",
     )
 
 

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+from _common import load_models, print_report
 from tqdm import tqdm
 
-import convgen
 from convgen.data.degrade import bicubic_downscale, jpeg
 from convgen.io.images import list_images, read_image
 from convgen.metrics.restoration import psnr
@@ -120,10 +118,7 @@ def main() -> None:
     clean = [read_image(f, channels=None).astype(np.float64) for f in files]
     if args.gray:
         clean = [c.mean(-1, keepdims=True) for c in clean]
-    models = {}
-    for spec in args.model:
-        label, _, name = spec.partition("=") if "=" in spec else (spec, "", spec)
-        models[label] = convgen.load(name or label, device="cpu")
+    models = load_models(args.model)
 
     def model_fn(pipe):
         return lambda x: pipe.restore(x, ensemble=args.ensemble)
@@ -143,24 +138,17 @@ def main() -> None:
             methods["jpeg"] = lambda x: x
             results[f"q{q}"] = {k: score(clean, inputs, fn, f"q{q} {k}", crop=None) for k, fn in methods.items()}
             print(json.dumps({f"q{q}": results[f"q{q}"]}), file=sys.stderr)
-    print(
-        json.dumps(
-            {
-                "benchmark": args.task,
-                "images": f"{folder} (first {len(files)})" + (", converted to gray" if args.gray else ""),
-                "protocol": (
-                    f"antialiased bicubic x{args.scale} down-sampling, 8-bit; PSNR all channels, no crop; "
-                    f"psnr_y_crop: BT.601 Y, {args.scale} px border cropped"
-                    if args.task == "superres"
-                    else "OpenCV JPEG encode/decode (4:2:0 chroma for colour); PSNR all channels, no crop"
-                ),
-                "results": results,
-                "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-                f"{args.threads} threads",
-                "date": date.today().isoformat(),
-            },
-            indent=1,
-        )
+    print_report(
+        args.task,
+        results,
+        args.threads,
+        images=f"{folder} (first {len(files)})" + (", converted to gray" if args.gray else ""),
+        protocol=(
+            f"antialiased bicubic x{args.scale} down-sampling, 8-bit; PSNR all channels, no crop; "
+            f"psnr_y_crop: BT.601 Y, {args.scale} px border cropped"
+            if args.task == "superres"
+            else "OpenCV JPEG encode/decode (4:2:0 chroma for colour); PSNR all channels, no crop"
+        ),
     )
 
 

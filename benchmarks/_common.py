@@ -1,0 +1,36 @@
+"""Shared by the restoration benchmarks: the ``--model LABEL=NAME`` loader and the JSON report they print."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import date
+
+import convgen
+
+
+def load_models(specs: list[str]) -> dict:
+    """``NAME`` or ``LABEL=NAME_OR_PATH`` -> {label: pipeline on the CPU}."""
+    models = {}
+    for spec in specs:
+        label, _, name = spec.partition("=") if "=" in spec else (spec, "", spec)
+        models[label] = convgen.load(name or label, device="cpu")
+    return models
+
+
+def print_report(benchmark: str, results: dict, threads: int | None = None, **fields) -> None:
+    """One JSON object on stdout: the benchmark's name, its ``fields`` (images, protocol, ...), the results, the
+    machine and the date."""
+    import torch
+
+    machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+    if threads is not None:
+        machine += f", {threads} threads"
+    report = {
+        "benchmark": benchmark,
+        **fields,
+        "results": results,
+        "machine": machine,
+        "date": date.today().isoformat(),
+    }
+    print(json.dumps(report, indent=1))
