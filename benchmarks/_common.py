@@ -6,6 +6,8 @@ import json
 import platform
 from datetime import date
 
+import numpy as np
+
 import convgen
 
 
@@ -16,6 +18,15 @@ def load_models(specs: list[str]) -> dict:
         label, _, name = spec.partition("=") if "=" in spec else (spec, "", spec)
         models[label] = convgen.load(name or label, device="cpu")
     return models
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """scikit-image SSIM with data range 1 of two H x W x C images (C = 1: plain gray SSIM)."""
+    from skimage.metrics import structural_similarity
+
+    if a.shape[-1] == 1:
+        return float(structural_similarity(a[..., 0], b[..., 0], data_range=1.0))
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1))
 
 
 def print_report(benchmark: str, results: dict, threads: int | None = None, **fields) -> None:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import load_models, print_report
+from _common import load_models, print_report, ssim
 from tqdm import tqdm
 
 from convgen.data.degrade import gaussian_noise
@@ -38,14 +38,6 @@ from convgen.metrics.restoration import psnr
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "denoise"
 BASELINES = ("bm3d", "nlm-skimage", "nlm-opencv", "tv", "wavelet")
-
-
-def _ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    if a.shape[-1] == 1:
-        return float(structural_similarity(a[..., 0], b[..., 0], data_range=1.0))
-    return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1))
 
 
 def classical(name: str, sigma: float, param: float | None = None):
@@ -118,7 +110,7 @@ def run_method(fn, clean: list[np.ndarray], sigma: float, label: str) -> dict:
         out = np.clip(np.asarray(fn(noisy), dtype=np.float64), 0, 1)
         secs.append(time.perf_counter() - t)
         psnrs.append(psnr(c, out))
-        ssims.append(_ssim(c, out))
+        ssims.append(ssim(c, out))
     return {
         "psnr": round(float(np.mean(psnrs)), 3),
         "ssim": round(float(np.mean(ssims)), 4),

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import load_models, print_report
+from _common import load_models, print_report, ssim
 from tqdm import tqdm
 
 from convgen.data.degrade import bicubic_downscale, jpeg
@@ -41,14 +41,6 @@ def luminance(img: np.ndarray) -> np.ndarray:
     if img.shape[-1] == 1:
         return img[..., 0]
     return (16.0 + img @ np.array([65.481, 128.553, 24.966])) / 255.0
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    if a.shape[-1] == 1:
-        return float(structural_similarity(a[..., 0], b[..., 0], data_range=1.0))
-    return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1))
 
 
 def downscale(clean: np.ndarray, scale: int) -> np.ndarray:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -10,6 +12,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 ENV_PYTHONPATH = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m convgen ARGS`` in a fresh process, as a user runs it (stdout and stderr captured as text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "convgen", *args], capture_output=True, text=True, env=ENV_PYTHONPATH, timeout=300
+    )
 
 
 def tiny_config(**overrides) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from convgen.errors import ConfigError
 from convgen.metrics.restoration import psnr
 from convgen.models import build_model
 from convgen.restoration import RestorationPipeline, _ramp
-from tests.conftest import ENV_PYTHONPATH, SHARED_DATA
+from tests.conftest import SHARED_DATA, cli
 
 
 def smooth_images(n: int, size: int, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -280,12 +278,6 @@ def test_inpainting_config_errors(image_dir: Path, tmp_path: Path):
 
 
 # -- CLI ----------------------------------------------------------------------------------------------------
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "convgen", *args], capture_output=True, text=True, env=ENV_PYTHONPATH, timeout=300
-    )
 
 
 def test_restore_cli_folder_png_and_npy(trained: Path, tmp_path: Path):

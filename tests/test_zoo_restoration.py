@@ -169,27 +169,32 @@ def test_dejpeg_beats_the_jpeg_at_two_qualities():
 
 @needs_photos
 def test_superres_and_dejpeg_from_the_command_line(tmp_path):
-    import subprocess
-    import sys
-
     from PIL import Image
 
-    from tests.conftest import ENV_PYTHONPATH
+    from tests.conftest import cli
 
     clean = read_image(list_images(PHOTOS)[1], channels=3)[:96, :128]
     small, _ = small_and_bicubic(clean)
     Image.fromarray((small * 255 + 0.5).astype(np.uint8)).save(tmp_path / "small.png")
     Image.fromarray((clean * 255 + 0.5).astype(np.uint8)).save(tmp_path / "photo.jpg", quality=15)
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "convgen", "restore", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, env=ENV_PYTHONPATH, timeout=300)
-
-    r = run("superres", "superres-x2", "--input", str(tmp_path / "small.png"), "--output", str(tmp_path / "big.png"))
+    r = cli(
+        "restore",
+        "superres",
+        "superres-x2",
+        "--input",
+        str(tmp_path / "small.png"),
+        "--output",
+        str(tmp_path / "big.png"),
+    )
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "big.png").size == (128, 96)
-    r = run("dejpeg", "dejpeg", "--input", str(tmp_path / "photo.jpg"), "--output", str(tmp_path / "clean.png"))
+    r = cli(
+        "restore", "dejpeg", "dejpeg", "--input", str(tmp_path / "photo.jpg"), "--output", str(tmp_path / "clean.png")
+    )
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "clean.png").size == (128, 96)
-    r = run("superres", "dejpeg", "--input", str(tmp_path / "photo.jpg"), "--output", str(tmp_path / "x.png"))
+    r = cli(
+        "restore", "superres", "dejpeg", "--input", str(tmp_path / "photo.jpg"), "--output", str(tmp_path / "x.png")
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
