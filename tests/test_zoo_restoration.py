@@ -69,17 +69,18 @@ def colour_psnr(limit: int, ensemble: int | None = None) -> list[float]:
 
 @needs_photos
 def test_denoise_color_blind_uses_its_x8_ensemble():
-    # measured on the first two photos: 34.14 / 28.71 dB with the x8 ensemble (its default), 33.99 / 28.54 without
+    # measured on the first two photos: 34.21 / 28.75 dB with the x8 ensemble (its default), 34.08 / 28.63 without
     default, single = colour_psnr(2), colour_psnr(2, ensemble=1)
-    assert default[0] > 34.1 and default[1] > 28.65
+    assert default[0] > 34.15 and default[1] > 28.7
     assert np.mean(default) > np.mean(single) + 0.1
 
 
 @pytest.mark.slow
 @needs_photos
 def test_denoise_color_blind_beats_cbm3d_on_20_photos():
-    # CBM3D (bm3d.bm3d_rgb, told sigma 25) measured 30.906 dB on these photos (benchmarks/denoise.py --color)
-    assert np.mean(colour_psnr(20)) > 30.906
+    # CBM3D (bm3d.bm3d_rgb, told sigma 25) measured 30.906 dB on these photos (benchmarks/denoise.py --color);
+    # this model 31.022
+    assert np.mean(colour_psnr(20)) > 30.906 + 0.05
 
 
 def inpaint_gain(limit: int) -> tuple[float, float]:
