@@ -133,6 +133,27 @@ def test_masks_are_binary_with_the_requested_coverage(kind, coverage):
     assert np.array_equal(random_mask(50, 60, 0.2, kind, 7), random_mask(50, 60, 0.2, kind, 7))
 
 
+def test_framed_training_masks_have_whole_photo_hole_sizes():
+    """mask_frame: a patch's mask is a window of a mask drawn for the whole photo, so its strokes are as wide as on
+    a photo (brush 3-8 % of 321 px = 10-26 px) instead of 3-8 % of the patch."""
+    import cv2
+
+    def widest(m):  # the largest inscribed radius of a hole, in pixels
+        return cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5).max()
+
+    rng = np.random.default_rng(0)
+    framed = [degrade.framed_mask(96, 96, [321, 481], [0.1, 0.4], "strokes", rng) for _ in range(24)]
+    plain = [random_mask(96, 96, c, "strokes", i) for i, c in enumerate(np.linspace(0.1, 0.4, 24))]
+    for m in framed:
+        assert m.dtype == bool and m.shape == (96, 96) and m.mean() >= 0.05
+    assert np.median([widest(m) for m in framed]) > 1.5 * np.median([widest(m) for m in plain])
+    cfg = DegradeConfig(kind="inpaint", mask="boxes", coverage=[0.1, 0.4], mask_frame=[321, 481])
+    x, m = degrade_batch(torch.rand(3, 3, 64, 80), cfg, torch.Generator().manual_seed(0))
+    assert x.shape == (3, 3, 64, 80) and m.shape == (3, 1, 64, 80) and set(m.unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ConfigError, match="mask_frame"):
+        DegradeConfig(kind="inpaint", mask_frame=[321])
+
+
 def test_superres_and_jpeg_degradations():
     gen = torch.Generator().manual_seed(0)
     clean = torch.from_numpy(smooth_images(2, 64, 3)).permute(0, 3, 1, 2).float() / 255

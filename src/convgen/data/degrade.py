@@ -7,7 +7,9 @@
 * Poisson-Gaussian noise (photon shot noise plus read noise): ``clean * peak ~ Poisson``, divided by ``peak``,
   plus Gaussian noise.
 * Missing regions: binary masks (1 = missing) of random boxes, free-form strokes (DeepFill v2 style) or both, with
-  a requested coverage (:func:`random_mask`), or read from mask files. The holes are zeroed, or pre-filled by
+  a requested coverage (:func:`random_mask`), or read from mask files. Training patches can take a window of a mask
+  drawn for a whole photo (``mask_frame``, :func:`framed_mask`), so that their holes are as large as on a photo
+  rather than scaled to the patch. The holes are zeroed, or pre-filled by
   OpenCV's Telea inpainting (``prefill: telea``), optionally smoothed by depth in the hole (``telea-smooth``), so
   that a network only has to improve on the classical fill (:func:`mask_out`; training, validation and
   ``convgen restore inpaint`` all go through it).
@@ -48,6 +50,9 @@ class DegradeConfig:
     peak: list[float] = field(default_factory=lambda: [10.0, 200.0])  # poisson-gaussian: photons at white, range
     mask: Literal["boxes", "strokes", "mixed"] = "mixed"
     coverage: list[float] = field(default_factory=lambda: [0.05, 0.5])  # fraction of missing pixels, range
+    # training masks: drawn for a frame of this H x W (e.g. the photos' size), a patch-sized window cut from it, so
+    # holes have the sizes they have on whole photos; null = drawn for the patch itself
+    mask_frame: list[int] | None = None
     prefill: Literal["zero", "telea", "telea-smooth"] = "zero"  # what an inpainting input's holes hold (mask_out)
     smooth_scale: float = 1.0  # telea-smooth: blur std per pixel of depth in the hole
     scale: int = 2  # superres factor
@@ -71,6 +76,8 @@ class DegradeConfig:
         ok = self.prefill in ("zero", "telea", "telea-smooth")
         check(ok, f"{where}.prefill", "must be zero, telea or telea-smooth")
         check(self.smooth_scale > 0, f"{where}.smooth_scale", "must be > 0")
+        ok = self.mask_frame is None or (len(self.mask_frame) == 2 and min(self.mask_frame) >= 8)
+        check(ok, f"{where}.mask_frame", "must be [height, width] >= 8, or null")
         check(self.scale in (2, 3, 4), f"{where}.scale", "must be 2, 3 or 4")
         ok = len(self.quality) == 2 and 1 <= self.quality[0] <= self.quality[1] <= 100
         check(ok, f"{where}.quality", "must be [lo, hi] within 1..100")
@@ -150,6 +157,23 @@ def random_mask(height: int, width: int, coverage: float, kind: str = "mixed", s
         if mask.sum() > target + slack:
             mask, shrink = before, shrink * 0.7
     return mask.astype(bool)
+
+
+def framed_mask(
+    height: int, width: int, frame: list[int], coverage: list[float], kind: str, rng: np.random.Generator
+) -> np.ndarray:
+    """A height x width window of a :func:`random_mask` drawn for a larger ``frame`` (H, W; either orientation),
+    so that a training patch has holes of the sizes they have on a whole photo. Coverage is drawn from the
+    ``coverage`` range for the frame; a window with less than half its lower end missing is drawn again."""
+    fh, fw = (frame[0], frame[1]) if rng.random() < 0.5 else (frame[1], frame[0])
+    fh, fw = max(fh, height), max(fw, width)
+    for _ in range(20):
+        full = random_mask(fh, fw, rng.uniform(*coverage), kind, rng)
+        y, x = int(rng.integers(0, fh - height + 1)), int(rng.integers(0, fw - width + 1))
+        window = full[y : y + height, x : x + width]
+        if window.mean() >= coverage[0] / 2:
+            break
+    return window
 
 
 SMOOTH_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -276,8 +300,11 @@ def degrade_batch(
         for _ in range(b):
             seed = int(torch.randint(0, 2**62, (1,), generator=gen))
             rng = np.random.default_rng(seed)
-            masks.append(torch.from_numpy(random_mask(h, w, rng.uniform(*cfg.coverage), cfg.mask, rng)))
-        m = torch.stack(masks).unsqueeze(1).float()
+            if cfg.mask_frame is None:
+                masks.append(random_mask(h, w, rng.uniform(*cfg.coverage), cfg.mask, rng))
+            else:
+                masks.append(framed_mask(h, w, cfg.mask_frame, cfg.coverage, cfg.mask, rng))
+        m = torch.from_numpy(np.stack(masks)).unsqueeze(1).float()
         return mask_out(clean, m, cfg), m
     if cfg.kind == "superres":
         return bicubic_degrade(clean, cfg.scale), None
@@ -299,7 +326,12 @@ def degrade_eval(clean: np.ndarray, cfg: DegradeConfig, index: int, sigma: float
         return gaussian_noise(clean, s, index).astype(np.float32), np.full(clean.shape[:2] + (1,), s / 255, np.float32)
     if cfg.kind == "inpaint":
         cov = float(np.mean(cfg.coverage))
-        m = random_mask(clean.shape[0], clean.shape[1], cov, cfg.mask, index)[..., None].astype(np.float32)
+        h, w = clean.shape[:2]
+        if cfg.mask_frame is None or (max(h, w), min(h, w)) == (max(cfg.mask_frame), min(cfg.mask_frame)):
+            m = random_mask(h, w, cov, cfg.mask, index)
+        else:  # a crop of a photo: a window of a whole-photo mask, as in training
+            m = framed_mask(h, w, cfg.mask_frame, [cov, cov], cfg.mask, np.random.default_rng(index))
+        m = m[..., None].astype(np.float32)
         x = mask_out(
             torch.from_numpy(np.ascontiguousarray(clean, np.float32)).permute(2, 0, 1)[None],
             torch.from_numpy(m).permute(2, 0, 1)[None],
