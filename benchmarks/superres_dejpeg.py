@@ -28,7 +28,7 @@ import numpy as np
 from _common import load_models, print_report, ssim
 from tqdm import tqdm
 
-from convgen.data.degrade import bicubic_downscale, jpeg
+from convgen.data.degrade import jpeg, shrink_8bit
 from convgen.io.images import list_images, read_image
 from convgen.metrics.restoration import psnr
 
@@ -41,15 +41,6 @@ def luminance(img: np.ndarray) -> np.ndarray:
     if img.shape[-1] == 1:
         return img[..., 0]
     return (16.0 + img @ np.array([65.481, 128.553, 24.966])) / 255.0
-
-
-def downscale(clean: np.ndarray, scale: int) -> np.ndarray:
-    """The benchmark's low-resolution input: antialiased bicubic down-sampling, quantised to 8 bits."""
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(clean, np.float32)).permute(2, 0, 1)[None]
-    low = bicubic_downscale(x, scale)[0].permute(1, 2, 0).numpy()
-    return np.round(np.clip(low, 0, 1) * 255) / 255
 
 
 def upscale(name: str, scale: int):
@@ -119,7 +110,7 @@ def main() -> None:
     if args.task == "superres":
         s = args.scale
         clean = [c[: c.shape[0] // s * s, : c.shape[1] // s * s] for c in clean]
-        inputs = [downscale(c, s) for c in clean]
+        inputs = [shrink_8bit(c, s) for c in clean]
         methods = {label: model_fn(pipe) for label, pipe in models.items()}
         methods.update({b: upscale(b, s) for b in ("bicubic", "lanczos")})
         results[f"x{s}"] = {k: score(clean, inputs, fn, f"x{s} {k}", crop=s) for k, fn in methods.items()}

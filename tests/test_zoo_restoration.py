@@ -133,12 +133,12 @@ def small_and_bicubic(clean: np.ndarray, scale: int = 2) -> tuple[np.ndarray, np
     import torch
     import torch.nn.functional as F
 
-    from convgen.data.degrade import bicubic_downscale
+    from convgen.data.degrade import shrink_8bit
 
-    x = torch.from_numpy(np.ascontiguousarray(clean, np.float32)).permute(2, 0, 1)[None]
-    small = torch.round(bicubic_downscale(x, scale).clamp(0, 1) * 255) / 255
-    up = F.interpolate(small, scale_factor=scale, mode="bicubic", align_corners=False)
-    return small[0].permute(1, 2, 0).numpy(), up[0].permute(1, 2, 0).numpy()
+    small = shrink_8bit(clean, scale).astype(np.float32)
+    x = torch.from_numpy(small).permute(2, 0, 1)[None]
+    up = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    return small, up[0].permute(1, 2, 0).numpy()
 
 
 @needs_photos

@@ -255,6 +255,14 @@ def bicubic_downscale(x: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
 
 
+def shrink_8bit(clean: np.ndarray, scale: int) -> np.ndarray:
+    """The super-resolution benchmark's low-resolution input for an H x W x C float image: antialiased bicubic
+    down-sampling (:func:`bicubic_downscale`), quantised to 8 bits as a saved small PNG would be."""
+    x = torch.from_numpy(np.ascontiguousarray(clean, np.float32)).permute(2, 0, 1)[None]
+    low = bicubic_downscale(x, scale)[0].permute(1, 2, 0).numpy()
+    return np.round(np.clip(low, 0, 1) * 255) / 255
+
+
 def bicubic_degrade(x: torch.Tensor, scale: int) -> torch.Tensor:
     """B x C x H x W -> bicubic down-sampled by ``scale`` (antialiased) and bicubic re-upsampled to H x W."""
     return F.interpolate(bicubic_downscale(x, scale), size=x.shape[-2:], mode="bicubic", align_corners=False)
