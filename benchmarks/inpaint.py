@@ -1,6 +1,8 @@
 """Inpainting benchmark: convgen models vs OpenCV Telea / Navier-Stokes and scikit-image biharmonic inpainting,
-and ``telea-smooth`` (Telea blurred by depth in the hole: the pre-fill the ``inpaint`` network starts from, so the
-network's own gain is the difference to it).
+``telea-smooth`` (Telea blurred by depth in the hole: stage 1 of the ``inpaint`` network started from it), and
+``gmrf`` (the conditional mean under a Gaussian Markov random field prior, ``convgen.data.degrade.gmrf_fill``: the
+pre-fill the shipped ``inpaint`` network starts from, so the network's own gain is the difference to it) and
+``harmonic`` (the same with a membrane prior).
 
 Held-out photos (default: the first ``--limit`` BSDS500 *test* images, never trained on) with seeded masks
 (``convgen.data.degrade.random_mask``: image i gets seed 10_000 + i, coverage drawn from ``--coverage``, shape
@@ -50,6 +52,11 @@ def baseline(name: str, radius: int = 3):
         from convgen.data.degrade import smooth_by_depth
 
         return lambda img, m: smooth_by_depth(opencv(img, m, cv2.INPAINT_TELEA), m, 0.8)
+    if name in ("gmrf", "harmonic"):  # the conditional mean under a Gaussian Markov random field prior
+        from convgen.data.degrade import gmrf_fill
+
+        lam = 1.0 if name == "gmrf" else 0.0
+        return lambda img, m: gmrf_fill(img, m, lam)
     if name == "biharmonic":
         from skimage.restoration import inpaint_biharmonic
 
@@ -65,7 +72,8 @@ def main() -> None:
     p.add_argument("--mask", default="mixed", choices=["boxes", "strokes", "mixed"])
     p.add_argument("--coverage", nargs=2, type=float, default=[0.1, 0.4])
     p.add_argument("--gray", action="store_true", help="convert the photos to gray first")
-    p.add_argument("--baselines", nargs="*", default=["opencv-telea", "opencv-ns", "biharmonic", "telea-smooth"])
+    baselines = ["opencv-telea", "opencv-ns", "biharmonic", "telea-smooth", "gmrf"]
+    p.add_argument("--baselines", nargs="*", default=baselines)
     args = p.parse_args()
 
     from skimage.metrics import structural_similarity

@@ -1,5 +1,6 @@
 """Classical pre-fills for inpainting, compared on missing-pixel PSNR: the one the ``inpaint`` network starts from
-(OpenCV Telea, then :func:`convgen.data.degrade.smooth_by_depth` with scale 0.8) against alternatives.
+(:func:`convgen.data.degrade.gmrf_fill`, the GMRF conditional mean), the one its stage 1 was trained on (OpenCV
+Telea, then :func:`convgen.data.degrade.smooth_by_depth` with scale 0.8) and alternatives.
 
 Runs on BSDS500 *training* photos by default (this is a design study, not a test-set result), with masks from
 ``random_mask`` (image i gets seed 50_000 + i, coverage uniform in [0.1, 0.4]) of each kind. Prints JSON.
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from convgen.data.degrade import random_mask, smooth_by_depth
+from convgen.data.degrade import gmrf_fill, random_mask, smooth_by_depth
 from convgen.data.transforms import dihedral
 from convgen.io.images import list_images, read_image
 from convgen.metrics.restoration import psnr
@@ -71,7 +72,9 @@ def methods() -> dict:
 
     return {
         "telea": TELEA,
-        "telea + blur 0.8 (shipped)": blur(TELEA),
+        "gmrf, L + L @ L (shipped)": lambda img, m: gmrf_fill(img, m, 1.0),
+        "harmonic": lambda img, m: gmrf_fill(img, m, 0.0),
+        "telea + blur 0.8 (stage 1 of the shipped model)": blur(TELEA),
         "telea r6 + blur 0.8": blur(baseline("opencv-telea", radius=6)),
         "telea r12 + blur 0.8": blur(baseline("opencv-telea", radius=12)),
         "normalised convolution 0.8": lambda img, m: normalised_convolution(img, m, 0.8),

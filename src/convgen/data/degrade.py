@@ -10,7 +10,8 @@
   a requested coverage (:func:`random_mask`), or read from mask files. Training patches can take a window of a mask
   drawn for a whole photo (``mask_frame``, :func:`framed_mask`), so that their holes are as large as on a photo
   rather than scaled to the patch. The holes are zeroed, or pre-filled by
-  OpenCV's Telea inpainting (``prefill: telea``), optionally smoothed by depth in the hole (``telea-smooth``), so
+  OpenCV's Telea inpainting (``prefill: telea``), optionally smoothed by depth in the hole (``telea-smooth``), or
+  by the least-squared-error fill under a Gaussian Markov random field image prior (``gmrf``, :func:`gmrf_fill`), so
   that a network only has to improve on the classical fill (:func:`mask_out`; training, validation and
   ``convgen restore inpaint`` all go through it).
 * Bicubic down-sampling (x2, x4; the network sees the bicubic re-upsampled image, as in VDSR / DnCNN-3) and
@@ -53,8 +54,9 @@ class DegradeConfig:
     # training masks: drawn for a frame of this H x W (e.g. the photos' size), a patch-sized window cut from it, so
     # holes have the sizes they have on whole photos; null = drawn for the patch itself
     mask_frame: list[int] | None = None
-    prefill: Literal["zero", "telea", "telea-smooth"] = "zero"  # what an inpainting input's holes hold (mask_out)
+    prefill: Literal["zero", "telea", "telea-smooth", "gmrf"] = "zero"  # what an inpainting input's holes hold
     smooth_scale: float = 1.0  # telea-smooth: blur std per pixel of depth in the hole
+    bilaplacian: float = 1.0  # gmrf: weight of the L @ L term of the prior's precision (0 = harmonic fill)
     scale: int = 2  # superres factor
     quality: list[int] = field(default_factory=lambda: [10, 50])  # JPEG quality range
 
@@ -73,9 +75,10 @@ class DegradeConfig:
         check(len(self.peak) == 2 and 0 < self.peak[0] <= self.peak[1], f"{where}.peak", "must be [lo, hi] > 0")
         ok = len(self.coverage) == 2 and 0 < self.coverage[0] <= self.coverage[1] < 1
         check(ok, f"{where}.coverage", "must be [lo, hi] with 0 < lo <= hi < 1")
-        ok = self.prefill in ("zero", "telea", "telea-smooth")
-        check(ok, f"{where}.prefill", "must be zero, telea or telea-smooth")
+        ok = self.prefill in ("zero", "telea", "telea-smooth", "gmrf")
+        check(ok, f"{where}.prefill", "must be zero, telea, telea-smooth or gmrf")
         check(self.smooth_scale > 0, f"{where}.smooth_scale", "must be > 0")
+        check(self.bilaplacian >= 0, f"{where}.bilaplacian", "must be >= 0")
         ok = self.mask_frame is None or (len(self.mask_frame) == 2 and min(self.mask_frame) >= 8)
         check(ok, f"{where}.mask_frame", "must be [height, width] >= 8, or null")
         check(self.scale in (2, 3, 4), f"{where}.scale", "must be 2, 3 or 4")
@@ -223,12 +226,142 @@ def telea_fill(images: torch.Tensor, masks: torch.Tensor, radius: int = 3, smoot
     return images * (1 - masks) + torch.stack(out).to(images.dtype) * masks
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# A statistical pre-fill: the conditional mean of a Gaussian Markov random field
+# ---------------------------------------------------------------------------------------------------------------
+
+#: holes (connected parts) of at most this many pixels are solved exactly by one sparse LU factorisation
+GMRF_DIRECT_MAX = 100_000
+#: larger holes: pixels deeper than this take the half-resolution fill; only the band nearer the edge is solved
+GMRF_BAND = 24
+
+
+def _gmrf_direct(img: np.ndarray, hole: np.ndarray, lam: float) -> np.ndarray:
+    """Exact conditional mean: the hole rows of the precision ``Q = L + lam L @ L`` written out as a 13-point
+    stencil, one sparse LU of the hole block (shared by the channels). Returns the N x C values of the hole's pixels
+    in row-major order (``img[hole]``'s order). Memory grows with the hole, not the image."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    h, w = hole.shape
+    ys, xs = np.nonzero(hole)
+    deg = np.full((h, w), 4.0)  # in-image neighbours (the grid's border reflects)
+    deg[0] -= 1
+    deg[-1] -= 1
+    deg[:, 0] -= 1
+    deg[:, -1] -= 1
+    dp = deg[ys, xs]
+    index = np.full((h, w), -1, np.int64)
+    index[ys, xs] = np.arange(len(ys))
+    rows, cols, vals = [np.arange(len(ys))], [np.arange(len(ys))], [dp + lam * (dp * dp + dp)]
+    rhs = np.zeros((len(ys), img.shape[-1]))
+    stencil = [((0, 1), None), ((0, -1), None), ((1, 0), None), ((-1, 0), None)]
+    if lam:
+        stencil += [((dy, dx), lam) for dy, dx in ((0, 2), (0, -2), (2, 0), (-2, 0))]
+        stencil += [((dy, dx), 2 * lam) for dy, dx in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
+    for (dy, dx), weight in stencil:
+        qy, qx = ys + dy, xs + dx
+        ok = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+        src, qy, qx = np.flatnonzero(ok), qy[ok], qx[ok]
+        val = -1.0 - lam * (dp[src] + deg[qy, qx]) if weight is None else np.full(len(src), weight)
+        col = index[qy, qx]
+        inside = col >= 0
+        rows.append(src[inside])
+        cols.append(col[inside])
+        vals.append(val[inside])
+        np.add.at(rhs, src[~inside], -val[~inside, None] * img[qy[~inside], qx[~inside]])
+    q = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), (len(ys), len(ys)))
+    return spla.splu(q).solve(rhs)
+
+
+def _gmrf_large(img: np.ndarray, hole: np.ndarray, lam: float, unknown: np.ndarray) -> np.ndarray:
+    """A hole too large to factorise: fill the image at half resolution (its prior's ``lam`` / 4, in coarse
+    pixels), up-sample that fill bilinearly into the hole's inner part (deeper than ``GMRF_BAND`` px, where the
+    conditional mean is smooth), and solve exactly for the band between it and the known pixels (returns the
+    values of the hole's pixels, as :func:`_gmrf_direct`). ``unknown``
+    (at least ``hole``) marks the pixels the coarse level must not use: other holes within the crop."""
+    import cv2
+
+    h, w = hole.shape
+    ph, pw = h + h % 2, w + w % 2  # pad to even, repeating the last row / column
+    known = np.pad((~unknown).astype(np.float64), ((0, ph - h), (0, pw - w)), mode="edge")[..., None]
+    vals = np.pad(img, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge") * known
+
+    def pool(a: np.ndarray) -> np.ndarray:
+        return a.reshape(ph // 2, 2, pw // 2, 2, -1).sum(axis=(1, 3))
+
+    count = pool(known)
+    coarse = gmrf_fill(pool(vals) / np.maximum(count, 1), count[..., 0] == 0, lam / 4).reshape(ph // 2, pw // 2, -1)
+    fine = cv2.resize(coarse.astype(np.float32), (pw, ph), interpolation=cv2.INTER_LINEAR)
+    fine = fine.reshape(ph, pw, -1)[:h, :w].astype(np.float64)
+    depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5)
+    band = GMRF_BAND
+    while band > 4 and np.count_nonzero(hole & (depth <= band)) > GMRF_DIRECT_MAX:
+        band //= 2
+    inner = hole & (depth > band)
+    vals = fine[hole]  # the band's values are replaced below
+    band_mask = (hole & ~inner)[hole]
+    vals[band_mask] = _gmrf_direct(np.where(inner[..., None], fine, img), hole & ~inner, lam)
+    return vals
+
+
+def gmrf_fill(image: np.ndarray, mask: np.ndarray, bilaplacian: float = 1.0) -> np.ndarray:
+    """Fill the holes of an H x W (x C) float image with the conditional mean of a Gaussian Markov random field
+    given its known pixels: the image prior with precision ``L + bilaplacian * L @ L`` (``L`` the 4-neighbour grid
+    Laplacian), i.e. a power spectrum ~ 1 / (f^2 + bilaplacian * f^4), close to natural images' 1 / f^2 with the
+    faster fall-off of their finest scales.
+
+    This is the fill with the least expected squared error under that prior, so it is what PSNR on the missing
+    pixels rewards. ``bilaplacian=0`` is harmonic (membrane) interpolation; large values approach the biharmonic
+    (thin-plate) fill. 1.0 was chosen on 12 BSDS500 *training* photos (boxes 18.42, strokes 21.25 dB against
+    harmonic's 18.41 / 21.08 and OpenCV Telea's 16.68 / 20.17). Each channel is filled alone (the prior is the
+    same for every channel, so any linear colour space gives the same result).
+
+    Each connected hole is solved in its own bounding box. One of at most ``GMRF_DIRECT_MAX`` pixels is solved
+    exactly (sparse LU; about 0.5 s for 40 % of a 481 x 321 photo); a larger one coarse-to-fine
+    (:func:`_gmrf_large`), so memory stays bounded on large images. Known pixels are returned unchanged."""
+    import cv2
+
+    if bilaplacian < 0:
+        raise ValueError(f"bilaplacian must be >= 0, got {bilaplacian}")
+    hole = np.asarray(mask) > 0.5
+    if hole.all():
+        raise ValueError("the mask covers the whole image: there is nothing to fill from")
+    out = np.array(image, np.float64).reshape(*hole.shape, -1)  # the one image-sized copy
+    if not hole.any():
+        return out.reshape(np.asarray(image).shape)
+    if hole.sum() <= GMRF_DIRECT_MAX:
+        parts = [(slice(None), slice(None), hole)]
+    else:  # holes coupled by the 13-point stencil (closer than 3 px) are one part
+        near = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8))
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(near, connectivity=8)
+        parts = []
+        for i in range(1, n):
+            x, y, bw, bh = stats[i, :4]
+            ys = slice(max(y - 2, 0), min(y + bh + 2, hole.shape[0]))
+            xs = slice(max(x - 2, 0), min(x + bw + 2, hole.shape[1]))
+            parts.append((ys, xs, hole[ys, xs] & (labels[ys, xs] == i)))
+    for ys, xs, part in parts:
+        crop = out[ys, xs]  # a view: the fill is written into ``out``
+        if part.sum() <= GMRF_DIRECT_MAX:
+            crop[part] = _gmrf_direct(crop, part, bilaplacian)
+        else:
+            crop[part] = _gmrf_large(crop, part, bilaplacian, unknown=hole[ys, xs])
+    return out.reshape(np.asarray(image).shape)
+
+
 def mask_out(clean: torch.Tensor, masks: torch.Tensor, cfg: DegradeConfig) -> torch.Tensor:
     """The inpainting network's input: ``clean`` (B x C x H x W) with the ``masks`` (B x 1 x H x W, 1 = missing)
-    pixels zeroed, pre-filled by Telea (``cfg.prefill: telea``) or by Telea smoothed by depth in the hole
-    (``telea-smooth``, :func:`smooth_by_depth` with ``cfg.smooth_scale``)."""
+    pixels zeroed, pre-filled by Telea (``cfg.prefill: telea``), by Telea smoothed by depth in the hole
+    (``telea-smooth``, :func:`smooth_by_depth` with ``cfg.smooth_scale``) or by the conditional mean of a Gaussian
+    Markov random field (``gmrf``, :func:`gmrf_fill` with ``cfg.bilaplacian``)."""
     x = clean * (1 - masks)
     if cfg.prefill == "zero":
+        return x
+    if cfg.prefill == "gmrf":  # image by image, in place (bounded memory on large images)
+        for img, m in zip(x, masks, strict=True):
+            filled = gmrf_fill(img.permute(1, 2, 0).numpy(), m[0].numpy(), cfg.bilaplacian)
+            img.copy_(torch.from_numpy(filled).permute(2, 0, 1))
         return x
     return telea_fill(x, masks, smooth=cfg.smooth_scale if cfg.prefill == "telea-smooth" else 0.0)
 
