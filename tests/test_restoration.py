@@ -463,6 +463,16 @@ def test_telea_prefill_is_opencv_telea_in_the_holes_only():
     np.testing.assert_allclose(pipe.restore(clean, mask=mask.astype(np.float32)), filled, atol=1e-6)
 
 
+def _photos_with_boxes(photos):
+    """(clean H x W x 3, hole, clean as a 1 x 3 x H x W tensor, hole as 1 x 1 x H x W) per photo: box holes covering
+    30 %, photo i seeded 10000 + i as in benchmarks/inpaint.py."""
+    for i, f in enumerate(photos):
+        clean = np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
+        hole = random_mask(*clean.shape[:2], 0.3, "boxes", np.random.default_rng(10_000 + i))
+        x = torch.from_numpy(clean).permute(2, 0, 1)[None]
+        yield clean, hole, x, torch.from_numpy(hole.astype(np.float32))[None, None]
+
+
 def _dense_gmrf(img: np.ndarray, hole: np.ndarray, lam: float) -> np.ndarray:
     """Reference conditional mean of the GMRF with precision L + lam L @ L, L the reflecting-border grid Laplacian
     built as a dense matrix from its definition (sum over in-image 4-neighbours of u_p - u_q)."""
@@ -548,12 +558,7 @@ def test_gmrf_prefill_coarse_to_fine_on_large_holes_and_photos(monkeypatch):
     with pytest.raises(ConfigError, match="bilaplacian"):
         DegradeConfig(kind="inpaint", prefill="gmrf", bilaplacian=-0.5)
     gains = []
-    for i, f in enumerate(photos):
-        clean = np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
-        r = np.random.default_rng(10_000 + i)
-        hole = random_mask(*clean.shape[:2], 0.3, "boxes", r)
-        x = torch.from_numpy(clean).permute(2, 0, 1)[None]
-        m = torch.from_numpy(hole.astype(np.float32))[None, None]
+    for clean, hole, x, m in _photos_with_boxes(photos):
         filled = mask_out(x, m, cfg)[0].permute(1, 2, 0).numpy()
         assert filled.dtype == np.float32
         np.testing.assert_array_equal(filled[~hole], clean[~hole])
@@ -596,12 +601,7 @@ def test_telea_smooth_prefill_blurs_by_depth_and_beats_telea_on_photos():
     if not photos:
         pytest.skip("../shared/data/bsds500 is not available")
     gains = []
-    for i, f in enumerate(photos):
-        clean = np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
-        r = np.random.default_rng(10_000 + i)
-        hole = random_mask(*clean.shape[:2], 0.3, "boxes", r)
-        x = torch.from_numpy(clean).permute(2, 0, 1)[None]
-        m = torch.from_numpy(hole.astype(np.float32))[None, None]
+    for clean, hole, x, m in _photos_with_boxes(photos):
         plain = mask_out(x, m, DegradeConfig(kind="inpaint", prefill="telea"))[0].permute(1, 2, 0).numpy()
         smooth = mask_out(x, m, cfg)[0].permute(1, 2, 0).numpy()
         gains.append(psnr(clean, smooth, mask=hole) - psnr(clean, plain, mask=hole))
