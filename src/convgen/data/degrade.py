@@ -239,7 +239,7 @@ GMRF_BAND = 24
 def _gmrf_direct(img: np.ndarray, hole: np.ndarray, lam: float) -> np.ndarray:
     """Exact conditional mean: the hole rows of the precision ``Q = L + lam L @ L`` written out as a 13-point
     stencil, one sparse LU of the hole block (shared by the channels). Returns the N x C values of the hole's pixels
-    in row-major order (``img[hole]``'s order). Memory grows with the hole, not the image."""
+    in row-major order (``img[hole]``'s order). The matrix and its factors grow with the hole, not the image."""
     import scipy.sparse as sp
     import scipy.sparse.linalg as spla
 
