@@ -299,10 +299,9 @@ def _gmrf_large(img: np.ndarray, hole: np.ndarray, lam: float, unknown: np.ndarr
     while band > 4 and np.count_nonzero(hole & (depth <= band)) > GMRF_DIRECT_MAX:
         band //= 2
     inner = hole & (depth > band)
-    vals = fine[hole]  # the band's values are replaced below
-    band_mask = (hole & ~inner)[hole]
-    vals[band_mask] = _gmrf_direct(np.where(inner[..., None], fine, img), hole & ~inner, lam)
-    return vals
+    filled = fine[hole]  # the band's values are replaced below
+    filled[~inner[hole]] = _gmrf_direct(np.where(inner[..., None], fine, img), hole & ~inner, lam)
+    return filled
 
 
 def gmrf_fill(image: np.ndarray, mask: np.ndarray, bilaplacian: float = 1.0) -> np.ndarray:
@@ -317,9 +316,10 @@ def gmrf_fill(image: np.ndarray, mask: np.ndarray, bilaplacian: float = 1.0) -> 
     harmonic's 18.41 / 21.08 and OpenCV Telea's 16.68 / 20.17). Each channel is filled alone (the prior is the
     same for every channel, so any linear colour space gives the same result).
 
-    Each connected hole is solved in its own bounding box. One of at most ``GMRF_DIRECT_MAX`` pixels is solved
-    exactly (sparse LU; about 0.5 s for 40 % of a 481 x 321 photo); a larger one coarse-to-fine
-    (:func:`_gmrf_large`), so memory stays bounded on large images. Known pixels are returned unchanged."""
+    If all holes together have at most ``GMRF_DIRECT_MAX`` pixels they are solved exactly at once (sparse LU; about
+    0.5 s for 40 % of a 481 x 321 photo). Otherwise each connected hole is solved in its own bounding box: exactly
+    if it is within that limit, else coarse-to-fine (:func:`_gmrf_large`), so memory stays bounded on large images.
+    Known pixels are returned unchanged."""
     import cv2
 
     if bilaplacian < 0:
