@@ -18,6 +18,7 @@ from convgen.errors import ConfigError
 from convgen.metrics.restoration import psnr
 from convgen.models import build_model
 from convgen.restoration import RestorationPipeline, _ramp
+from convgen.tasks.restoration import restoration_loss
 from tests.conftest import SHARED_DATA, cli
 
 
@@ -263,6 +264,26 @@ def test_restoration_resume_is_exact(image_dir: Path, tmp_path: Path):
     Trainer(build_config({**cfg, "train": {**cfg["train"], "max_steps": 10}}), tmp_path / "b").fit()
     resumed = Trainer(build_config(cfg), tmp_path / "b", resume="latest").fit()
     assert resumed.final_metrics["val/psnr"] == pytest.approx(full.final_metrics["val/psnr"], abs=1e-6)
+
+
+def test_psnr_loss_is_minus_the_per_sample_psnr():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(3, 3, 16, 16, generator=gen)
+    out = clean + torch.randn(3, 3, 16, 16, generator=gen) * torch.tensor([0.03, 0.1, 0.3]).view(3, 1, 1, 1)
+    ref = [psnr(c.numpy(), o.numpy()) for c, o in zip(clean, out, strict=True)]
+    loss = restoration_loss(out, clean, "psnr", None)
+    assert loss.item() == pytest.approx(-np.mean(ref), abs=0.02)  # the 1e-5 floor moves 30 dB by 0.04 dB
+    # with hole weights (B x 1 x H x W, as for inpainting), the weighted MSE per sample
+    weight = 1.0 + 5.0 * (torch.rand(3, 1, 16, 16, generator=gen) < 0.3).float()
+    wmse = ((out - clean).square() * weight).sum((1, 2, 3)) / (weight.sum((1, 2, 3)) * 3)
+    assert restoration_loss(out, clean, "psnr", weight).item() == pytest.approx(
+        (10 * torch.log10(wmse + 1e-5)).mean().item(), rel=1e-5
+    )
+    # unlike L2 over the batch, each sample's gradient is scaled by 1 / its own error: the smooth one counts
+    out.requires_grad_(True)
+    restoration_loss(out, clean, "psnr", None).backward()
+    per_sample = out.grad.flatten(1).norm(dim=1)
+    assert per_sample[0] > per_sample[1] > per_sample[2]
 
 
 def test_pipeline_denoises_protocol_noise(trained: Path):
