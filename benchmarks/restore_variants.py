@@ -3,7 +3,8 @@
 Each variant is trained from scratch with the same recipe (Train400, sigma 25, 40 px patches, batch 16, Adam with a
 cosine schedule, ``--steps`` steps, seed 0) and scored on the first ``--limit`` BSD68 images by the benchmark
 protocol (``clean + default_rng(i).standard_normal * 25/255``). Prints one JSON object: parameters, training seconds
-per step, inference seconds per image, PSNR/SSIM.
+per step, inference seconds per image, PSNR/SSIM, and the validation curve (PSNR on 4 held-out Train400 crops at
+``--evals`` evenly spaced steps), which shows whether a variant was still improving when training stopped.
 
     python benchmarks/restore_variants.py --steps 300 --limit 20
 
@@ -42,7 +43,7 @@ VARIANTS = {
 }
 
 
-def config(model: dict, steps: int, root: Path) -> dict:
+def config(model: dict, steps: int, root: Path, evals: int = 1) -> dict:
     return {
         "name": f"variant-{model['type']}",
         "seed": 0,
@@ -65,11 +66,17 @@ def config(model: dict, steps: int, root: Path) -> dict:
             "scheduler": "cosine",
             "warmup_fraction": 0.02,
             "log_every": max(1, steps // 10),
-            "eval_every": steps,
+            "eval_every": max(1, steps // evals),
             "ckpt_every": steps,
             "progress": False,
         },
     }
+
+
+def val_curve(metrics: Path) -> dict[int, float]:
+    """Step -> validation PSNR from a run's metrics log."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return {r["step"]: round(r["val/psnr"], 3) for r in rows if "val/psnr" in r}
 
 
 def main() -> None:
@@ -78,6 +85,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=20, help="first N BSD68 images")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--evals", type=int, default=5, help="validation points along training (the curve)")
+    p.add_argument("--keep", metavar="DIR", help="keep the trained runs in DIR/<variant> (default: a temporary folder)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     files = list_images(DATA / "bsd68")[: args.limit]
@@ -85,16 +94,18 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.variants:
-            cfg = build_config(config(VARIANTS[name], args.steps, DATA / "train400"))
+            cfg = build_config(config(VARIANTS[name], args.steps, DATA / "train400", args.evals))
+            run = Path(args.keep or tmp) / name
             t0 = time.perf_counter()
-            Trainer(cfg, Path(tmp) / name).fit()
+            Trainer(cfg, run).fit()
             train_s = time.perf_counter() - t0
-            pipe = convgen.load(Path(tmp) / name, device="cpu")
+            pipe = convgen.load(run, device="cpu")
             results[name] = {
                 "model": VARIANTS[name],
                 "parameters": sum(q.numel() for q in pipe.net.parameters()),
                 **run_method(lambda x, pipe=pipe: pipe.restore(x, sigma=25), clean, 25, name),
                 "train_seconds_per_step": round(train_s / args.steps, 3),
+                "val_curve": val_curve(run / "metrics.jsonl"),
             }
             print(json.dumps({name: results[name]}), file=sys.stderr)
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -514,7 +515,7 @@ def _dense_gmrf(img: np.ndarray, hole: np.ndarray, lam: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("lam", [0.0, 1.0, 3.0])
-def test_gmrf_fill_is_the_conditional_mean_of_its_prior(lam):
+def test_gmrf_fill_is_the_conditional_mean_of_its_prior(lam, monkeypatch):
     """:func:`gmrf_fill` solves exactly the GMRF conditional mean (dense reference, holes touching the border and
     each other), keeps known pixels bit-exact, reproduces a linear ramp (in the null space of L away from the
     border), and per-part solving gives the same result as one solve of the whole image."""
@@ -540,12 +541,9 @@ def test_gmrf_fill_is_the_conditional_mean_of_its_prior(lam):
     inner[4:16, 5:19] = True
     np.testing.assert_allclose(degrade.gmrf_fill(ramp * ~inner[..., None], inner, lam), ramp, atol=1e-10)
 
-    small = degrade.GMRF_DIRECT_MAX
-    try:  # more missing pixels than the limit, each part below it: solved part by part, same answer
-        degrade.GMRF_DIRECT_MAX = 100
-        np.testing.assert_allclose(degrade.gmrf_fill(img * ~hole[..., None], hole, lam), got, atol=1e-10)
-    finally:
-        degrade.GMRF_DIRECT_MAX = small
+    # more missing pixels than the limit, each part below it: solved part by part, same answer
+    monkeypatch.setattr(degrade, "GMRF_DIRECT_MAX", 100)
+    np.testing.assert_allclose(degrade.gmrf_fill(img * ~hole[..., None], hole, lam), got, atol=1e-10)
     with pytest.raises(ValueError, match="bilaplacian"):
         degrade.gmrf_fill(img, hole, -1.0)
     with pytest.raises(ValueError, match="whole image"):
@@ -627,3 +625,52 @@ def test_telea_smooth_prefill_blurs_by_depth_and_beats_telea_on_photos():
         smooth = mask_out(x, m, cfg)[0].permute(1, 2, 0).numpy()
         gains.append(psnr(clean, smooth, mask=hole) - psnr(clean, plain, mask=hole))
     assert np.mean(gains) > 0.3, gains
+
+
+def test_average_models_is_the_weighted_mean_and_restores(trained: Path, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    from convgen.errors import ConvgenError
+
+    a, b = trained / "checkpoints" / "step_00000020", trained / "checkpoints" / "step_00000040"
+    out = convgen.average_models([a, b], tmp_path / "avg", weights=[1, 3])
+    wa, wb, wo = (load_file(str(d / "restorer.safetensors")) for d in (a, b, out))
+    assert wo.keys() == wa.keys() and any(not torch.equal(wa[k], wb[k]) for k in wa if wa[k].is_floating_point())
+    for k, v in wo.items():
+        assert v.dtype == wa[k].dtype
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.25 * wa[k] + 0.75 * wb[k], rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(v, wa[k])
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["average_weights"] == [0.25, 0.75] and "metrics" not in meta and len(meta["averaged_from"]) == 2
+    clean = smooth_images(1, 64, seed=9)[0].astype(np.float32) / 255
+    noisy = gaussian_noise(clean, 25, 0).astype(np.float32)
+    assert psnr(clean, convgen.load(out).restore(noisy)) > psnr(clean, np.clip(noisy, 0, 1)) + 3
+    # bad input: one model, wrong weights, an existing output, a different network
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in a.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((a / "config.json").read_text())
+    cfg["model"]["width"] = 8
+    (other / "config.json").write_text(json.dumps(cfg))
+    for args, message in [
+        (([a], tmp_path / "x"), "at least two"),
+        (([a, b], tmp_path / "x", [1.0]), "1 weights for 2 models"),
+        (([a, b], tmp_path / "x", [1.0, -1.0]), "must be >= 0"),
+        (([a, b], out), "already exists"),
+        (([a, other], tmp_path / "x"), "a different network"),
+    ]:
+        with pytest.raises(ConvgenError, match=message):
+            convgen.average_models(*args)
+    assert not (tmp_path / "x").exists()
+    # the CLI: one line, exit 2, nothing overwritten without --overwrite
+    before = (out / "restorer.safetensors").read_bytes()
+    r = cli("average", str(a), str(b), "--out", str(out))
+    assert r.returncode == 2 and "--overwrite" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (out / "restorer.safetensors").read_bytes() == before
+    r = cli("average", str(a), str(b), "--out", str(out), "--overwrite")
+    assert r.returncode == 0, r.stderr
+    first = next(k for k in wa if wa[k].is_floating_point())
+    torch.testing.assert_close(load_file(str(out / "restorer.safetensors"))[first], (wa[first] + wb[first]) / 2)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["load", "train", "load_config", "__version__"]
+__all__ = ["load", "train", "load_config", "average_models", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +28,10 @@ def __getattr__(name: str) -> Any:
         from convgen.engine.trainer import train
 
         return train
+    if name == "average_models":
+        from convgen.pipelines import average_models
+
+        return average_models
     if name == "load_config":
         from convgen.config import load_config
 

@@ -231,6 +231,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_average(args: argparse.Namespace) -> int:
+    from convgen.pipelines import average_models
+
+    out = average_models(args.models, args.out, args.weights, overwrite=args.overwrite)
+    print(f"wrote {out} (the mean of {len(args.models)} models' weights)")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from convgen.viz.report import build_report
 
@@ -417,6 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--method", choices=["hirescam", "gradcam"], default="hirescam", help="class activation map")
     xp.add_argument("--json", action="store_true")
     xp.set_defaults(func=_cmd_explain)
+
+    av = sub.add_parser(
+        "average",
+        help="average the weights of several saved models of one network (model soup / checkpoint averaging)",
+        description="Write a model directory whose weights are the mean of MODELs' (zoo names, run directories, "
+        "model/ exports or checkpoint directories of the same network), e.g. the last checkpoints of one run or "
+        "two fine-tunes from one start: `convgen average runs/a runs/b --out runs/ab`.",
+    )
+    av.add_argument("models", nargs="+", metavar="MODEL")
+    av.add_argument("--out", required=True, help="output model directory")
+    av.add_argument("--weights", type=float, nargs="+", help="one weight per MODEL (default: equal)")
+    av.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    av.set_defaults(func=_cmd_average)
 
     rp = sub.add_parser("report", help="an HTML report of a run: curves, pictures, metrics, networks, config")
     rp.add_argument("run_dir")

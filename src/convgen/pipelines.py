@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from convgen.config import RunConfig, build_config
 from convgen.data.transforms import resize
+from convgen.engine import checkpoint
 from convgen.engine.checkpoint import load_models, read_json
 from convgen.engine.runtime import pick_device
 from convgen.errors import ConvgenError
@@ -145,3 +146,19 @@ def load(name_or_path: str | Path, device: str = "auto", expect: type | None = N
     if expect is not None and not isinstance(pipe, expect):
         raise ConvgenError(f"{name_or_path} is a {task} model, not {role or expect.__name__}")
     return pipe
+
+
+def average_models(
+    models: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None, overwrite: bool = False
+) -> Path:
+    """Average the weights of saved models of one network into a new model directory ``out``.
+
+    ``models`` are zoo names or directories as for :func:`load`. ``weights`` (default equal) are normalised to sum
+    to 1. ``out`` must not exist unless ``overwrite``. See :func:`convgen.engine.checkpoint.average_models`."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConvgenError(f"{out} already exists (pass --overwrite / overwrite=True to replace it)")
+    dirs = [resolve_model_dir(m) for m in models]
+    if any(out.resolve() == d.resolve() for d in dirs):
+        raise ConvgenError(f"{out}: the output cannot be one of the models being averaged")
+    return checkpoint.average_models(dirs, out, None if weights is None else list(weights))

@@ -146,3 +146,56 @@ def export_model(src: Path, dest: Path, model_names: list[str], extra: dict[str,
         meta.update(extra or {})
         (tmp / "meta.json").write_text(_dump_json(meta))
     return dest
+
+
+def average_models(sources: list[Path], dest: Path, weights: list[float] | None = None) -> Path:
+    """Write a model directory whose weights are the (weighted) mean of those of ``sources``.
+
+    Weight averaging of one network's snapshots ("model soup", checkpoint averaging, as SWA does along one run)
+    lands in a flatter part of the loss surface than either end point and usually generalises a little better.
+    Every source must be the same network: equal ``model`` config and the same tensor names and shapes.
+    Floating-point tensors (including BatchNorm running statistics, which SWA would re-estimate instead) are
+    averaged in float64; integer buffers are taken from the first source. ``config.json`` and ``meta.json`` come
+    from the first source; the meta records the sources and weights and drops their validation metrics, which
+    describe the sources, not the average. ``dest`` is written atomically."""
+    if len(sources) < 2:
+        raise ConvgenError("averaging needs at least two models")
+    weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(sources):
+        raise ConvgenError(f"{len(weights)} weights for {len(sources)} models")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConvgenError(f"weights must be >= 0 with a positive sum, got {weights}")
+    configs = [read_json(s / "config.json") for s in sources]
+    for src, cfg in zip(sources[1:], configs[1:], strict=True):
+        if cfg.get("model") != configs[0].get("model"):
+            raise ConvgenError(f"{src}: a different network from {sources[0]} (config 'model' differs)")
+    names = sorted(p.stem for p in sources[0].glob("*.safetensors") if p.stem != "state")
+    if not names:
+        raise ConvgenError(f"{sources[0]}: no network weights (*.safetensors)")
+    total = sum(weights)
+    averaged: dict[str, dict[str, torch.Tensor]] = {}
+    for name in names:
+        states = [load_weights(s / f"{name}.safetensors") for s in sources]
+        first = states[0]
+        for src, sd in zip(sources[1:], states[1:], strict=True):
+            if sd.keys() != first.keys() or any(sd[k].shape != first[k].shape for k in first):
+                raise ConvgenError(f"{src / (name + '.safetensors')}: tensors differ from {sources[0]}'s")
+        averaged[name] = {
+            k: (
+                (sum(w * sd[k].double() for w, sd in zip(weights, states, strict=True)) / total).to(v.dtype)
+                if v.is_floating_point()
+                else v.clone()
+            ).contiguous()
+            for k, v in first.items()
+        }
+    meta = read_json(sources[0] / "meta.json") if (sources[0] / "meta.json").is_file() else {}
+    for key in ("metrics", "best_metric", "best_value", "exported_from", "step", "epoch"):
+        meta.pop(key, None)
+    meta["averaged_from"] = [str(s) for s in sources]
+    meta["average_weights"] = [w / total for w in weights]
+    with atomic_dir(dest) as tmp:
+        (tmp / "config.json").write_text(_dump_json(configs[0]))
+        for name, sd in averaged.items():
+            save_file(sd, str(tmp / f"{name}.safetensors"))
+        (tmp / "meta.json").write_text(_dump_json(meta))
+    return dest
