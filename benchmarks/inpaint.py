@@ -72,6 +72,7 @@ def main() -> None:
     p.add_argument("--mask", default="mixed", choices=["boxes", "strokes", "mixed"])
     p.add_argument("--coverage", nargs=2, type=float, default=[0.1, 0.4])
     p.add_argument("--gray", action="store_true", help="convert the photos to gray first")
+    p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], help="flips/rotations per model (default: its own)")
     baselines = ["opencv-telea", "opencv-ns", "biharmonic", "telea-smooth", "gmrf"]
     p.add_argument("--baselines", nargs="*", default=baselines)
     args = p.parse_args()
@@ -79,7 +80,7 @@ def main() -> None:
     from skimage.metrics import structural_similarity
 
     models = load_models(args.model)
-    methods = {**{k: (lambda img, m, pipe=v: pipe.restore(img, mask=m)) for k, v in models.items()}}
+    methods = {k: (lambda img, m, pipe=v: pipe.restore(img, mask=m, ensemble=args.ensemble)) for k, v in models.items()}
     methods.update({b: baseline(b) for b in args.baselines})
     files = list_images(args.images)[: args.limit]
     scores: dict[str, dict[str, list[float]]] = {
@@ -114,6 +115,7 @@ def main() -> None:
         results,
         images=f"{args.images} (first {len(files)})" + (", converted to gray" if args.gray else ""),
         masks=f"{args.mask}, coverage uniform {args.coverage}, seed 10000 + image index",
+        ensemble=args.ensemble or "each model's default",
     )
 
 
