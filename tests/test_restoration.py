@@ -659,8 +659,10 @@ def test_average_models_is_the_weighted_mean_and_restores(trained: Path, tmp_pat
         (([a], tmp_path / "x"), "at least two"),
         (([a, b], tmp_path / "x", [1.0]), "1 weights for 2 models"),
         (([a, b], tmp_path / "x", [1.0, -1.0]), "must be >= 0"),
+        (([a, b], tmp_path / "x", [1.0, float("nan")]), "must be >= 0"),
         (([a, b], out), "already exists"),
         (([a, other], tmp_path / "x"), "a different network"),
+        (([a, b], trained, None, True), "cannot be \\(or hold\\) one of the models"),  # would delete the run
     ]:
         with pytest.raises(ConvgenError, match=message):
             convgen.average_models(*args)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from convgen.config import RunConfig, build_config
 from convgen.data.transforms import resize
-from convgen.engine import checkpoint
+from convgen.engine.checkpoint import average_models as _average_weights
 from convgen.engine.checkpoint import load_models, read_json
 from convgen.engine.runtime import pick_device
 from convgen.errors import ConvgenError
@@ -159,6 +159,6 @@ def average_models(
     if out.exists() and not overwrite:
         raise ConvgenError(f"{out} already exists (pass --overwrite / overwrite=True to replace it)")
     dirs = [resolve_model_dir(m) for m in models]
-    if any(out.resolve() == d.resolve() for d in dirs):
-        raise ConvgenError(f"{out}: the output cannot be one of the models being averaged")
-    return checkpoint.average_models(dirs, out, None if weights is None else list(weights))
+    if any(d.resolve().is_relative_to(out.resolve()) for d in dirs):
+        raise ConvgenError(f"{out}: the output cannot be (or hold) one of the models being averaged")
+    return _average_weights(dirs, out, None if weights is None else list(weights))

@@ -8,6 +8,7 @@ Directories are written under a temporary name and renamed, so a killed run neve
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -151,8 +152,9 @@ def export_model(src: Path, dest: Path, model_names: list[str], extra: dict[str,
 def average_models(sources: list[Path], dest: Path, weights: list[float] | None = None) -> Path:
     """Write a model directory whose weights are the (weighted) mean of those of ``sources``.
 
-    Weight averaging of one network's snapshots ("model soup", checkpoint averaging, as SWA does along one run)
-    lands in a flatter part of the loss surface than either end point and usually generalises a little better.
+    Averaging snapshots of one run (checkpoint averaging, as SWA does) or fine-tunes from one starting point ("model
+    soups") often scores a little better than any one of them; it is measured, not assumed, per model (for the zoo
+    ``inpaint`` it did not carry over to the test photos, docs/benchmarks.md).
     Every source must be the same network: equal ``model`` config and the same tensor names and shapes.
     Floating-point tensors (including BatchNorm running statistics, which SWA would re-estimate instead) are
     averaged in float64; integer buffers are taken from the first source. ``config.json`` and ``meta.json`` come
@@ -163,7 +165,7 @@ def average_models(sources: list[Path], dest: Path, weights: list[float] | None 
     weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
     if len(weights) != len(sources):
         raise ConvgenError(f"{len(weights)} weights for {len(sources)} models")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise ConvgenError(f"weights must be >= 0 with a positive sum, got {weights}")
     configs = [read_json(s / "config.json") for s in sources]
     for src, cfg in zip(sources[1:], configs[1:], strict=True):
