@@ -251,7 +251,7 @@ def test_blend_weights_cover_every_pixel():
 
 
 def test_denoiser_learns_and_beats_its_input(trained: Path):
-    lines = [__import__("json").loads(s) for s in (trained / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(s) for s in (trained / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in lines if "train/loss" in r]
     assert losses[-1] < 0.5 * losses[0]
     val = [r for r in lines if "val/psnr" in r][-1]
