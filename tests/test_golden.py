@@ -1,0 +1,223 @@
+"""Golden outputs of every zoo model: fixed small inputs, outputs compared with values recorded before the
+architecture move (tests/golden/zoo_outputs.npz), so a restructure cannot change what users get.
+
+Inputs are made here with NumPy and Pillow only (no convgen helpers that could move or change). Outputs are
+compared with a tolerance, not a hash: the CPU model changes between machines (AVX2 / AVX-512 kernels round
+differently), which moves float outputs by about 1e-6; a real behaviour change moves them by far more.
+
+Regenerate (only when a change of outputs is intended and explained in the commit):
+``python tests/test_golden.py --write``.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import convgen
+
+HERE = Path(__file__).resolve().parent
+GOLDEN = HERE / "golden" / "zoo_outputs.npz"
+GOLDEN_TRAIN = HERE / "golden" / "training_logs.npz"
+SHARED_DATA = HERE.parents[0].parent / "shared" / "data"
+SET12 = SHARED_DATA / "denoise" / "set12" / "01.png"
+PHOTO = SHARED_DATA / "bsds500" / "test" / "100007.jpg"
+ATOL = 2e-4
+
+
+def _gray_crop() -> np.ndarray:
+    return np.asarray(Image.open(SET12).convert("L"), np.float32)[64:112, 80:128, None] / 255.0
+
+
+def _colour_crop(size: int = 64) -> np.ndarray:
+    return np.asarray(Image.open(PHOTO).convert("RGB"), np.float32)[100 : 100 + size, 200 : 200 + size] / 255.0
+
+
+def _noisy(clean: np.ndarray, sigma: float) -> np.ndarray:
+    return (clean + np.random.default_rng(0).standard_normal(clean.shape) * sigma / 255).astype(np.float32)
+
+
+def _jpeg(clean: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray((clean * 255 + 0.5).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255.0
+
+
+def _mask(h: int, w: int) -> np.ndarray:
+    m = np.zeros((h, w), np.float32)
+    m[10:30, 12:40] = 1
+    for i in range(w):  # a diagonal stroke, 3 px wide
+        m[max(0, min(h - 3, 40 + i // 3)) : max(0, min(h, 43 + i // 3)), i] = 1
+    return m
+
+
+def outputs() -> dict[str, np.ndarray]:
+    """Every zoo model on its fixed input (keys are ``<model>/<what>``)."""
+    out: dict[str, np.ndarray] = {}
+    clf = convgen.load("mnist-classifier", device="cpu")
+    digits = np.asarray(Image.open(SET12).convert("L").resize((28, 28)), np.float32) / 255.0
+    batch = clf.prepare([digits[..., None], 1 - digits[..., None], _gray_crop()])
+    out["mnist-classifier/probs"] = clf.predict_proba(batch).numpy()
+
+    dcgan = convgen.load("mnist-dcgan", device="cpu")
+    out["mnist-dcgan/sample"] = dcgan.sample(8, seed=0).numpy()
+    out["mnist-dcgan/interpolate"] = dcgan.interpolate(steps=4, rows=2, seed=3).numpy()
+    cgan = convgen.load("mnist-cgan", device="cpu")
+    out["mnist-cgan/per_class"] = np.stack([v.numpy() for v in cgan.sample_per_class(2, seed=1).values()])
+    out["mnist-cgan/sample_classes"] = cgan.sample(6, seed=2, classes=[3, 8]).numpy()
+    out["mnist-cgan/interpolate_classes"] = cgan.interpolate(steps=3, rows=2, seed=4, classes=(1, 7)).numpy()
+
+    gray, colour = _gray_crop(), _colour_crop()
+    out["denoise-gray-s25/restore"] = convgen.load("denoise-gray-s25").restore(_noisy(gray, 25), sigma=25)
+    out["denoise-gray-blind/restore"] = convgen.load("denoise-gray-blind").restore(_noisy(gray, 50))
+    blind = convgen.load("denoise-color-blind")
+    out["denoise-color-blind/restore"] = blind.restore(_noisy(colour, 25), ensemble=1)
+    out["denoise-color-blind/restore_gray"] = blind.restore(_noisy(gray, 15)[..., 0], ensemble=1)
+    out["dejpeg/restore"] = convgen.load("dejpeg").restore(_jpeg(colour, 30))
+    low = colour.reshape(32, 2, 32, 2, 3).mean((1, 3))
+    out["superres-x2/restore"] = convgen.load("superres-x2").restore(low)
+    out["superres-x4/restore"] = convgen.load("superres-x4").restore(low[:16, :16])
+    mask = _mask(64, 64)
+    out["inpaint/restore"] = convgen.load("inpaint").restore(colour * (1 - mask[..., None]), mask=mask)
+    return out
+
+
+def _train_config(task: dict, model: dict, data: dict, **train) -> dict:
+    return {
+        "name": "golden",
+        "seed": 3,
+        "task": task,
+        "model": model,
+        "data": data,
+        "train": {
+            "max_steps": 6,
+            "batch_size": 10,
+            "lr": 0.002,
+            "log_every": 1,
+            "eval_every": 3,
+            "ckpt_every": 3,
+            "progress": False,
+            "deterministic": True,
+            **train,
+        },
+    }
+
+
+def training_runs() -> dict[str, dict]:
+    """Tiny deterministic training runs of each task (trainer, optimiser step, EMA, validation)."""
+    digits = {"type": "mnist", "limit": 120, "val_count": 40}
+    return {
+        "classification": _train_config(
+            {"type": "classification", "augment": {"degrees": 10}},
+            {"type": "cnn-classifier", "stages": [[8], [16]], "hidden": [16]},
+            digits,
+            scheduler="onecycle",
+            warmup_fraction=0.2,
+            grad_clip=1.0,
+        ),
+        "gan": _train_config(
+            {
+                "type": "gan",
+                "eval_samples": 40,
+                "fd_extractor": "mnist-classifier",
+                "loss": "hinge",
+                "r1_gamma": 1.0,
+                "diffaugment": ["translation"],
+            },
+            {"type": "dcgan", "image_size": 28, "ngf": 8, "ndf": 8, "z_dim": 8},
+            digits,
+            optimizer="adam",
+            betas=[0.5, 0.999],
+        ),
+        "cgan": _train_config(
+            {"type": "gan", "eval_samples": 40, "fd_extractor": "mnist-classifier", "d_steps": 2},
+            {"type": "dcgan", "image_size": 28, "ngf": 8, "ndf": 8, "z_dim": 8, "num_classes": 10},
+            digits,
+            optimizer="adam",
+            betas=[0.5, 0.999],
+        ),
+        "denoise": _train_config(
+            {"type": "restoration", "degradation": {"kind": "noise", "sigma": None, "sigma_range": [0, 50]}},
+            {"type": "dncnn", "depth": 3, "width": 8},
+            {
+                "type": "image-patches",
+                "root": str(SET12.parent),
+                "patch_size": 24,
+                "val_count": 2,
+                "limit": 4,
+                "val_crop": 48,
+            },
+        ),
+        "inpaint": _train_config(
+            {"type": "restoration", "degradation": {"kind": "inpaint", "prefill": "gmrf"}, "loss": "psnr"},
+            {"type": "unet-restore", "widths": [8, 16], "cond_channels": 1, "residual": False, "gated": True},
+            {
+                "type": "image-patches",
+                "root": str(SET12.parent),
+                "patch_size": 24,
+                "val_count": 2,
+                "limit": 4,
+                "val_crop": 48,
+            },
+        ),
+    }
+
+
+def training_logs(tmp: Path) -> dict[str, np.ndarray]:
+    """The numbers every run logged (train and val records, in order), as one float64 array per run."""
+    import json
+
+    from convgen.config import load_config
+
+    out = {}
+    for name, cfg in training_runs().items():
+        convgen.train(load_config(base=cfg), tmp / name)
+        values = []
+        for line in (tmp / name / "metrics.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            values += [v for k, v in sorted(record.items()) if "/" in k and not k.endswith("images_per_s")]
+        out[f"train-{name}"] = np.array(values, np.float64)
+    return out
+
+
+@pytest.mark.skipif(not SET12.is_file(), reason="../shared/data not present")
+def test_tiny_training_runs_log_their_golden_numbers(tmp_path):
+    want = dict(np.load(GOLDEN_TRAIN, allow_pickle=False))
+    got = training_logs(tmp_path)
+    assert got.keys() == want.keys()
+    for key, value in got.items():
+        assert value.shape == want[key].shape, key
+        np.testing.assert_allclose(value, want[key], rtol=2e-3, atol=2e-4, err_msg=key)
+
+
+@pytest.mark.skipif(not SET12.is_file() or not PHOTO.is_file(), reason="../shared/data not present")
+def test_every_zoo_model_reproduces_its_golden_outputs():
+    from convgen import zoo
+
+    want = dict(np.load(GOLDEN, allow_pickle=False))
+    got = outputs()
+    assert {k.split("/")[0] for k in got} == set(zoo.names()), "a zoo model has no golden output"
+    assert got.keys() == want.keys()
+    for key, value in got.items():
+        assert value.shape == want[key].shape, key
+        assert value.dtype == np.float32, key
+        np.testing.assert_allclose(value, want[key], rtol=0, atol=ATOL, err_msg=key)
+    probs = got["mnist-classifier/probs"]
+    assert (probs.argmax(1) == want["mnist-classifier/probs"].argmax(1)).all()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        raise SystemExit("usage: python tests/test_golden.py --write")
+    GOLDEN.parent.mkdir(exist_ok=True)
+    np.savez_compressed(GOLDEN, **outputs())
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez_compressed(GOLDEN_TRAIN, **training_logs(Path(tmp)))
+    print(f"wrote {GOLDEN} and {GOLDEN_TRAIN}")
