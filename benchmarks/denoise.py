@@ -31,9 +31,9 @@ import numpy as np
 from _common import load_models, print_report, ssim
 from tqdm import tqdm
 
-from convgen.data.degrade import gaussian_noise
+from convgen.data.degradations.noise import gaussian_noise
 from convgen.io.images import list_images, read_image
-from convgen.metrics.restoration import psnr
+from convgen.metrics.reference import psnr
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "denoise"

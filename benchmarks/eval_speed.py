@@ -55,7 +55,7 @@ def write_sets(root: Path, n: int) -> tuple[Path, Path]:
 
 
 def worker(real: str, fake: str, cache_dir: str) -> None:
-    from convgen.evaluate import evaluate_generation
+    from convgen.metrics.distribution import evaluate_generation
 
     t = time.perf_counter()
     r = evaluate_generation(real, fake, "mnist-classifier", cache_dir=cache_dir)
@@ -68,7 +68,7 @@ def worker(real: str, fake: str, cache_dir: str) -> None:
 def frechet_side_by_side(real: Path, fake: Path) -> dict:
     import scipy.linalg
 
-    from convgen.metrics import generation as gm
+    from convgen.metrics import distribution as gm
     from convgen.metrics.extractors import folder_features, get_extractor
 
     ex = get_extractor("mnist-classifier")

@@ -26,7 +26,7 @@ import torch
 import convgen
 from convgen.config import load_config
 from convgen.data.datasets import build_data
-from convgen.evaluate import generation_metrics
+from convgen.metrics.distribution import generation_metrics
 from convgen.metrics.extractors import get_extractor
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,12 +1,13 @@
 """Inpainting benchmark: convgen models vs OpenCV Telea / Navier-Stokes and scikit-image biharmonic inpainting,
 ``telea-smooth`` (Telea blurred by depth in the hole: stage 1 of the ``inpaint`` network started from it), and
-``gmrf`` (the conditional mean under a Gaussian Markov random field prior, ``convgen.data.degrade.gmrf_fill``: the
+``gmrf`` (the conditional mean under a Gaussian Markov random field prior, ``convgen.classical.fills.gmrf_fill``: the
 pre-fill the shipped ``inpaint`` network starts from, so the network's own gain is the difference to it) and
 ``harmonic`` (the same with a membrane prior).
 
 Held-out photos (default: the first ``--limit`` BSDS500 *test* images, never trained on) with seeded masks
-(``convgen.data.degrade.random_mask``: image i gets seed 10_000 + i, coverage drawn from ``--coverage``, shape
-``--mask``). Reports PSNR/SSIM on the whole image and PSNR on the missing pixels only, plus seconds per image.
+(``convgen.data.degradations.inpaint.random_mask``: image i gets seed 10_000 + i, coverage drawn from
+``--coverage``, shape ``--mask``). Reports PSNR/SSIM on the whole image and PSNR on the missing pixels only, plus
+seconds per image.
 
     python benchmarks/inpaint.py --model inpaint --limit 50
 """
@@ -22,9 +23,9 @@ import numpy as np
 from _common import load_models, print_report
 from tqdm import tqdm
 
-from convgen.data.degrade import random_mask
+from convgen.data.degradations.inpaint import random_mask
 from convgen.io.images import list_images, read_image
-from convgen.metrics.restoration import psnr
+from convgen.metrics.reference import psnr
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = REPO.parent / "shared" / "data" / "bsds500" / "test"
@@ -49,11 +50,11 @@ def baseline(name: str, radius: int = 3):
     if name == "telea-smooth":  # the classical pre-fill that configs/inpaint.yaml's network starts from
         import cv2
 
-        from convgen.data.degrade import smooth_by_depth
+        from convgen.classical.fills import smooth_by_depth
 
         return lambda img, m: smooth_by_depth(opencv(img, m, cv2.INPAINT_TELEA), m, 0.8)
     if name in ("gmrf", "harmonic"):  # the conditional mean under a Gaussian Markov random field prior
-        from convgen.data.degrade import gmrf_fill
+        from convgen.classical.fills import gmrf_fill
 
         lam = 1.0 if name == "gmrf" else 0.0
         return lambda img, m: gmrf_fill(img, m, lam)

@@ -1,6 +1,6 @@
 """Classical pre-fills for inpainting, compared on missing-pixel PSNR: the one the ``inpaint`` network starts from
-(:func:`convgen.data.degrade.gmrf_fill`, the GMRF conditional mean), the one its stage 1 was trained on (OpenCV
-Telea, then :func:`convgen.data.degrade.smooth_by_depth` with scale 0.8) and alternatives.
+(:func:`convgen.classical.fills.gmrf_fill`, the GMRF conditional mean), the one its stage 1 was trained on (OpenCV
+Telea, then :func:`convgen.classical.fills.smooth_by_depth` with scale 0.8) and alternatives.
 
 Runs on BSDS500 *training* photos by default (this is a design study, not a test-set result), with masks from
 ``random_mask`` (image i gets seed 50_000 + i, coverage uniform in [0.1, 0.4]) of each kind. Prints JSON.
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from convgen.data.degrade import gmrf_fill, random_mask, smooth_by_depth
+from convgen.classical.fills import gmrf_fill, smooth_by_depth
+from convgen.data.degradations.inpaint import random_mask
 from convgen.data.transforms import dihedral
 from convgen.io.images import list_images, read_image
-from convgen.metrics.restoration import psnr
+from convgen.metrics.reference import psnr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inpaint import baseline  # noqa: E402  (the benchmark's own OpenCV wrappers)

@@ -1,10 +1,10 @@
 """Super-resolution and JPEG artifact removal benchmark: convgen models vs the classical answers, side by side.
 
 ``--task superres``: each clean image is cropped to a multiple of the scale, down-sampled by antialiased bicubic
-interpolation (``convgen.data.degrade.bicubic_downscale``, the degradation the models train on) and quantised to
-8 bits, as a saved low-resolution PNG would be. Baselines: bicubic and Lanczos (OpenCV) up-sampling.
+interpolation (``convgen.data.degradations.superres.bicubic_downscale``, the degradation the models train on) and
+quantised to 8 bits, as a saved low-resolution PNG would be. Baselines: bicubic and Lanczos (OpenCV) up-sampling.
 ``--task dejpeg``: each clean image is encoded and decoded by OpenCV's JPEG codec at every ``--qualities`` value
-(``convgen.data.degrade.jpeg``; 4:2:0 chroma for colour). Baseline: the decoded JPEG itself.
+(``convgen.data.degradations.jpeg.jpeg``; 4:2:0 chroma for colour). Baseline: the decoded JPEG itself.
 
 Reported per method: PSNR (data range 1, no border crop, all channels: the restoration protocol of
 ../shared/BENCHMARKS.md), SSIM (scikit-image), and for super-resolution also PSNR on the luminance Y (ITU-R BT.601,
@@ -28,9 +28,10 @@ import numpy as np
 from _common import load_models, print_report, ssim
 from tqdm import tqdm
 
-from convgen.data.degrade import jpeg, shrink_8bit
+from convgen.data.degradations.jpeg import jpeg
+from convgen.data.degradations.superres import shrink_8bit
 from convgen.io.images import list_images, read_image
-from convgen.metrics.restoration import psnr
+from convgen.metrics.reference import psnr
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

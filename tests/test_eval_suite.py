@@ -12,11 +12,11 @@ from PIL import Image
 from convgen.cli import main
 from convgen.data.export import export_images
 from convgen.errors import ConvgenError
-from convgen.evaluate import evaluate_generation
-from convgen.metrics import inception
 from convgen.metrics.audit import load_image_tensor, memorization_report, two_sample_test
+from convgen.metrics.distribution import evaluate_generation
 from convgen.metrics.extractors import StatsCache, default_extractor, folder_features, get_extractor, stream_features
-from convgen.metrics.inception import FIDInceptionV3, build_fid_inception, tf1_resize_bilinear
+from convgen.models.backbones import inception
+from convgen.models.backbones.inception import FIDInceptionV3, build_fid_inception, tf1_resize_bilinear
 from tests.test_cli import assert_one_line_error, run_main
 from tests.test_download import server  # noqa: F401, F811 - the 127.0.0.1 file server fixture
 

@@ -15,12 +15,12 @@ import convgen
 from convgen.config import build_config
 from convgen.data.clusters import cluster_features, kmeans
 from convgen.data.datasets import MNIST
+from convgen.data.diffaugment import diff_augment
 from convgen.engine.trainer import Trainer, TrainingError
 from convgen.errors import ConfigError, ConvgenError
-from convgen.generation import GeneratorPipeline, lerp, slerp
 from convgen.models.gan import DCGAN
+from convgen.pipelines.sample import GANSampler, lerp, slerp
 from convgen.tasks import gan as gan_task
-from convgen.tasks.diffaugment import diff_augment
 from tests.conftest import ENV_PYTHONPATH
 
 
@@ -102,7 +102,7 @@ def test_ema_differs_from_raw_and_is_what_sampling_uses(tmp_path):
     assert any(not torch.equal(raw[k], ema[k]) for k in raw if k.endswith("weight"))
 
     pipe = convgen.load(tmp_path / "run", device="cpu")
-    assert isinstance(pipe, GeneratorPipeline) and pipe.networks == ("generator_ema",)
+    assert isinstance(pipe, GANSampler) and pipe.networks == ("generator_ema",)
     ref = DCGAN(build_config(gan_config()).model).generator
     ref.load_state_dict(ema)
     ref.eval()

@@ -5,8 +5,8 @@ import pytest
 import scipy.linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from convgen.metrics import generation as gm
-from convgen.metrics.restoration import ms_ssim, psnr, ssim
+from convgen.metrics import distribution as gm
+from convgen.metrics.reference import ms_ssim, psnr, ssim
 
 
 def scipy_frechet(mu1, s1, mu2, s2):

@@ -11,17 +11,26 @@ import torch
 from PIL import Image
 
 import convgen
+from convgen.classical import fills
 from convgen.config import build_config
-from convgen.data import degrade
-from convgen.data.degrade import DegradeConfig, degrade_batch, gaussian_noise, random_mask
+from convgen.data.degradations import make_degradation
+from convgen.data.degradations.inpaint import framed_mask, mask_out, random_mask
+from convgen.data.degradations.noise import gaussian_noise
+from convgen.data.degradations.superres import bicubic_downscale
 from convgen.engine.trainer import Trainer
 from convgen.errors import ConfigError
-from convgen.metrics.restoration import psnr
+from convgen.metrics.reference import psnr
 from convgen.models import build_model
-from convgen.restoration import RestorationPipeline, _ramp
+from convgen.pipelines.restore import RestorationPipeline
+from convgen.pipelines.tiling import _ramp
+from convgen.registry import DEGRADATIONS
 from convgen.tasks.restoration import restoration_loss
 from tests.conftest import SHARED_DATA, cli
 
+
+def degradation(**cfg):
+    """A degradation object from config values (``kind`` defaults to noise)."""
+    return make_degradation(cfg)
 
 def smooth_images(n: int, size: int, channels: int = 1, seed: int = 0) -> np.ndarray:
     """Piecewise-smooth test images (blurred blobs and edges), N x H x W x C uint8."""
@@ -106,10 +115,10 @@ def test_gaussian_noise_is_the_protocol_formula():
 def test_training_noise_has_the_requested_level():
     gen = torch.Generator().manual_seed(0)
     clean = torch.full((8, 1, 64, 64), 0.5)
-    noisy, cond = degrade_batch(clean, DegradeConfig(sigma=25), gen)
+    noisy, cond = degradation(sigma=25).batch(clean, gen)
     assert abs((noisy - clean).std().item() - 25 / 255) < 0.002
     assert torch.allclose(cond, torch.full_like(cond, 25 / 255))
-    noisy, cond = degrade_batch(clean, DegradeConfig(sigma=None, sigma_range=[0, 55]), gen)
+    noisy, cond = degradation(sigma=None, sigma_range=[0, 55]).batch(clean, gen)
     stds = (noisy - clean).flatten(1).std(1) * 255
     levels = cond[:, 0, 0, 0] * 255
     assert torch.all(levels <= 55) and levels.std() > 5
@@ -119,7 +128,7 @@ def test_training_noise_has_the_requested_level():
 def test_poisson_gaussian_noise_is_unbiased_and_signal_dependent():
     gen = torch.Generator().manual_seed(0)
     clean = torch.cat([torch.full((4, 1, 64, 64), 0.1), torch.full((4, 1, 64, 64), 0.9)])
-    noisy, _ = degrade_batch(clean, DegradeConfig(kind="poisson-gaussian", sigma=0, peak=[50, 50]), gen)
+    noisy, _ = degradation(kind="poisson-gaussian", sigma=0, peak=[50, 50]).batch(clean, gen)
     assert abs(noisy.mean().item() - 0.5) < 0.01
     dark, bright = (noisy - clean)[:4].std(), (noisy - clean)[4:].std()
     assert abs(dark.item() - (0.1 / 50) ** 0.5) < 0.005 and abs(bright.item() - (0.9 / 50) ** 0.5) < 0.01
@@ -144,45 +153,45 @@ def test_framed_training_masks_have_whole_photo_hole_sizes():
         return cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5).max()
 
     rng = np.random.default_rng(0)
-    framed = [degrade.framed_mask(96, 96, [321, 481], [0.1, 0.4], "strokes", rng) for _ in range(24)]
+    framed = [framed_mask(96, 96, [321, 481], [0.1, 0.4], "strokes", rng) for _ in range(24)]
     plain = [random_mask(96, 96, c, "strokes", i) for i, c in enumerate(np.linspace(0.1, 0.4, 24))]
     for m in framed:
         assert m.dtype == bool and m.shape == (96, 96) and m.mean() >= 0.05
     assert np.median([widest(m) for m in framed]) > 1.5 * np.median([widest(m) for m in plain])
-    cfg = DegradeConfig(kind="inpaint", mask="boxes", coverage=[0.1, 0.4], mask_frame=[321, 481])
-    x, m = degrade_batch(torch.rand(3, 3, 64, 80), cfg, torch.Generator().manual_seed(0))
+    cfg = degradation(kind="inpaint", mask="boxes", coverage=[0.1, 0.4], mask_frame=[321, 481])
+    x, m = cfg.batch(torch.rand(3, 3, 64, 80), torch.Generator().manual_seed(0))
     assert x.shape == (3, 3, 64, 80) and m.shape == (3, 1, 64, 80) and set(m.unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(ConfigError, match="mask_frame"):
-        DegradeConfig(kind="inpaint", mask_frame=[321])
+        degradation(kind="inpaint", mask_frame=[321])
 
 
 def test_superres_and_jpeg_degradations():
     gen = torch.Generator().manual_seed(0)
     clean = torch.from_numpy(smooth_images(2, 64, 3)).permute(0, 3, 1, 2).float() / 255
-    low, _ = degrade_batch(clean, DegradeConfig(kind="superres", scale=4), gen)
+    low, _ = degradation(kind="superres", scale=4).batch(clean, gen)
     assert low.shape == clean.shape and 20 < psnr(clean.numpy(), low.clamp(0, 1).numpy()) < 60
     # the down-sampling is antialiased bicubic: on a linear ramp it returns the ramp at the new pixel centres
     # (a 2-pixel-wide low-res pixel centred between high-res pixels 2j and 2j + 1), away from the borders
     ramp = torch.arange(48, dtype=torch.float64).view(1, 1, 1, 48).expand(1, 1, 8, 48)
-    small = degrade.bicubic_downscale(ramp, 2)
+    small = bicubic_downscale(ramp, 2)
     assert small.shape == (1, 1, 4, 24)
     torch.testing.assert_close(small[..., 3:-3], (2 * torch.arange(24.0) + 0.5)[3:-3].expand(1, 1, 4, 18).double())
     # ... and antialiased: a pattern of period 3 px, above the low-res Nyquist frequency, is mostly filtered out
     # instead of aliasing (plain bicubic sampling keeps 0.78 of its amplitude; measured 0.16 here)
     stripes = torch.cos(2 * torch.pi * torch.arange(96.0) / 3).view(1, 1, 1, 96).expand(1, 1, 8, 96)
-    assert degrade.bicubic_downscale(stripes, 2)[..., 4:-4].abs().max() < 0.2
-    up = torch.nn.functional.interpolate(degrade.bicubic_downscale(clean, 4), size=(64, 64), mode="bicubic")
+    assert bicubic_downscale(stripes, 2)[..., 4:-4].abs().max() < 0.2
+    up = torch.nn.functional.interpolate(bicubic_downscale(clean, 4), size=(64, 64), mode="bicubic")
     torch.testing.assert_close(low, up)  # the model's input: down-sampled, then bicubic back to full size
-    jp, _ = degrade_batch(clean, DegradeConfig(kind="jpeg", quality=[10, 10]), gen)
+    jp, _ = degradation(kind="jpeg", quality=[10, 10]).batch(clean, gen)
     assert jp.shape == clean.shape and not torch.equal(jp, clean)
     assert torch.equal(jp * 255, (jp * 255).round())  # decoded 8-bit values
 
 
 def test_bad_degradation_configs():
     with pytest.raises(ConfigError, match="sigma"):
-        DegradeConfig(sigma=25, sigma_range=[0, 50])
+        degradation(sigma=25, sigma_range=[0, 50])
     with pytest.raises(ConfigError, match="coverage"):
-        DegradeConfig(kind="inpaint", coverage=[0.5, 1.2])
+        degradation(kind="inpaint", coverage=[0.5, 1.2])
 
 
 # -- networks ---------------------------------------------------------------------------------------------------------
@@ -386,7 +395,7 @@ def test_bad_masks_are_clear_errors(tmp_path: Path):
 
 
 def test_degradation_module_lists_every_verb():
-    assert set(degrade.VERBS.values()) == {"denoise", "inpaint", "superres", "dejpeg"}
+    assert {cls.verb for _, cls in DEGRADATIONS.items()} == {"denoise", "inpaint", "superres", "dejpeg"}
 
 
 def test_init_from_gray_inflates_to_colour():
@@ -449,14 +458,12 @@ def test_telea_prefill_is_opencv_telea_in_the_holes_only():
     zero therefore restores exactly the Telea result (so training starts from the classical method)."""
     import cv2
 
-    from convgen.data.degrade import DegradeConfig, degrade_eval, mask_out
-
     clean = smooth_images(1, 64, channels=3, seed=5)[0].astype(np.float32) / 255
     mask = random_mask(64, 64, 0.3, "mixed", 1)
     x = torch.from_numpy(clean).permute(2, 0, 1)[None]
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    filled = mask_out(x, m, DegradeConfig(kind="inpaint", prefill="telea"))[0].permute(1, 2, 0).numpy()
-    zeroed = mask_out(x, m, DegradeConfig(kind="inpaint"))[0].permute(1, 2, 0).numpy()
+    filled = mask_out(x, m, degradation(kind="inpaint", prefill="telea").cfg)[0].permute(1, 2, 0).numpy()
+    zeroed = mask_out(x, m, degradation(kind="inpaint").cfg)[0].permute(1, 2, 0).numpy()
     u8 = np.ascontiguousarray((clean * (1 - mask[..., None]) * 255 + 0.5).astype(np.uint8))
     want = cv2.inpaint(u8, mask.astype(np.uint8), 3, cv2.INPAINT_TELEA).astype(np.float32) / 255
     np.testing.assert_allclose(filled[mask], want[mask], atol=1e-6)
@@ -464,8 +471,8 @@ def test_telea_prefill_is_opencv_telea_in_the_holes_only():
     np.testing.assert_array_equal(zeroed[mask], 0)
     assert psnr(clean, filled, mask=mask) > psnr(clean, zeroed, mask=mask) + 10
     # validation images go through the same function
-    cfg = DegradeConfig(kind="inpaint", prefill="telea", coverage=[0.3, 0.3])
-    d, c = degrade_eval(clean, cfg, 1)
+    cfg = degradation(kind="inpaint", prefill="telea", coverage=[0.3, 0.3])
+    d, c = cfg.protocol(clean, 1)
     np.testing.assert_allclose(d, filled, atol=1e-6)
     np.testing.assert_array_equal(c[..., 0] > 0.5, mask)
     with pytest.raises(ConfigError, match="prefill"):
@@ -519,7 +526,6 @@ def test_gmrf_fill_is_the_conditional_mean_of_its_prior(lam, monkeypatch):
     """:func:`gmrf_fill` solves exactly the GMRF conditional mean (dense reference, holes touching the border and
     each other), keeps known pixels bit-exact, reproduces a linear ramp (in the null space of L away from the
     border), and per-part solving gives the same result as one solve of the whole image."""
-    from convgen.data import degrade
 
     rng = np.random.default_rng(3)
     img = rng.random((20, 23, 3))
@@ -528,10 +534,10 @@ def test_gmrf_fill_is_the_conditional_mean_of_its_prior(lam, monkeypatch):
     hole[0:3, 18:23] = True  # touches the corner
     hole[14:18, 2:20] = True
     hole[12, 8] = True  # a single pixel 2 px from the box below: coupled through L @ L
-    got = degrade.gmrf_fill(img * ~hole[..., None], hole, lam)
+    got = fills.gmrf_fill(img * ~hole[..., None], hole, lam)
     np.testing.assert_allclose(got, _dense_gmrf(img, hole, lam), atol=1e-10)
     np.testing.assert_array_equal(got[~hole], img[~hole])
-    gray = degrade.gmrf_fill(img[..., 0], hole, lam)
+    gray = fills.gmrf_fill(img[..., 0], hole, lam)
     assert gray.shape == (20, 23)
     np.testing.assert_allclose(gray, got[..., 0], atol=1e-12)
 
@@ -539,23 +545,21 @@ def test_gmrf_fill_is_the_conditional_mean_of_its_prior(lam, monkeypatch):
     ramp = (0.2 + 0.01 * yy + 0.02 * xx)[..., None]
     inner = np.zeros_like(hole)
     inner[4:16, 5:19] = True
-    np.testing.assert_allclose(degrade.gmrf_fill(ramp * ~inner[..., None], inner, lam), ramp, atol=1e-10)
+    np.testing.assert_allclose(fills.gmrf_fill(ramp * ~inner[..., None], inner, lam), ramp, atol=1e-10)
 
     # more missing pixels than the limit, each part below it: solved part by part, same answer
-    monkeypatch.setattr(degrade, "GMRF_DIRECT_MAX", 100)
-    np.testing.assert_allclose(degrade.gmrf_fill(img * ~hole[..., None], hole, lam), got, atol=1e-10)
+    monkeypatch.setattr(fills, "GMRF_DIRECT_MAX", 100)
+    np.testing.assert_allclose(fills.gmrf_fill(img * ~hole[..., None], hole, lam), got, atol=1e-10)
     with pytest.raises(ValueError, match="bilaplacian"):
-        degrade.gmrf_fill(img, hole, -1.0)
+        fills.gmrf_fill(img, hole, -1.0)
     with pytest.raises(ValueError, match="whole image"):
-        degrade.gmrf_fill(img, np.ones((20, 23), bool))
+        fills.gmrf_fill(img, np.ones((20, 23), bool))
 
 
 def test_gmrf_prefill_coarse_to_fine_on_large_holes_and_photos(monkeypatch):
     """A hole larger than ``GMRF_DIRECT_MAX`` is filled coarse-to-fine: within 0.1 dB of the exact fill on a
     photo; as ``prefill: gmrf`` it goes through mask_out (training, validation, ``restore inpaint``); and on held-out
     BSDS500 photos it beats OpenCV Telea on the missing pixels (box holes)."""
-    from convgen.data import degrade
-    from convgen.data.degrade import DegradeConfig, mask_out
 
     photos = sorted((SHARED_DATA / "bsds500" / "test").glob("*.jpg"))[:3]
     if not photos:
@@ -564,25 +568,25 @@ def test_gmrf_prefill_coarse_to_fine_on_large_holes_and_photos(monkeypatch):
     hole = np.zeros(clean.shape[:2], bool)
     hole[20:140, 30:150] = True  # 14,400 px
     hole[60:70, 160:230] = True
-    exact = degrade.gmrf_fill(clean * ~hole[..., None], hole)
-    monkeypatch.setattr(degrade, "GMRF_DIRECT_MAX", 3000)
-    monkeypatch.setattr(degrade, "GMRF_BAND", 6)
-    approx = degrade.gmrf_fill(clean * ~hole[..., None], hole)
+    exact = fills.gmrf_fill(clean * ~hole[..., None], hole)
+    monkeypatch.setattr(fills, "GMRF_DIRECT_MAX", 3000)
+    monkeypatch.setattr(fills, "GMRF_BAND", 6)
+    approx = fills.gmrf_fill(clean * ~hole[..., None], hole)
     np.testing.assert_array_equal(approx[~hole], clean[~hole])
     assert abs(psnr(clean, approx, mask=hole) - psnr(clean, exact, mask=hole)) < 0.1
     assert np.abs(approx - exact).max() < 0.05
     monkeypatch.undo()
 
-    cfg = DegradeConfig(kind="inpaint", prefill="gmrf", bilaplacian=1.0)
+    cfg = degradation(kind="inpaint", prefill="gmrf", bilaplacian=1.0)
     with pytest.raises(ConfigError, match="bilaplacian"):
-        DegradeConfig(kind="inpaint", prefill="gmrf", bilaplacian=-0.5)
+        degradation(kind="inpaint", prefill="gmrf", bilaplacian=-0.5)
     gains = []
     for clean, hole, x, m in _photos_with_boxes(photos):
-        filled = mask_out(x, m, cfg)[0].permute(1, 2, 0).numpy()
+        filled = mask_out(x, m, cfg.cfg)[0].permute(1, 2, 0).numpy()
         assert filled.dtype == np.float32
         np.testing.assert_array_equal(filled[~hole], clean[~hole])
-        np.testing.assert_allclose(filled, degrade.gmrf_fill(clean * ~hole[..., None], hole), atol=1e-6)
-        plain = mask_out(x, m, DegradeConfig(kind="inpaint", prefill="telea"))[0].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(filled, fills.gmrf_fill(clean * ~hole[..., None], hole), atol=1e-6)
+        plain = mask_out(x, m, degradation(kind="inpaint", prefill="telea").cfg)[0].permute(1, 2, 0).numpy()
         gains.append(psnr(clean, filled, mask=hole) - psnr(clean, plain, mask=hole))
     assert np.mean(gains) > 0.5, gains
 
@@ -593,7 +597,7 @@ def test_telea_smooth_prefill_blurs_by_depth_and_beats_telea_on_photos():
     image stays flat; and on held-out BSDS500 photos it is closer to the truth in the holes than plain Telea."""
     import cv2
 
-    from convgen.data.degrade import mask_out, smooth_by_depth, telea_fill
+    from convgen.classical.fills import smooth_by_depth, telea_fill
 
     rng = np.random.default_rng(0)
     img = rng.random((96, 96, 3)).astype(np.float32)
@@ -610,19 +614,19 @@ def test_telea_smooth_prefill_blurs_by_depth_and_beats_telea_on_photos():
 
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    cfg = DegradeConfig(kind="inpaint", prefill="telea-smooth", smooth_scale=0.8)
+    cfg = degradation(kind="inpaint", prefill="telea-smooth", smooth_scale=0.8)
     want = smooth_by_depth(telea_fill(x * (1 - m), m)[0].permute(1, 2, 0).numpy(), mask, 0.8)
-    np.testing.assert_allclose(mask_out(x, m, cfg)[0].permute(1, 2, 0).numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(mask_out(x, m, cfg.cfg)[0].permute(1, 2, 0).numpy(), want, atol=1e-6)
     with pytest.raises(ConfigError, match="smooth_scale"):
-        DegradeConfig(kind="inpaint", prefill="telea-smooth", smooth_scale=0)
+        degradation(kind="inpaint", prefill="telea-smooth", smooth_scale=0)
 
     photos = sorted((SHARED_DATA / "bsds500" / "test").glob("*.jpg"))[:3]
     if not photos:
         pytest.skip("../shared/data/bsds500 is not available")
     gains = []
     for clean, hole, x, m in _photos_with_boxes(photos):
-        plain = mask_out(x, m, DegradeConfig(kind="inpaint", prefill="telea"))[0].permute(1, 2, 0).numpy()
-        smooth = mask_out(x, m, cfg)[0].permute(1, 2, 0).numpy()
+        plain = mask_out(x, m, degradation(kind="inpaint", prefill="telea").cfg)[0].permute(1, 2, 0).numpy()
+        smooth = mask_out(x, m, cfg.cfg)[0].permute(1, 2, 0).numpy()
         gains.append(psnr(clean, smooth, mask=hole) - psnr(clean, plain, mask=hole))
     assert np.mean(gains) > 0.3, gains
 

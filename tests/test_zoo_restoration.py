@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import convgen
-from convgen.data.degrade import gaussian_noise
+from convgen.data.degradations.noise import gaussian_noise
 from convgen.io.images import list_images, read_image
-from convgen.metrics.restoration import psnr
+from convgen.metrics.reference import psnr
 from tests.conftest import SHARED_DATA
 
 DENOISE = SHARED_DATA / "denoise"
@@ -89,7 +89,8 @@ def inpaint_gain(limit: int, kind: str = "mixed", with_prefill: bool = True) -> 
     (``kind``, coverage uniform in [0.1, 0.4], seed 10000 + index)."""
     import cv2
 
-    from convgen.data.degrade import gmrf_fill, random_mask
+    from convgen.classical.fills import gmrf_fill
+    from convgen.data.degradations.inpaint import random_mask
 
     pipe = convgen.load("inpaint", device="cpu")
     ours, telea, prefill = [], [], []
@@ -146,7 +147,7 @@ def small_and_bicubic(clean: np.ndarray, scale: int = 2) -> tuple[np.ndarray, np
     import torch
     import torch.nn.functional as F
 
-    from convgen.data.degrade import shrink_8bit
+    from convgen.data.degradations.superres import shrink_8bit
 
     small = shrink_8bit(clean, scale).astype(np.float32)
     x = torch.from_numpy(small).permute(2, 0, 1)[None]
@@ -171,7 +172,7 @@ def test_superres_beats_bicubic_on_two_photos(scale):
 
 @needs_photos
 def test_dejpeg_beats_the_jpeg_at_two_qualities():
-    from convgen.data.degrade import jpeg
+    from convgen.data.degradations.jpeg import jpeg
 
     pipe = convgen.load("dejpeg", device="cpu")
     clean = read_image(list_images(PHOTOS)[0], channels=3).astype(np.float64)

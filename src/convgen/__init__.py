@@ -29,9 +29,9 @@ def __getattr__(name: str) -> Any:
 
         return train
     if name == "average_models":
-        from convgen.pipelines import average_models
+        from convgen.modeldir import average
 
-        return average_models
+        return average
     if name == "load_config":
         from convgen.config import load_config
 

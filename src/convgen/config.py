@@ -9,11 +9,8 @@ JSON next to every checkpoint, so a saved model reloads without guessing.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,128 +18,8 @@ from typing import Any, Literal
 import yaml
 
 from convgen.errors import ConfigError
-
-
-def check(condition: bool, key: str, message: str) -> None:
-    """Raise a ConfigError for ``key`` unless ``condition`` holds (used in ``__post_init__`` range checks)."""
-    if not condition:
-        raise ConfigError(f"config value {key}: {message}")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Generic dataclass <- dict conversion with type checking
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        return f"list of {_type_name(args[0])}" if args else "list"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"config key {key!r}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
-        (item_tp, *_) = typing.get_args(tp) or (Any,)
-        items = [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config field type {tp!r} for {key}")  # a bug in a config class, not user input
-
-
-def from_dict(cls: type, raw: Any, where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``raw``, rejecting unknown keys and wrongly typed values."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config section {where or '<root>'!r}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    prefix = f"{where}." if where else ""
-    for key in raw:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {prefix + close[0]!r}?" if close else f" (valid keys: {', '.join(fields)})"
-            raise ConfigError(f"unknown config key {prefix + str(key)!r}{hint}")
-    kwargs = {name: _convert(raw[name], hints[name], prefix + name) for name in fields if name in raw}
-    return cls(**kwargs)
-
-
-def to_dict(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        type_name = getattr(obj, "registry_name", None)
-        return {"type": type_name, **out} if type_name else out
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-def build_typed(section: str, raw: Any, registry: Any) -> Any:
-    """Build a registry-typed section: ``raw['type']`` names the registered class whose ``Config`` validates it."""
-    if not isinstance(raw, dict) or "type" not in raw:
-        raise ConfigError(f"config section {section!r} needs a 'type' key (one of: {', '.join(registry.names())})")
-    raw = dict(raw)
-    type_name = raw.pop("type")
-    entry = registry.get(type_name)
-    cfg = from_dict(entry.Config, raw, section)
-    cfg.registry_name = type_name  # type: ignore[attr-defined]
-    return cfg
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The run config
-# ----------------------------------------------------------------------------------------------------------------
+from convgen.registry import DATASETS, MODELS, TASKS
+from convgen.schema import build_typed, check, convert, from_dict, to_dict
 
 
 @dataclass
@@ -212,8 +89,6 @@ class RunConfig:
 
 
 def build_config(raw: dict[str, Any]) -> RunConfig:
-    from convgen.registry import DATASETS, MODELS, TASKS
-
     if not isinstance(raw, dict):
         raise ConfigError("a run config must be a mapping of sections (name, seed, task, model, data, train)")
     allowed = {"name", "seed", "task", "model", "data", "train"}
@@ -222,8 +97,8 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (valid sections: {', '.join(sorted(allowed))})"
             raise ConfigError(f"unknown config key {key!r}{hint}")
-    name = _convert(raw.get("name", "run"), str, "name")
-    seed = _convert(raw.get("seed", 0), int, "seed")
+    name = convert(raw.get("name", "run"), str, "name")
+    seed = convert(raw.get("seed", 0), int, "seed")
     return RunConfig(
         name=name,
         seed=seed,

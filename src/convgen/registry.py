@@ -1,34 +1,75 @@
-"""Name-keyed registries: a config's ``type:`` field picks the class.
+"""Name-keyed registries: a config's ``type:`` (or ``kind:``) field picks the class.
 
-Adding a model or dataset means decorating it with ``@MODELS.register("name")`` in one file.
+Adding a model, dataset, task, loss, degradation, pipeline or feature extractor means decorating it with
+``@MODELS.register("name")`` (etc.) in its own file. This module imports none of them: each registry names the
+package that holds convgen's own members (``home``), imported by name on the first lookup, and that package's
+``__init__`` imports its modules. Third-party plugins register the same way from their own modules, loaded on the
+first lookup too (:func:`load_plugins`): a Python entry point in the ``convgen.plugins`` group, or a module named in
+``$CONVGEN_PLUGINS`` (comma-separated).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 from convgen.errors import ConvgenError
 
 T = TypeVar("T")
 
+PLUGIN_GROUP = "convgen.plugins"
+PLUGIN_ENV = "CONVGEN_PLUGINS"
+_loaded_plugins: set[str] = set()
+
+
+def load_plugins() -> list[str]:
+    """Import every plugin module (entry points of group ``convgen.plugins``, then ``$CONVGEN_PLUGINS``) once.
+
+    A plugin named in the environment that fails to import is an error; a broken installed entry point is a
+    warning, so one bad package does not stop every command."""
+    names = [(ep.value.split(":")[0], ep.name, False) for ep in metadata.entry_points(group=PLUGIN_GROUP)]
+    names += [(m.strip(), m.strip(), True) for m in os.environ.get(PLUGIN_ENV, "").split(",") if m.strip()]
+    for module, label, explicit in names:
+        if module in _loaded_plugins:
+            continue
+        _loaded_plugins.add(module)
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # a plugin's own bug must not look like a convgen traceback
+            if explicit:
+                raise ConvgenError(f"plugin {label!r} ({PLUGIN_ENV}) failed to import: {e}") from None
+            print(f"convgen: warning: plugin {label!r} failed to import and is ignored: {e}", file=sys.stderr)
+    return sorted(_loaded_plugins)
+
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, home: str) -> None:
         self.kind = kind
+        self.home = home  # the package whose import registers convgen's own members
         self._items: dict[str, T] = {}
+        self._discovered = False
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
-            if name in self._items:
+            if name in self._items and self._items[name] is not obj:
                 raise RuntimeError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = obj
             return obj
 
         return decorator
 
+    def _discover(self) -> None:
+        if not self._discovered:
+            self._discovered = True
+            importlib.import_module(self.home)
+            load_plugins()
+
     def get(self, name: str) -> T:
-        _import_builtins()
+        self._discover()
         try:
             return self._items[name]
         except KeyError:
@@ -36,26 +77,22 @@ class Registry(Generic[T]):
             raise ConvgenError(f"unknown {self.kind} {name!r} (known: {known})") from None
 
     def names(self) -> list[str]:
-        _import_builtins()
+        self._discover()
         return sorted(self._items)
 
+    def items(self) -> list[tuple[str, T]]:
+        self._discover()
+        return sorted(self._items.items())
+
     def __contains__(self, name: object) -> bool:
-        _import_builtins()
+        self._discover()
         return name in self._items
 
 
-MODELS: Registry[Any] = Registry("model type")
-DATASETS: Registry[Any] = Registry("dataset type")
-TASKS: Registry[Any] = Registry("task")
-
-
-def _import_builtins() -> None:
-    """Import the modules that register convgen's own entries (lazily, so `import convgen` stays light)."""
-    import convgen.data.datasets  # noqa: F401
-    import convgen.data.patches  # noqa: F401
-    import convgen.models.classifier  # noqa: F401
-    import convgen.models.gan  # noqa: F401
-    import convgen.models.restoration  # noqa: F401
-    import convgen.tasks.classification  # noqa: F401
-    import convgen.tasks.gan  # noqa: F401
-    import convgen.tasks.restoration  # noqa: F401
+MODELS: Registry[Any] = Registry("model type", "convgen.models")
+DATASETS: Registry[Any] = Registry("dataset type", "convgen.data")
+TASKS: Registry[Any] = Registry("task", "convgen.tasks")
+LOSSES: Registry[Any] = Registry("loss", "convgen.losses")
+DEGRADATIONS: Registry[Any] = Registry("degradation kind", "convgen.data.degradations")
+PIPELINES: Registry[Any] = Registry("pipeline for task", "convgen.pipelines")
+EXTRACTORS: Registry[Any] = Registry("feature extractor", "convgen.metrics.extractors")

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.config import check
 from convgen.data import download as dl
 from convgen.data.formats import CIFAR10_CLASSES, read_cifar10, read_idx_pair, read_image_folder, read_numpy
 from convgen.errors import DataError
 from convgen.registry import DATASETS
+from convgen.schema import check
 
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_CLASSES = [

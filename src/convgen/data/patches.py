@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from convgen.config import check
 from convgen.data.datasets import ArrayDataset, DataBundle, split_indices
 from convgen.data.formats import read_dataset_image
 from convgen.errors import DataError
 from convgen.io.images import IMAGE_SUFFIXES, list_images, to_uint8
 from convgen.registry import DATASETS
+from convgen.schema import check
 
 
 def read_folder(root: str | Path, channels: int, limit: int | None = None) -> tuple[list[Path], list[np.ndarray]]:

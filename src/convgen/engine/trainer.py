@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from convgen.config import RunConfig, load_config
+from convgen import modeldir
+from convgen.config import RunConfig, build_config, load_config
 from convgen.data.datasets import build_data
 from convgen.data.loader import BatchLoader
 from convgen.engine import checkpoint as ckpt
 from convgen.engine.runtime import (
-    DistInfo,
     barrier,
     init_distributed,
     mean_across_ranks,
@@ -44,10 +44,11 @@ from convgen.engine.runtime import (
     shutdown_distributed,
     sync_buffers,
 )
+from convgen.engine.task import Context, Task
 from convgen.errors import ConfigError, ConvgenError
 from convgen.io.atomic import atomic_write_text
+from convgen.io.weights import load_models, read_json
 from convgen.registry import TASKS
-from convgen.tasks.base import Context, Task
 
 # Keys a resumed run may change; any other difference from the saved config is refused.
 RESUMABLE_CHANGES = {
@@ -94,6 +95,9 @@ def config_changes(old: dict, new: dict) -> list[str]:
 
 
 class Trainer:
+    """One training run: ``Trainer(cfg, run_dir, resume).fit()``. The loop is the short methods below; a task
+    supplies the maths (:class:`~convgen.engine.task.Task`)."""
+
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: str | None = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -120,7 +124,7 @@ class Trainer:
         return path
 
     def _check_resumable(self, source: Path) -> None:
-        saved = ckpt.read_json(source / "config.json")
+        saved = build_config(read_json(source / "config.json")).to_dict()  # normalised: same schema as today's
         changed = [k for k in config_changes(saved, self.cfg.to_dict()) if k not in RESUMABLE_CHANGES]
         if changed:
             raise ConfigError(
@@ -128,17 +132,16 @@ class Trainer:
                 f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)"
             )
 
-    # -- loop ----------------------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        cfg, tcfg = self.cfg, self.cfg.train
-        info = init_distributed(tcfg.device)
+        self.info = init_distributed(self.cfg.train.device)
         try:
-            return self._fit(cfg, tcfg, info)
+            return self._fit()
         finally:
             shutdown_distributed()
 
-    def _fit(self, cfg: RunConfig, tcfg, info: DistInfo) -> TrainResult:
-        t_start = time.perf_counter()
+    def _setup(self) -> Path | None:
+        """Device, data, task and counters; returns the checkpoint to resume from (or None)."""
+        cfg, tcfg, info = self.cfg, self.cfg.train, self.info
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
         set_deterministic(tcfg.deterministic)
@@ -147,215 +150,243 @@ class Trainer:
         if source is not None:
             self._check_resumable(source)
         seed_everything(cfg.seed)
-        data = build_data(cfg.data)
-        loader = BatchLoader(
-            data.train, tcfg.batch_size, shuffle=True, seed=cfg.seed, rank=info.rank, world_size=info.world_size
+        self.data = build_data(cfg.data)
+        self.loader = BatchLoader(
+            self.data.train, tcfg.batch_size, shuffle=True, seed=cfg.seed, rank=info.rank, world_size=info.world_size
         )
-        steps_per_epoch = len(loader)
-        if steps_per_epoch == 0:
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
             raise ConfigError(
                 f"train.batch_size {tcfg.batch_size} x {info.world_size} process(es) is larger than the "
-                f"{len(data.train)} training images"
+                f"{len(self.data.train)} training images"
             )
-        total = tcfg.epochs * steps_per_epoch
+        self.total = tcfg.epochs * self.steps_per_epoch
         if tcfg.max_steps is not None:
-            total = min(total, tcfg.max_steps)
+            self.total = min(self.total, tcfg.max_steps)
         ctx = Context(device=device, dist=info, bf16=tcfg.bf16, channels_last=tcfg.channels_last)
-        task: Task = TASKS.get(cfg.task.registry_name)(cfg, data, ctx, total)
-        self.task = task
+        self.task = task = TASKS.get(cfg.task.registry_name)(cfg, self.data, ctx, self.total)
         task.run_dir = self.run_dir if info.is_main else None
         seed_everything(cfg.seed + 1_000_003 * info.rank)  # distinct dropout noise per rank, same init
-
         best_key, best_mode = task.best_metric
-        best_key, best_mode = tcfg.best_metric or best_key, tcfg.best_mode or best_mode
-        step, best_value = 0, None
-        health = {"rollbacks": 0, "lr_scale": 1.0}  # saved with every checkpoint
-        if source is not None:
-            state = ckpt.load_state(source)
-            ckpt.load_models(source, task.models)
-            task.load_state_dict(state["task"])
-            set_rng_state(state["rng"])
-            step, best_value = state["step"], state.get("best_value")
-            health.update(state.get("health", {}))
-            self._log(info, f"resumed from {source} at step {step}")
-            if info.is_main:
-                self._truncate_metrics(step)
+        self.best_key, self.best_mode = tcfg.best_metric or best_key, tcfg.best_mode or best_mode
+        self.step, self.best_value, self.val = 0, None, {}
+        self.health = {"rollbacks": 0, "lr_scale": 1.0}  # saved with every checkpoint
+        self.device = device
+        return source
 
-        main = info.is_main
+    def _restore(self, source: Path) -> None:
+        state = ckpt.load_state(source)
+        load_models(source, self.task.models)
+        self.task.load_state_dict(state["task"])
+        set_rng_state(state["rng"])
+        self.step, self.best_value = state["step"], state.get("best_value")
+        self.health.update(state.get("health", {}))
+        self._log(f"resumed from {source} at step {self.step}")
+        if self.info.is_main:
+            self._truncate_metrics(self.step)
+
+    def _open_outputs(self) -> None:
+        """Run directory, config.json, the metrics log, TensorBoard and the progress bar (main process)."""
+        main, tcfg = self.info.is_main, self.cfg.train
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        metrics_file = (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") if main else None
-        tb = self._tensorboard() if main and tcfg.tensorboard else None
-        eval_every = tcfg.eval_every or steps_per_epoch
-        ckpt_every = tcfg.ckpt_every or steps_per_epoch
-        self._log(
-            info,
-            f"{data.source}: {len(data.train)} train / {len(data.val) if data.val else 0} val images; "
-            f"{total} steps on {device} x {info.world_size}",
-        )
-
-        def write(record: dict) -> None:
-            if metrics_file:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-            if tb:
-                for k, v in record.items():
-                    if "/" in k:
-                        tb.add_scalar(k, v, record["step"])
-
-        def save(step: int, val: dict[str, float]) -> None:
-            nonlocal best_value
-            if not main:
-                return
-            value = val.get(best_key)
-            improved = value is not None and (
-                best_value is None or (value > best_value if best_mode == "max" else value < best_value)
-            )
-            if improved:
-                best_value = value
-            state = {
-                "step": step,
-                "best_value": best_value,
-                "rng": rng_state(),
-                "task": task.state_dict(),
-                "health": dict(health),
-            }
-            meta = {"step": step, "epoch": step / steps_per_epoch, "metrics": val, "best_metric": best_key}
-            target = self.ckpt_root / f"step_{step:08d}"
-            ckpt.save_checkpoint(target, cfg.to_dict(), task.models, state, meta)
-            if improved:
-                ckpt.save_checkpoint(self.ckpt_root / "best", cfg.to_dict(), task.models, state, meta)
-            ckpt.prune_checkpoints(self.ckpt_root, tcfg.keep_last)
-
-        bar = tqdm(
-            total=total,
-            initial=step,
-            desc=cfg.name,
+            atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        self.metrics_file = (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") if main else None
+        self.tb = self._tensorboard() if main and tcfg.tensorboard else None
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.step,
+            desc=self.cfg.name,
             disable=not (main and tcfg.progress),
             file=sys.stderr,
             dynamic_ncols=True,
             mininterval=0.5,
         )
-        window: dict[str, float] = {}
-        window_n, window_t, images = 0, time.perf_counter(), 0
-        val: dict[str, float] = {}
 
-        def rollback(reason: str) -> int:
-            """Restore the newest checkpoint with lower learning rates; returns its step (or raises)."""
-            source = ckpt.latest_checkpoint(self.ckpt_root) if main else None
-            if info.world_size > 1 or source is None or health["rollbacks"] >= tcfg.max_rollbacks:
-                if info.world_size > 1:
-                    why = "automatic rollback is not supported in multi-process runs; resume from a checkpoint"
-                elif source is None:
-                    why = "no checkpoint to roll back to yet"
-                else:
-                    why = f"{health['rollbacks']} rollback(s) already done (train.max_rollbacks={tcfg.max_rollbacks})"
-                raise TrainingError(f"{reason} at step {step}; {why}. Try a lower train.lr or train.grad_clip")
-            state = ckpt.load_state(source)
-            ckpt.load_models(source, task.models)
-            task.load_state_dict(state["task"])
-            saved_scale = state.get("health", {}).get("lr_scale", 1.0)
-            health["rollbacks"] += 1
-            health["lr_scale"] *= tcfg.rollback_lr_factor
-            task.scale_learning_rates(health["lr_scale"] / saved_scale)
-            set_rng_state(state["rng"])
-            seed_everything(cfg.seed + 7919 * health["rollbacks"])  # do not replay the same trajectory
-            task.reseed(health["rollbacks"])
-            message = (
-                f"{reason} at step {step}; rolled back to step {state['step']} with learning rates x"
-                f"{health['lr_scale']:.3g} (rollback {health['rollbacks']} of {tcfg.max_rollbacks})"
-            )
-            bar.write(f"convgen: warning: {message}", file=sys.stderr)
-            write({"step": state["step"], "event": "rollback", "at_step": step, "reason": reason})
-            return state["step"]
+    # -- loop ----------------------------------------------------------------------------------------------------
+    def _fit(self) -> TrainResult:
+        self.t_start = time.perf_counter()
+        source = self._setup()
+        if source is not None:
+            self._restore(source)
+        self._open_outputs()
+        data = self.data
+        self._log(
+            f"{data.source}: {len(data.train)} train / {len(data.val) if data.val else 0} val images; "
+            f"{self.total} steps on {self.device} x {self.info.world_size}"
+        )
+        self._reset_window()
+        while self.step < self.total:
+            if not self._run_epoch():  # rolled back: continue from the restored step
+                self.bar.reset(total=self.total)
+                self.bar.update(self.step)
+                self._reset_window()
+        self._close_outputs()
+        if self.info.is_main:
+            self._finish()
+        barrier(self.info)
+        seconds = time.perf_counter() - self.t_start
+        return TrainResult(self.run_dir, self.step, self.best_key, self.best_value, self.val, seconds)
 
-        while step < total:
-            epoch, start = divmod(step, steps_per_epoch)
-            restart = False
-            for batch in loader.batches(epoch, start):
-                out = task.train_step(batch, step)
-                step += 1
-                images += batch[0].shape[0] * info.world_size
-                if not all(math.isfinite(v) for v in out.values()):
-                    bad = ", ".join(f"{k} {v}" for k, v in out.items() if not math.isfinite(v))
-                    step = rollback(f"non-finite training values ({bad})")
-                    restart = True
-                    break
-                for k, v in out.items():
-                    window[k] = window.get(k, 0.0) + v
-                window_n += 1
-                bar.update(1)
-                if tcfg.max_minutes and time.perf_counter() - t_start >= tcfg.max_minutes * 60:
-                    total = step  # time budget spent: this step validates, checkpoints and ends the run
-                if step % tcfg.log_every == 0 or step == total:
-                    now = time.perf_counter()
-                    avg = mean_across_ranks({k: v / window_n for k, v in window.items()}, info)
-                    record = {"step": step, "epoch": round(step / steps_per_epoch, 4)}
-                    record.update({f"train/{k}": v for k, v in avg.items()})
-                    record["train/images_per_s"] = images / max(now - window_t, 1e-9)
-                    write(record)
-                    shown = ("loss", "accuracy", "loss_d", "loss_g")
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in avg.items() if k in shown})
-                    window, window_n, window_t, images = {}, 0, now, 0
-                evaluate_now = step % eval_every == 0 or step == total
-                if evaluate_now or step % ckpt_every == 0:
-                    for module in task.models.values():
-                        sync_buffers(module, info)
-                if evaluate_now:
-                    task.current_step = step
-                    val = {f"val/{k}": v for k, v in task.evaluate().items()} if main else {}
-                    if val:
-                        write({"step": step, "epoch": round(step / steps_per_epoch, 4), **val})
-                        bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val.items()), file=sys.stderr)
-                    problem = task.health(val, step) if main else None
-                    if problem is None and not _finite_models(task):
-                        problem = "non-finite network weights"
-                    if problem is not None:
-                        step = rollback(problem)
-                        restart = True
-                        break
-                if step % ckpt_every == 0 or step == total:
-                    if not evaluate_now and not _finite_models(task):  # an evaluation has just checked them
-                        step = rollback("non-finite network weights")
-                        restart = True
-                        break
-                    save(step, val)
-                    barrier(info)
-                if step >= total:
-                    break
-            if restart:
-                bar.reset(total=total)
-                bar.update(step)
-                window, window_n, window_t, images = {}, 0, time.perf_counter(), 0
-        bar.close()
-        if metrics_file:
-            metrics_file.close()
-        if tb:
-            tb.close()
-        if main:
-            self._finish(task, best_key, best_value)
-        barrier(info)
-        return TrainResult(self.run_dir, step, best_key, best_value, val, time.perf_counter() - t_start)
+    def _run_epoch(self) -> bool:
+        """Train from the current step to the end of its epoch (or of the run); False after a rollback."""
+        epoch, start = divmod(self.step, self.steps_per_epoch)
+        for batch in self.loader.batches(epoch, start):
+            out = self.task.train_step(batch, self.step)
+            self.step += 1
+            self.images += batch[0].shape[0] * self.info.world_size
+            if not all(math.isfinite(v) for v in out.values()):
+                bad = ", ".join(f"{k} {v}" for k, v in out.items() if not math.isfinite(v))
+                return self._rollback(f"non-finite training values ({bad})")
+            for k, v in out.items():
+                self.window[k] = self.window.get(k, 0.0) + v
+            self.window_n += 1
+            self.bar.update(1)
+            tcfg = self.cfg.train
+            if tcfg.max_minutes and time.perf_counter() - self.t_start >= tcfg.max_minutes * 60:
+                self.total = self.step  # time budget spent: this step validates, checkpoints and ends the run
+            if self.step % tcfg.log_every == 0 or self.step == self.total:
+                self._log_window()
+            if not self._validate_and_save():
+                return False
+            if self.step >= self.total:
+                break
+        return True
 
-    def _finish(self, task: Task, best_key: str, best_value: float | None) -> None:
+    def _validate_and_save(self) -> bool:
+        """Validation and checkpoint when they are due; False after a rollback."""
+        step, total = self.step, self.total
+        eval_every = self.cfg.train.eval_every or self.steps_per_epoch
+        ckpt_every = self.cfg.train.ckpt_every or self.steps_per_epoch
+        evaluate_now = step % eval_every == 0 or step == total
+        if evaluate_now or step % ckpt_every == 0:
+            for module in self.task.models.values():
+                sync_buffers(module, self.info)
+        if evaluate_now:
+            problem = self._validate()
+            if problem is not None:
+                return self._rollback(problem)
+        if step % ckpt_every == 0 or step == total:
+            if not evaluate_now and not _finite_models(self.task):  # an evaluation has just checked them
+                return self._rollback("non-finite network weights")
+            self._save()
+            barrier(self.info)
+        return True
+
+    def _reset_window(self) -> None:
+        self.window: dict[str, float] = {}
+        self.window_n, self.window_t, self.images = 0, time.perf_counter(), 0
+
+    def _log_window(self) -> None:
+        now = time.perf_counter()
+        avg = mean_across_ranks({k: v / self.window_n for k, v in self.window.items()}, self.info)
+        record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4)}
+        record.update({f"train/{k}": v for k, v in avg.items()})
+        record["train/images_per_s"] = self.images / max(now - self.window_t, 1e-9)
+        self._write(record)
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in avg.items() if k in self.task.progress_keys})
+        self._reset_window()
+
+    def _write(self, record: dict) -> None:
+        if self.metrics_file:
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
+        if self.tb:
+            for k, v in record.items():
+                if "/" in k:
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def _validate(self) -> str | None:
+        """Run the task's evaluation (main process); a reason to roll back, or None."""
+        task, main, step = self.task, self.info.is_main, self.step
+        task.current_step = step
+        self.val = {f"val/{k}": v for k, v in task.evaluate().items()} if main else {}
+        if self.val:
+            self._write({"step": step, "epoch": round(step / self.steps_per_epoch, 4), **self.val})
+            self.bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.val.items()), file=sys.stderr)
+        problem = task.health(self.val, step) if main else None
+        if problem is None and not _finite_models(task):
+            problem = "non-finite network weights"
+        return problem
+
+    def _save(self) -> None:
+        if not self.info.is_main:
+            return
+        step, value = self.step, self.val.get(self.best_key)
+        best = self.best_value
+        improved = value is not None and (best is None or (value > best if self.best_mode == "max" else value < best))
+        if improved:
+            self.best_value = value
+        state = {
+            "step": step,
+            "best_value": self.best_value,
+            "rng": rng_state(),
+            "task": self.task.state_dict(),
+            "health": dict(self.health),
+        }
+        meta = {"step": step, "epoch": step / self.steps_per_epoch, "metrics": self.val, "best_metric": self.best_key}
+        config = self.cfg.to_dict()
+        ckpt.save_checkpoint(self.ckpt_root / f"step_{step:08d}", config, self.task.models, state, meta)
+        if improved:
+            ckpt.save_checkpoint(self.ckpt_root / "best", config, self.task.models, state, meta)
+        ckpt.prune_checkpoints(self.ckpt_root, self.cfg.train.keep_last)
+
+    def _rollback(self, reason: str) -> bool:
+        """Restore the newest checkpoint with lower learning rates (or raise); always returns False."""
+        tcfg, info, health, task = self.cfg.train, self.info, self.health, self.task
+        source = ckpt.latest_checkpoint(self.ckpt_root) if info.is_main else None
+        if info.world_size > 1 or source is None or health["rollbacks"] >= tcfg.max_rollbacks:
+            if info.world_size > 1:
+                why = "automatic rollback is not supported in multi-process runs; resume from a checkpoint"
+            elif source is None:
+                why = "no checkpoint to roll back to yet"
+            else:
+                why = f"{health['rollbacks']} rollback(s) already done (train.max_rollbacks={tcfg.max_rollbacks})"
+            raise TrainingError(f"{reason} at step {self.step}; {why}. Try a lower train.lr or train.grad_clip")
+        state = ckpt.load_state(source)
+        load_models(source, task.models)
+        task.load_state_dict(state["task"])
+        saved_scale = state.get("health", {}).get("lr_scale", 1.0)
+        health["rollbacks"] += 1
+        health["lr_scale"] *= tcfg.rollback_lr_factor
+        task.scale_learning_rates(health["lr_scale"] / saved_scale)
+        set_rng_state(state["rng"])
+        seed_everything(self.cfg.seed + 7919 * health["rollbacks"])  # do not replay the same trajectory
+        task.reseed(health["rollbacks"])
+        message = (
+            f"{reason} at step {self.step}; rolled back to step {state['step']} with learning rates x"
+            f"{health['lr_scale']:.3g} (rollback {health['rollbacks']} of {tcfg.max_rollbacks})"
+        )
+        self.bar.write(f"convgen: warning: {message}", file=sys.stderr)
+        self._write({"step": state["step"], "event": "rollback", "at_step": self.step, "reason": reason})
+        self.step = state["step"]
+        return False
+
+    # -- end -----------------------------------------------------------------------------------------------------
+    def _close_outputs(self) -> None:
+        self.bar.close()
+        if self.metrics_file:
+            self.metrics_file.close()
+        if self.tb:
+            self.tb.close()
+
+    def _finish(self) -> None:
+        """Export the best checkpoint's networks as ``model/``, draw the curves, let the task draw its pictures."""
         from convgen.viz.curves import plot_curves
 
+        task = self.task
         best = self.ckpt_root / "best"
         source = best if best.is_dir() else ckpt.latest_checkpoint(self.ckpt_root)
         if source is not None and task.export_models:
-            ckpt.export_model(
-                source,
-                self.run_dir / "model",
-                list(task.export_models),
-                {
-                    "exported_from": source.name,
-                    "best_metric": best_key,
-                    "best_value": best_value,
-                    "class_names": task.data.class_names,
-                },
-            )
-            ckpt.load_models(source, task.models)  # pictures show the exported (best) weights
+            extra = {
+                "exported_from": source.name,
+                "best_metric": self.best_key,
+                "best_value": self.best_value,
+                **task.export_meta(),
+            }
+            model_dir = modeldir.export(source, self.run_dir / "model", list(task.export_models), extra)
+            task.finalize_export(model_dir)
+            load_models(source, task.models)  # pictures show the exported (best) weights
         if (self.run_dir / "metrics.jsonl").is_file():
             plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
         task.on_train_end(self.run_dir)
@@ -378,9 +409,8 @@ class Trainer:
             ) from None
         return SummaryWriter(str(self.run_dir / "tensorboard"))
 
-    @staticmethod
-    def _log(info: DistInfo, message: str) -> None:
-        if info.is_main:
+    def _log(self, message: str) -> None:
+        if self.info.is_main:
             print(f"convgen: {message}", file=sys.stderr)
 
 

@@ -109,10 +109,21 @@ def _read_npy(path: Path, limit: int | None) -> np.ndarray:
         return np.asarray(arr, dtype=np.float32) / 255.0
     if not np.issubdtype(arr.dtype, np.floating):
         raise ImageError(f"{path}: expected a float (or uint8) array, got dtype {arr.dtype}")
-    out = np.asarray(arr, dtype=np.float32)
+    out = np.array(arr, dtype=np.float32)  # a writable copy, not a view of the read-only memory map
     if not np.isfinite(out).all():
         raise ImageError(f"{path}: array contains NaN or infinite values")
     return out
+
+
+def stored_ndim(path: str | Path) -> int:
+    """2 for a ``.npy`` file holding an H x W array, else 3: what an output written for this input keeps."""
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        return 3
+    try:
+        return 2 if np.load(path, allow_pickle=False, mmap_mode="r").ndim == 2 else 3
+    except (ValueError, OSError, EOFError):
+        return 3  # read_image reports what is wrong with the file
 
 
 def read_image(path: str | Path, channels: int | None = None, max_pixels: int | None = None) -> np.ndarray:

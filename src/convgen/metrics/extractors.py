@@ -1,8 +1,8 @@
 """Feature extractors for generation metrics, behind a registry, with streaming extraction and a statistics cache.
 
-* ``inception-v3`` -- the standard FID network (:mod:`convgen.metrics.inception`); its numbers are FID / KID / IS.
-  The weights come from ``--inception-weights PATH``, ``$CONVGEN_INCEPTION_WEIGHTS``, the cache directory, or a
-  checksummed download when online.
+* ``inception-v3`` -- the standard FID network (:mod:`convgen.models.backbones.inception`); its numbers are
+  FID / KID / IS. The weights come from ``--inception-weights PATH``, ``$CONVGEN_INCEPTION_WEIGHTS``, the cache
+  directory, or a checksummed download when online.
 * ``mnist-classifier`` or any convgen classifier (zoo name or model directory) -- a domain feature space. Its numbers
   are labelled ``FD-mnistcls`` / ``KID-mnistcls`` / ``IS-mnistcls`` (``domaincls`` for other classifiers), never
   bare FID.
@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from convgen import modeldir
+from convgen.data.transforms import resize
+from convgen.engine.runtime import pick_device
 from convgen.errors import ConvgenError, ImageError
 from convgen.io.images import list_images, read_image
-from convgen.registry import Registry
-
-EXTRACTORS: Registry[Callable[..., FeatureExtractor]] = Registry("feature extractor")
+from convgen.registry import EXTRACTORS
 
 
 def cache_root() -> Path:
@@ -75,28 +76,33 @@ class FeatureExtractor:
 
 
 class ClassifierExtractor(FeatureExtractor):
-    def __init__(self, name_or_path: str, device: str = "cpu") -> None:
-        from convgen.pipelines import ClassifierPipeline, load
+    """The penultimate features of a convgen classifier (a zoo name or a model directory): a domain feature
+    space, e.g. ``mnist-classifier`` for digits (metrics labelled FD-mnistcls, not FID)."""
 
-        pipe = load(name_or_path, device=device, expect=ClassifierPipeline, role="a classifier (feature extractor)")
-        self.pipe = pipe
-        self.name = pipe.model_dir.name if pipe.model_dir.parent.name == "zoo" else str(pipe.model_dir)
+    def __init__(self, name_or_path: str, device: str = "cpu", role: str = "a classifier (feature extractor)") -> None:
+        saved = modeldir.open_model(name_or_path)
+        if saved.task != "classification":
+            raise ConvgenError(f"{name_or_path} is a {saved.task} model, not {role}")
+        self.device = pick_device(device)
+        self.net = saved.network("classifier", self.device)
+        self.model_dir = saved.path
+        self.name = saved.path.name if saved.path.parent.name == "zoo" else str(saved.path)
         self.tag = "mnistcls" if self.name == "mnist-classifier" else "domaincls"
-        self.channels = pipe.cfg.model.in_channels
-        size = pipe.cfg.model.image_size
+        self.channels = saved.cfg.model.in_channels
+        self.image_size = size = saved.cfg.model.image_size
         self.resize = f"bilinear antialiased to {size}x{size}, {self.channels} channel(s)"
         self.feature = "penultimate layer"
-        weights = sorted(pipe.model_dir.glob("*.safetensors"))
+        weights = sorted(saved.path.glob("*.safetensors"))
         self.digest = hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()[:16]
 
     def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return self.pipe.prepare(images).clamp(0, 1)
+        batch = [resize(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1), self.image_size) for a in images]
+        return torch.stack(batch).clamp(0, 1)
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        model, dev = self.pipe.model, self.pipe.device
-        f = model.features(batch.to(dev))
-        return f.float().cpu(), torch.softmax(model.fc(f).float(), 1).cpu()
+        f = self.net.features(batch.to(self.device))
+        return f.float().cpu(), torch.softmax(self.net.fc(f).float(), 1).cpu()
 
 
 class InceptionExtractor(FeatureExtractor):
@@ -106,8 +112,8 @@ class InceptionExtractor(FeatureExtractor):
     feature = "pool3, 2048-d"
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu") -> None:
-        from convgen.data.download import file_digest
-        from convgen.metrics.inception import INPUT_SIZE, build_fid_inception
+        from convgen.io.fetch import file_digest
+        from convgen.models.backbones.inception import INPUT_SIZE, build_fid_inception
 
         path = resolve_inception_weights(weights)
         self.net = build_fid_inception(path).to(device)
@@ -116,7 +122,7 @@ class InceptionExtractor(FeatureExtractor):
         self.resize = f"8-bit quantised, TensorFlow-1 bilinear to {INPUT_SIZE}x{INPUT_SIZE}, gray repeated to RGB"
 
     def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        from convgen.metrics.inception import FIDInceptionV3
+        from convgen.models.backbones.inception import FIDInceptionV3
 
         tensors = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None] for a in images]
         return torch.cat([FIDInceptionV3.preprocess(t) for t in tensors])
@@ -129,7 +135,7 @@ class InceptionExtractor(FeatureExtractor):
 
 def resolve_inception_weights(weights: str | Path | None = None) -> Path:
     """An explicit path, ``$CONVGEN_INCEPTION_WEIGHTS``, the cached file, or a checksummed download."""
-    from convgen.metrics.inception import WEIGHTS_FILE, fetch_weights
+    from convgen.models.backbones.inception import WEIGHTS_FILE, fetch_weights
 
     if weights or os.environ.get("CONVGEN_INCEPTION_WEIGHTS"):
         path = Path(weights or os.environ["CONVGEN_INCEPTION_WEIGHTS"])

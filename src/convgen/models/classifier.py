@@ -13,9 +13,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from convgen.config import check
 from convgen.models.blocks import ACTIVATIONS, ConvBNAct, activation, pool
 from convgen.registry import MODELS
+from convgen.schema import check
 
 
 @MODELS.register("cnn-classifier")

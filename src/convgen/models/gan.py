@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from convgen.config import check
 from convgen.registry import MODELS
+from convgen.schema import check
 
 
 def layout(image_size: int) -> tuple[int, int]:
@@ -210,3 +210,44 @@ class DCGAN(nn.Module):
         super().__init__()
         self.generator = Generator(cfg)
         self.discriminator = Discriminator(cfg)
+
+    def component(self, name: str) -> nn.Module:
+        """The network saved as ``<name>.safetensors``: generator, generator_ema (the EMA generator) or
+        discriminator."""
+        if name in ("generator", "generator_ema"):
+            return self.generator
+        if name == "discriminator":
+            return self.discriminator
+        raise KeyError(name)
+
+
+def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
+    """``n`` standard normal latents drawn in one block from ``seed``: latent ``i`` of a seed is the same whatever
+    the batch size or device batching."""
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def generate(
+    generator: Generator,
+    z: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    embedding: torch.Tensor | None = None,
+    batch_size: int = 500,
+    device: torch.device | str | None = None,
+    progress=None,
+) -> torch.Tensor:
+    """Images in [0, 1] (CPU float32, B x C x H x W) for latents ``z`` and class ``labels`` (conditional models)
+    or class ``embedding`` vectors (walks between classes). ``progress`` is a tqdm bar to advance, or None."""
+    device = device if device is not None else next(generator.parameters()).device
+    out = []
+    for i in range(0, len(z), batch_size):
+        zi = z[i : i + batch_size].to(device)
+        if embedding is not None:
+            x = generator.main(torch.cat([zi, embedding[i : i + batch_size].to(device)], 1)[:, :, None, None])
+        else:
+            x = generator(zi, None if labels is None else labels[i : i + batch_size].to(device))
+        out.append(((x.float().clamp(-1, 1) + 1) / 2).cpu())
+        if progress is not None:
+            progress.update(len(zi))
+    return torch.cat(out)

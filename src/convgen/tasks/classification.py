@@ -9,14 +9,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from convgen.config import check
 from convgen.data.loader import BatchLoader
 from convgen.data.transforms import AugmentConfig
+from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
 from convgen.engine.runtime import wrap_ddp
+from convgen.engine.task import Task
 from convgen.errors import ConfigError
 from convgen.models import build_model
 from convgen.registry import TASKS
-from convgen.tasks.base import Task, make_optimizer, make_scheduler
+from convgen.schema import check
 
 
 @TASKS.register("classification")
@@ -33,6 +34,7 @@ class ClassificationTask(Task):
 
     export_models = ("classifier",)
     best_metric = ("val/accuracy", "max")
+    progress_keys = ("loss", "accuracy")
 
     def __init__(self, cfg, data, ctx, total_steps) -> None:
         super().__init__(cfg, data, ctx, total_steps)
@@ -65,12 +67,7 @@ class ClassificationTask(Task):
         with self.ctx.autocast():
             logits = self.net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=tcfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
-        opt.step()
-        self.schedulers["classifier"].step()
+        optimizer_step(loss, opt, self.net.parameters(), self.cfg.train.grad_clip, self.schedulers["classifier"])
         acc = (logits.detach().argmax(1) == y).float().mean()
         return {"loss": loss.item(), "accuracy": acc.item(), "lr": opt.param_groups[0]["lr"]}
 

@@ -25,72 +25,27 @@ learns the clusters' frequencies, from which it later picks a cluster for each l
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from convgen.config import check
+from convgen.data.diffaugment import POLICIES, diff_augment
 from convgen.data.transforms import resize
+from convgen.engine.ema import EMA, recalibrate_batchnorm
+from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
 from convgen.engine.runtime import wrap_ddp
+from convgen.engine.task import Task
 from convgen.errors import ConfigError
+from convgen.losses.adversarial import d_loss, g_loss, gradient_penalty, r1_penalty
+from convgen.metrics.distribution import SampleValidator
+from convgen.metrics.extractors import ClassifierExtractor
 from convgen.models import build_model
+from convgen.models.gan import generate, latents
 from convgen.registry import TASKS
-from convgen.tasks.base import Task, make_optimizer, make_scheduler
-from convgen.tasks.diffaugment import POLICIES, diff_augment
-
-
-def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    if kind == "ns":
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
-    if kind == "hinge":
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    if kind == "wgan-gp":
-        return fake.mean() - real.mean()
-    return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake**2).mean()  # ls
-
-
-def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    if kind == "ns":
-        return F.softplus(-fake).mean()
-    if kind in ("hinge", "wgan-gp"):
-        return -fake.mean()
-    return 0.5 * ((fake - 1) ** 2).mean()  # ls
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    e_params, m_params = list(ema.parameters()), [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
-    for eb, mb in zip(ema.buffers(), model.buffers(), strict=True):
-        eb.copy_(mb)
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(generator: nn.Module, sample_z, batches: int = 16) -> None:
-    """Re-estimate a generator's BatchNorm running statistics for its current (e.g. EMA) weights.
-
-    EMA weights never saw a forward pass, so the raw generator's running statistics do not fit them; the
-    cumulative average over ``batches`` batches of fresh latents does (StudioGAN's "standing statistics").
-    """
-    bns = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    generator.train()
-    for i in range(batches):
-        generator(*sample_z(i))
-    for m, mom in zip(bns, saved, strict=True):
-        m.momentum = mom
-    generator.eval()
+from convgen.schema import check
 
 
 @dataclass
@@ -142,6 +97,7 @@ class GANTask(Task):
 
     export_models = ("generator", "generator_ema")
     best_metric = ("val/fd", "min")
+    progress_keys = ("loss_d", "loss_g")
 
     def __init__(self, cfg, data, ctx, total_steps) -> None:
         super().__init__(cfg, data, ctx, total_steps)
@@ -164,11 +120,11 @@ class GANTask(Task):
             self._self_condition(gan.generator)
         g, d = ctx.prepare(gan.generator), ctx.prepare(gan.discriminator)
         self.models = {"generator": g, "discriminator": d}
-        if t.ema:
-            self.g_ema = copy.deepcopy(g).eval().requires_grad_(False)
+        self.ema = EMA(g, t.ema_decay, warmup=True, start=t.ema_start) if t.ema else None
+        self.g_ema = self.ema.average if self.ema is not None else None
+        if self.g_ema is not None:
             self.models["generator_ema"] = self.g_ema
         else:
-            self.g_ema = None
             self.export_models = ("generator",)
         self.G, self.D = wrap_ddp(g, ctx.dist, ctx.device), wrap_ddp(d, ctx.dist, ctx.device)
         tc = cfg.train
@@ -187,9 +143,8 @@ class GANTask(Task):
         self._last_g = 0.0  # generator loss of the latest G update (logged on D-only steps too)
         self.g_updates = 0
         self.peak_diversity = 0.0
-        self._real_stats = None
-        self._extractor = None
-        self._extractor_loaded = False
+        self._validator: SampleValidator | None = None
+        self._validator_loaded = False
 
     # -- helpers -------------------------------------------------------------------------------------------------
     @property
@@ -229,16 +184,9 @@ class GANTask(Task):
     def _penalty(self, real: torch.Tensor, fake: torch.Tensor, y, step: int) -> torch.Tensor | None:
         t = self.cfg.task
         if t.loss == "wgan-gp" and t.gp_weight > 0:
-            alpha = torch.rand(real.shape[0], 1, 1, 1, generator=self.gen).to(real.device)
-            mix = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
-            out = self._disc(mix, y)
-            (grad,) = torch.autograd.grad(out.float().sum(), mix, create_graph=True)
-            return t.gp_weight * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+            return t.gp_weight * gradient_penalty(lambda x: self._disc(x, y), real, fake, self.gen)
         if t.r1_gamma > 0 and step % t.r1_every == 0:
-            real = real.detach().requires_grad_(True)
-            out = self._disc(real, y)
-            (grad,) = torch.autograd.grad(out.float().sum(), real, create_graph=True)
-            return t.r1_gamma / 2 * t.r1_every * grad.flatten(1).pow(2).sum(1).mean()
+            return t.r1_gamma / 2 * t.r1_every * r1_penalty(lambda x: self._disc(x, y), real)
         return None
 
     # -- training ------------------------------------------------------------------------------------------------
@@ -267,12 +215,8 @@ class GANTask(Task):
         loss_d = d_loss(t.loss, d_real, d_fake)
         penalty = self._penalty(real, fake, y, step)
         total_d = loss_d if penalty is None else loss_d + penalty
-        opt_d.zero_grad(set_to_none=True)
-        total_d.backward()
-        if self.cfg.train.grad_clip:
-            nn.utils.clip_grad_norm_(self.D.parameters(), self.cfg.train.grad_clip)
-        opt_d.step()
-        self.schedulers["discriminator"].step()
+        clip = self.cfg.train.grad_clip
+        optimizer_step(total_d, opt_d, self.D.parameters(), clip, self.schedulers["discriminator"])
         out = {
             "loss_d": loss_d.item(),
             "d_real": d_real.mean().item(),
@@ -283,23 +227,16 @@ class GANTask(Task):
             out["penalty"] = 0.0 if penalty is None else penalty.item()
 
         if update_g:
-            self.models["discriminator"].requires_grad_(False)
+            disc = self.models["discriminator"]
+            disc.requires_grad_(False)  # no time on D's gradients: frozen in the forward pass and the backward
             with self.ctx.autocast():
                 g_out = self._disc(fake, y_fake).float()
             loss_g = g_loss(t.loss, g_out)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.models["discriminator"].requires_grad_(True)
-            if self.cfg.train.grad_clip:
-                nn.utils.clip_grad_norm_(self.G.parameters(), self.cfg.train.grad_clip)
-            opt_g.step()
-            self.schedulers["generator"].step()
+            optimizer_step(loss_g, opt_g, self.G.parameters(), clip, self.schedulers["generator"], frozen=disc)
             self._last_g = loss_g.item()
             self.g_updates += 1
-            if self.g_ema is not None:
-                # warm-up (as in StudioGAN / Karras et al.): early on the average follows the generator closely
-                decay = 0.0 if step < t.ema_start else min(t.ema_decay, (1 + self.g_updates) / (10 + self.g_updates))
-                ema_update(self.g_ema, self.models["generator"], decay)
+            if self.ema is not None:
+                self.ema.update(self.models["generator"], self.ema.decay_at(step, self.g_updates))
         out["loss_g"] = self._last_g
         out["lr_g"] = opt_g.param_groups[0]["lr"]
         return out
@@ -309,39 +246,30 @@ class GANTask(Task):
     def sampler(self) -> nn.Module:
         return self.g_ema if self.g_ema is not None else self.models["generator"]
 
-    def extractor(self):
-        """The classifier pipeline whose features define the validation distance (or None)."""
-        if not self._extractor_loaded:
-            self._extractor_loaded = True
+    def validator(self) -> SampleValidator | None:
+        """Scores samples in the feature space of ``task.fd_extractor`` (None when it is ``none``)."""
+        if not self._validator_loaded:
+            self._validator_loaded = True
             name = self.cfg.task.fd_extractor
             if name == "auto":
                 name = "mnist-classifier" if self.cfg.model.channels == 1 else "none"
             if name != "none":
-                from convgen.pipelines import ClassifierPipeline, load
-
-                pipe = load(
-                    name, str(self.ctx.device), expect=ClassifierPipeline, role="a classifier (task.fd_extractor)"
-                )
-                if pipe.cfg.model.in_channels != self.cfg.model.channels:
-                    raise ConfigError(f"task.fd_extractor {name!r} expects {pipe.cfg.model.in_channels}-channel images")
-                self._extractor = pipe
-        return self._extractor
+                ex = ClassifierExtractor(name, str(self.ctx.device), role="a classifier (task.fd_extractor)")
+                if ex.channels != self.cfg.model.channels:
+                    raise ConfigError(f"task.fd_extractor {name!r} expects {ex.channels}-channel images")
+                split = self.data.val if self.data.val is not None else self.data.train
+                real, _ = split.batch(torch.arange(min(len(split), 10_000)))
+                self._validator = SampleValidator(ex, real)
+        return self._validator
 
     @torch.no_grad()
     def generate(self, n: int, seed: int, net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``n`` samples in [0, 1] (CPU) from a fixed seed; conditional models cycle through the classes."""
         net = net or self.sampler
         net.eval()
-        gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.cfg.model.z_dim, generator=gen)
+        z = latents(n, self.cfg.model.z_dim, seed)
         y = torch.arange(n) % self.cfg.model.num_classes if self.conditional else None
-        out = []
-        bs = self.cfg.task.eval_batch_size
-        for i in range(0, n, bs):
-            zi = z[i : i + bs].to(self.ctx.device)
-            yi = None if y is None else y[i : i + bs].to(self.ctx.device)
-            out.append(net(zi, yi).float().cpu())
-        return (torch.cat(out).clamp(-1, 1) + 1) / 2, y
+        return generate(net, z, y, batch_size=self.cfg.task.eval_batch_size, device=self.ctx.device), y
 
     def _recalibrate(self) -> None:
         if self.g_ema is None:
@@ -350,43 +278,15 @@ class GANTask(Task):
         bs = self.cfg.train.batch_size
         recalibrate_batchnorm(self.g_ema, lambda i: self._latents(bs, gen))
 
-    def _features(self, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        pipe = self.extractor()
-        x = resize(x, pipe.cfg.model.image_size).clamp(0, 1)
-        return pipe.features(x).double().numpy(), pipe.predict_proba(x)
-
-    @staticmethod
-    def _diversity(feats: np.ndarray, n: int = 500) -> float:
-        f = torch.from_numpy(feats[:n])
-        d = torch.cdist(f, f)
-        return float(d.sum() / (len(f) * (len(f) - 1)))
-
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        from convgen.metrics.generation import feature_stats, frechet_distance
-
         self._recalibrate()
-        t = self.cfg.task
-        fakes, y = self.generate(t.eval_samples, seed=2024)
+        fakes, y = self.generate(self.cfg.task.eval_samples, seed=2024)
         self._write_grid(fakes)
         result: dict[str, float] = {"pixel_std": float(fakes.std(0).mean())}
-        pipe = self.extractor()
-        real_split = self.data.val if self.data.val is not None else self.data.train
-        if pipe is None:
-            return result
-        if self._real_stats is None:
-            xr, _ = real_split.batch(torch.arange(min(len(real_split), 10_000)))
-            fr, _ = self._features(xr)
-            self._real_stats = (*feature_stats(fr), self._diversity(fr))
-        mu_r, sig_r, div_r = self._real_stats
-        ff, probs = self._features(fakes)
-        result["fd"] = frechet_distance(mu_r, sig_r, *feature_stats(ff))
-        result["diversity"] = self._diversity(ff) / div_r
-        pred = probs.argmax(1)
-        shares = torch.bincount(pred, minlength=probs.shape[1]).double() / len(pred)
-        result["min_class_share"] = float(shares.min())
-        if y is not None:
-            result["class_accuracy"] = float((pred == y).double().mean())
+        validator = self.validator()
+        if validator is not None:
+            result.update(validator(fakes, y))
         return result
 
     def health(self, val: dict[str, float], step: int) -> str | None:

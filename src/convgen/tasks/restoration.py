@@ -1,7 +1,7 @@
 """Image restoration: train a network to undo a degradation (noise, missing regions, down-sampling, JPEG).
 
 Each step cuts a batch of clean patches, flips/rotates them (8 dihedral transforms), degrades them with the
-configured degradation (:mod:`convgen.data.degrade`) and regresses the clean patch. Validation degrades whole
+configured degradation (:mod:`convgen.data.degradations`) and regresses the clean patch. Validation degrades whole
 held-out images deterministically (the benchmark protocol: Gaussian noise seeded by image index) and reports PSNR
 and SSIM; the best checkpoint is the one with the highest validation PSNR.
 """
@@ -15,16 +15,19 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from convgen.config import check
-from convgen.data.degrade import DegradeConfig, degrade_batch, degrade_eval
+from convgen import modeldir
+from convgen.data.degradations import build_degradation_config, make_degradation
 from convgen.data.transforms import dihedral
-from convgen.engine.checkpoint import load_weights
+from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
 from convgen.engine.runtime import wrap_ddp
+from convgen.engine.task import Task
 from convgen.errors import ConfigError
-from convgen.metrics.restoration import psnr, ssim
+from convgen.io.weights import load_weights
+from convgen.losses.pixel import restoration_loss
+from convgen.metrics.reference import psnr, ssim
 from convgen.models import build_model
 from convgen.registry import TASKS
-from convgen.tasks.base import Task, make_optimizer, make_scheduler
+from convgen.schema import check
 
 
 def random_dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -39,31 +42,11 @@ def random_dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def restoration_loss(out: torch.Tensor, clean: torch.Tensor, kind: str, weight: torch.Tensor | None) -> torch.Tensor:
-    """Pixel loss, weighted per pixel by ``weight`` (broadcast to ``out``) when given.
-
-    ``psnr`` is minus the PSNR of each sample (its weighted mean squared error, in dB), averaged over the batch:
-    the benchmarks average PSNR per image, which rewards an error halved on a smooth image as much as on a textured
-    one, whereas a plain L2 over the batch is dominated by the textured samples with the largest errors."""
-    diff = out.float() - clean
-    if kind == "psnr":
-        w = torch.ones_like(diff) if weight is None else weight.expand_as(diff)
-        mse = (diff.square() * w).flatten(1).sum(1) / w.flatten(1).sum(1)
-        return 10 * torch.log10(mse + 1e-5).mean()
-    if kind == "l2":
-        per = diff.square()
-    elif kind == "l1":
-        per = diff.abs()
-    else:  # charbonnier
-        per = torch.sqrt(diff.square() + 1e-6)
-    return (per * weight).mean() if weight is not None else per.mean()
-
-
 @TASKS.register("restoration")
 class RestorationTask(Task):
     @dataclass
     class Config:
-        degradation: DegradeConfig = field(default_factory=DegradeConfig)
+        degradation: Any = None  # {kind: noise | poisson-gaussian | inpaint | superres | jpeg, ...}; null = noise
         loss: Literal["l1", "l2", "charbonnier", "psnr"] = "charbonnier"
         hole_weight: float = 5.0  # inpainting: extra loss weight on missing pixels
         augment: bool = True  # random flips and 90-degree rotations
@@ -72,22 +55,22 @@ class RestorationTask(Task):
         init_from: str | None = None  # a saved restoration model (zoo name or path) to start from
 
         def __post_init__(self) -> None:
+            self.degradation = build_degradation_config(self.degradation)
             check(self.hole_weight >= 0, "task.hole_weight", "must be >= 0")
             check(bool(self.eval_sigmas), "task.eval_sigmas", "needs at least one noise level")
             check(self.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1")
 
     export_models = ("restorer",)
     best_metric = ("val/psnr", "max")
+    progress_keys = ("loss",)
 
     def __init__(self, cfg, data, ctx, total_steps) -> None:
         super().__init__(cfg, data, ctx, total_steps)
-        m, deg = cfg.model, cfg.task.degradation
+        m = cfg.model
+        self.degradation = make_degradation(cfg.task.degradation)
         if getattr(m, "channels", data.channels) != data.channels:
             raise ConfigError(f"config value model.channels is {m.channels} but the data has {data.channels}")
-        if deg.kind == "inpaint" and not getattr(m, "cond_channels", 0):
-            raise ConfigError("inpainting needs the mask as input: set model.cond_channels: 1")
-        if deg.kind == "inpaint" and getattr(m, "residual", False):
-            raise ConfigError("inpainting predicts the image, not a residual: set model.residual: false")
+        self.degradation.check_model(m)
         net = build_model(m)
         if not hasattr(net, "cond_channels"):
             raise ConfigError(f"model type {m.registry_name!r} is not a restoration network")
@@ -103,9 +86,7 @@ class RestorationTask(Task):
 
     @staticmethod
     def _init_from(net: torch.nn.Module, source: str) -> None:
-        from convgen.pipelines import resolve_model_dir
-
-        path = resolve_model_dir(source) / "restorer.safetensors"
+        path = modeldir.resolve(source) / "restorer.safetensors"
         if not path.is_file():
             raise ConfigError(f"task.init_from {source}: no restorer.safetensors (not a restoration model)")
         own = net.state_dict()
@@ -128,10 +109,9 @@ class RestorationTask(Task):
         tcfg = self.cfg.task
         if tcfg.augment:
             clean = random_dihedral(clean, self.gen)
-        noisy, cond = degrade_batch(clean, tcfg.degradation, self.gen)
-        weight = None
-        if tcfg.degradation.kind == "inpaint":
-            weight = self.ctx.to_device(1.0 + tcfg.hole_weight * cond)
+        noisy, cond = self.degradation.batch(clean, self.gen)
+        weight = self.degradation.loss_weight(cond, tcfg.hole_weight)
+        weight = None if weight is None else self.ctx.to_device(weight)
         clean, noisy = self.ctx.to_device(clean), self.ctx.to_device(noisy)
         cond = self.ctx.to_device(cond) if cond is not None else None
         opt = self.optimizers["restorer"]
@@ -139,12 +119,7 @@ class RestorationTask(Task):
         with self.ctx.autocast():
             out = self.net(noisy, cond)
         loss = restoration_loss(out, clean, tcfg.loss, weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
-        opt.step()
-        self.schedulers["restorer"].step()
+        optimizer_step(loss, opt, self.net.parameters(), self.cfg.train.grad_clip, self.schedulers["restorer"])
         with torch.no_grad():
             mse = (out.detach().float().clamp(0, 1) - clean).square().mean()
         return {
@@ -160,10 +135,7 @@ class RestorationTask(Task):
         net.eval()
         with self.ctx.autocast():
             out = net(self.ctx.to_device(degraded), None if cond is None else self.ctx.to_device(cond))
-        out = out.float().cpu().clamp(0, 1)
-        if self.cfg.task.degradation.kind == "inpaint":
-            out = degraded * (1 - cond) + out * cond  # keep the known pixels
-        return out
+        return self.degradation.finish(degraded, out.float().cpu().clamp(0, 1), cond)
 
     def _degraded_val(self, sigma: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(clean, degraded, conditioning) for the validation images; deterministic, so built once per level."""
@@ -175,7 +147,7 @@ class RestorationTask(Task):
         clean = self.data.val.images.float() / 255.0
         deg, conds = [], []
         for i, img in enumerate(clean.permute(0, 2, 3, 1).numpy()):
-            d, c = degrade_eval(img, self.cfg.task.degradation, i, sigma)
+            d, c = self.degradation.protocol(img, i, sigma)
             deg.append(torch.from_numpy(np.ascontiguousarray(d)).permute(2, 0, 1))
             conds.append(None if c is None else torch.from_numpy(c).permute(2, 0, 1))
         cond = None if conds[0] is None else torch.stack(conds)
@@ -185,8 +157,7 @@ class RestorationTask(Task):
     def evaluate(self) -> dict[str, float]:
         if self.data.val is None:
             return {}
-        deg_cfg = self.cfg.task.degradation
-        sigmas = list(self.cfg.task.eval_sigmas) if deg_cfg.is_noise else [None]
+        sigmas = self.degradation.eval_levels(self.cfg.task.eval_sigmas)
         out: dict[str, float] = {}
         bs = self.cfg.task.eval_batch_size
         for j, sigma in enumerate(sigmas):
@@ -208,7 +179,7 @@ class RestorationTask(Task):
                         [psnr(a, np.clip(b, 0, 1)) for a, b in zip(ref, deg.permute(0, 2, 3, 1).numpy(), strict=True)]
                     )
                 )
-                if cond is not None and deg_cfg.kind == "inpaint":
+                if cond is not None and self.degradation.has_mask:
                     masks = cond.permute(0, 2, 3, 1).numpy()[..., 0] > 0.5
                     out["psnr_missing"] = float(
                         np.mean([psnr(a, b, mask=m) for a, b, m in zip(ref, res, masks, strict=True)])

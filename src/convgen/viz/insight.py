@@ -234,16 +234,13 @@ def explain(
 
 def _explainable(model_name: str, target: int | None):
     """(network, prepare(paths) -> batch, score(output) -> per-image score, kind, extra(batch) -> dict)."""
+    from convgen import modeldir
     from convgen.io.images import read_image
-    from convgen.pipelines import ClassifierPipeline, load, resolve_model_dir
+    from convgen.pipelines import ClassifierPipeline, load
 
-    model_dir = resolve_model_dir(model_name)
-    if (model_dir / "discriminator.safetensors").is_file():
-        from convgen.config import build_config
-        from convgen.engine.checkpoint import load_models, read_json
-        from convgen.models import build_model
-
-        cfg = build_config(read_json(model_dir / "config.json"))
+    saved = modeldir.open_model(model_name)
+    if saved.has("discriminator"):
+        cfg = saved.cfg
         if cfg.model.d_pack > 1:
             raise ConvgenError(
                 f"this discriminator judges packs of {cfg.model.d_pack} images (PacGAN), not single images"
@@ -253,8 +250,7 @@ def _explainable(model_name: str, target: int | None):
                 "this discriminator is conditioned on unsupervised clusters (self-conditioned GAN); "
                 "explain its generator's samples with a classifier instead"
             )
-        disc = build_model(cfg.model).discriminator
-        load_models(model_dir, {"discriminator": disc})
+        disc = saved.network("discriminator")
         if cfg.model.num_classes and target is None:
             raise ConvgenError("this discriminator is class-conditional: give --target CLASS")
         c, s = cfg.model.channels, cfg.model.image_size

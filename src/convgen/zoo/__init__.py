@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from convgen.engine.checkpoint import read_json
+from convgen.io.weights import read_json
 
 
 def _root() -> Path:

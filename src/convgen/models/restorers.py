@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convgen.config import check
 from convgen.registry import MODELS
+from convgen.schema import check
 
 
 class RestorationNet(nn.Module):

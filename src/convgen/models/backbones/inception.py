@@ -257,7 +257,7 @@ def build_fid_inception(weights: str | Path) -> FIDInceptionV3:
 
 def fetch_weights(cache_dir: str | Path, mirrors: list[str] | None = None) -> Path:
     """Download the FID weights into ``cache_dir`` (checked against the SHA-256 prefix in their name) or reuse them."""
-    from convgen.data.download import Resource, download_resource
+    from convgen.io.fetch import Resource, download_resource
 
     resource = Resource(WEIGHTS_FILE, sha256_prefix=WEIGHTS_SHA256_PREFIX)
     return download_resource(resource, cache_dir, list(mirrors or WEIGHTS_URLS))

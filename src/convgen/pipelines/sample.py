@@ -1,8 +1,12 @@
 """Sampling from a trained generator, and controllable generation: classes, latent and class interpolation.
 
-``convgen.load("mnist-dcgan")`` returns a :class:`GeneratorPipeline`. It uses the EMA generator when the model has
-one. Latents are drawn from ``torch.Generator().manual_seed(seed)`` in one block, so image ``i`` of a seed is the
-same whatever the batch size or device batching.
+:class:`Sampler` is the one API every generator family serves (GANs now; VAEs and diffusion models subclass it
+too): ``sample(n, seed, classes=...)``, ``sample_per_class(k, seed)``, ``interpolate(...)`` and ``save_samples``.
+A family implements :meth:`Sampler.generate_images` (and :meth:`Sampler.walk` for interpolation); the checks,
+class handling, file naming and seeding rules live here once. Image ``i`` of a seed is the same whatever the
+batch size or device batching.
+
+``convgen.load("mnist-dcgan")`` returns a :class:`GANSampler`; it uses the EMA generator when the model has one.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from tqdm import tqdm
 
 from convgen.errors import ConvgenError
 from convgen.io.images import write_image
-from convgen.models import build_model
-from convgen.pipelines import Pipeline
+from convgen.models.gan import generate, latents
+from convgen.pipelines.base import Pipeline
+from convgen.registry import PIPELINES
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -37,35 +42,17 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (1 - t) * a + t * b
 
 
-def _prepare_out_dir(out: Path) -> None:
+def _check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConvgenError(f"{out} already exists and is not an empty directory; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+        raise ConvgenError(f"{out} already exists and is not an empty directory; choose another `out`")
 
 
-class GeneratorPipeline(Pipeline):
-    def __init__(self, cfg, model_dir: Path, device: str = "auto") -> None:
-        self.networks = ("generator_ema",) if (model_dir / "generator_ema.safetensors").is_file() else ("generator",)
-        super().__init__(cfg, model_dir, device)
-
-    def build(self, name: str) -> torch.nn.Module:
-        return build_model(self.cfg.model).generator
-
-    @property
-    def generator(self) -> torch.nn.Module:
-        return self.models[self.networks[0]]
-
-    @property
-    def z_dim(self) -> int:
-        return self.cfg.model.z_dim
+class Sampler(Pipeline):
+    """Generators of every family: unconditional, or conditional on ``num_classes`` classes."""
 
     @property
     def num_classes(self) -> int:
-        return self.cfg.model.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
+        return int(getattr(self.cfg.model, "num_classes", 0))
 
     def class_index(self, name: str | int) -> int:
         """A class given by index or by name."""
@@ -82,50 +69,36 @@ class GeneratorPipeline(Pipeline):
             raise ConvgenError(f"class {idx} is out of range (0..{self.num_classes - 1})")
         return idx
 
-    def latents(self, n: int, seed: int) -> torch.Tensor:
-        if n < 1:
-            raise ConvgenError("the number of samples must be >= 1")
-        return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
+    def generate_images(self, n: int, seed: int, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        """``n`` images in [0, 1] (CPU float32, B x C x H x W) from ``seed``, image ``i`` of class ``labels[i]``."""
+        raise NotImplementedError
 
-    @torch.no_grad()
-    def generate(
-        self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500, embedding=None
-    ) -> torch.Tensor:
-        """Images in [0, 1] (CPU float32, B x C x H x W) for latents ``z`` (and class labels or embeddings)."""
-        if self.num_classes and labels is None and embedding is None:
-            raise ConvgenError("this model is class-conditional: give class labels (e.g. --per-class or --class)")
-        g = self.generator
-        out = []
-        bar = tqdm(total=len(z), desc="sample", unit="img", file=sys.stderr, disable=len(z) < 5000)
-        for i in range(0, len(z), batch_size):
-            zi = z[i : i + batch_size].to(self.device)
-            if embedding is not None:
-                zi = torch.cat([zi, embedding[i : i + batch_size].to(self.device)], 1)
-                x = g.main(zi[:, :, None, None])
-            else:
-                yi = None if labels is None or not self.num_classes else labels[i : i + batch_size].to(self.device)
-                x = g(zi, yi)
-            out.append(((x.float().clamp(-1, 1) + 1) / 2).cpu())
-            bar.update(len(zi))
-        bar.close()
-        return torch.cat(out)
+    def walk(self, steps: int, rows: int, seed: int, mode: str, classes, label) -> torch.Tensor:
+        """The images of :meth:`interpolate` (arguments already checked)."""
+        raise NotImplementedError
 
     def sample(self, n: int, seed: int = 0, classes: list[int] | None = None, batch_size: int = 500) -> torch.Tensor:
         """``n`` images from ``seed``; conditional models cycle through ``classes`` (default: all)."""
-        z = self.latents(n, seed)
+        if n < 1:
+            raise ConvgenError(f"the number of samples `n` must be >= 1, got {n}")
+        _check_batch_size(batch_size)
         labels = None
         if self.num_classes:
-            pool = torch.tensor(classes if classes else list(range(self.num_classes)))
+            pool = torch.tensor([self.class_index(c) for c in classes] if classes else list(range(self.num_classes)))
             labels = pool[torch.arange(n) % len(pool)]
-        return self.generate(z, labels, batch_size)
+        elif classes:
+            self.class_index(classes[0])  # the unconditional model's error
+        return self.generate_images(n, seed, labels, batch_size)
 
     def sample_per_class(self, k: int, seed: int = 0, batch_size: int = 500) -> dict[int, torch.Tensor]:
-        """``k`` images of every class; class ``c`` uses latents ``c*k .. c*k+k-1`` of the seed."""
+        """``k`` images of every class; class ``c`` is images ``c*k .. c*k+k-1`` of the seed."""
         if not self.num_classes:
-            raise ConvgenError(f"{self.model_dir} is an unconditional model; --per-class needs a conditional one")
-        n = k * self.num_classes
+            raise ConvgenError(f"{self.model_dir} is an unconditional model; `per_class` needs a conditional one")
+        if k < 1:
+            raise ConvgenError(f"`per_class` must be >= 1, got {k}")
+        _check_batch_size(batch_size)
         labels = torch.arange(self.num_classes).repeat_interleave(k)
-        images = self.generate(self.latents(n, seed), labels, batch_size)
+        images = self.generate_images(k * self.num_classes, seed, labels, batch_size)
         return {c: images[c * k : (c + 1) * k] for c in range(self.num_classes)}
 
     def save_samples(
@@ -140,11 +113,11 @@ class GeneratorPipeline(Pipeline):
         """Write ``out/00000.png ...`` (``n`` samples) or ``out/<class>/00000.png ...`` (``per_class``)."""
         out = Path(out)
         if (n is None) == (per_class is None):
-            raise ConvgenError("give exactly one of --n and --per-class")
-        _prepare_out_dir(out)
+            raise ConvgenError("give exactly one of `n` and `per_class`")
+        if classes and per_class is not None:
+            raise ConvgenError("`class` and `per_class` cannot be combined")
+        _check_out_dir(out)
         if per_class is not None:
-            if per_class < 1:
-                raise ConvgenError("--per-class must be >= 1")
             groups = self.sample_per_class(per_class, seed, batch_size)
             for c, images in groups.items():
                 _write_all(images, out / _safe_dir(self.class_names[c]))
@@ -161,17 +134,62 @@ class GeneratorPipeline(Pipeline):
         classes: tuple[int, int] | None = None,
         label: int | None = None,
     ) -> torch.Tensor:
-        """A rows x steps grid: each row walks between two latents (or, with ``classes``, two class embeddings).
-        A self-conditioned model (``model.clusters``) also walks from one end's cluster embedding to the other's, so
-        the row changes smoothly instead of jumping where the latent crosses into another cluster.
-
-        Returns images ordered row-major (rows * steps, C, H, W). ``label`` fixes the class of a latent walk in a
-        conditional model (default: row ``r`` uses class ``r``).
-        """
+        """A rows x steps grid, row-major (rows * steps, C, H, W): each row walks between two latents (``mode``
+        slerp or lerp) or, with ``classes`` (A, B), from class A to class B at a fixed latent. ``label`` fixes the
+        class of a latent walk in a conditional model (default: row ``r`` uses class ``r``)."""
         if steps < 2:
-            raise ConvgenError("--steps must be >= 2")
+            raise ConvgenError(f"`steps` must be >= 2, got {steps}")
+        if rows < 1:
+            raise ConvgenError(f"`rows` must be >= 1, got {rows}")
         if mode not in ("slerp", "lerp"):
-            raise ConvgenError(f"--mode must be slerp or lerp, got {mode!r}")
+            raise ConvgenError(f"`mode` must be slerp or lerp, got {mode!r}")
+        if classes is not None:
+            if not self.num_classes:
+                raise ConvgenError("class interpolation needs a conditional model")
+            classes = (self.class_index(classes[0]), self.class_index(classes[1]))
+        if label is not None:
+            label = self.class_index(label)
+        return self.walk(steps, rows, seed, mode, classes, label)
+
+
+@PIPELINES.register("gan")
+class GANSampler(Sampler):
+    """A DCGAN generator (the EMA one when saved)."""
+
+    def select_networks(self, saved) -> tuple[str, ...]:
+        return ("generator_ema",) if saved.has("generator_ema") else ("generator",)
+
+    @property
+    def generator(self) -> torch.nn.Module:
+        return self.models[self.networks[0]]
+
+    @property
+    def z_dim(self) -> int:
+        return self.cfg.model.z_dim
+
+    def latents(self, n: int, seed: int) -> torch.Tensor:
+        if n < 1:
+            raise ConvgenError("the number of samples must be >= 1")
+        return latents(n, self.z_dim, seed)
+
+    @torch.no_grad()
+    def generate(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500, embedding=None
+    ) -> torch.Tensor:
+        """Images in [0, 1] (CPU float32, B x C x H x W) for latents ``z`` (and class labels or embeddings)."""
+        if self.num_classes and labels is None and embedding is None:
+            raise ConvgenError("this model is class-conditional: give class labels (e.g. `per_class` or `class`)")
+        labels = labels if self.num_classes else None
+        with tqdm(total=len(z), desc="sample", unit="img", file=sys.stderr, disable=len(z) < 5000) as bar:
+            return generate(self.generator, z, labels, embedding, batch_size, self.device, progress=bar)
+
+    def generate_images(self, n, seed, labels, batch_size):
+        return self.generate(self.latents(n, seed), labels, batch_size)
+
+    def walk(self, steps, rows, seed, mode, classes, label):
+        """Latent walks; a self-conditioned model (``model.clusters``) also walks from one end's cluster embedding
+        to the other's, so the row changes smoothly instead of jumping where the latent crosses into another
+        cluster; with ``classes``, a walk between two class embeddings."""
         t = torch.linspace(0, 1, steps)
         z = self.latents(2 * rows, seed)
 
@@ -181,13 +199,11 @@ class GeneratorPipeline(Pipeline):
             return lerp(emb[start], emb[end], t).transpose(0, 1).reshape(rows * steps, -1)
 
         if classes is not None:
-            if not self.num_classes:
-                raise ConvgenError("class interpolation needs a conditional model")
             path = embedding_walk(torch.full((rows,), classes[0]), torch.full((rows,), classes[1]))
             return self.generate(z[:rows].repeat_interleave(steps, 0), embedding=path)
         f = slerp if mode == "slerp" else lerp
         zz = f(z[:rows], z[rows:], t).transpose(0, 1).reshape(rows * steps, -1)
-        if getattr(self.generator, "clusters", 0):  # self-conditioned: walk between the ends' cluster embeddings too
+        if getattr(self.generator, "clusters", 0):
             ends = [self.generator.cluster_of(z[i : i + rows].to(self.device)).cpu() for i in (0, rows)]
             return self.generate(zz, embedding=embedding_walk(*ends))
         labels = None
@@ -195,6 +211,11 @@ class GeneratorPipeline(Pipeline):
             per_row = torch.full((rows,), label) if label is not None else torch.arange(rows) % self.num_classes
             labels = per_row.repeat_interleave(steps)
         return self.generate(zz, labels)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ConvgenError(f"`batch_size` {batch_size}: must be >= 1")
 
 
 def _safe_dir(name: str) -> str:

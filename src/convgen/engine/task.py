@@ -1,13 +1,14 @@
-"""What a task gives the generic trainer: networks, optimisers, one training step, an evaluation.
+"""What a task gives the generic trainer: networks, optimisers, one training step, an evaluation, what to export.
 
 The trainer owns the loop, logging, checkpoints, resume and distribution; a task owns the maths. A new task
-(a GAN, a denoiser) subclasses :class:`Task` and is registered under the name used in ``task.type``.
+(a GAN, a denoiser) subclasses :class:`Task` and is registered under the name used in ``task.type``
+(``@TASKS.register("name")``). Optimisers, schedules and the optimiser step are in :mod:`convgen.engine.optim`,
+the EMA in :mod:`convgen.engine.ema`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convgen.config import RunConfig, TrainConfig
+from convgen.config import RunConfig
 from convgen.data.datasets import DataBundle
 from convgen.engine.runtime import DistInfo
 
@@ -45,35 +46,6 @@ class Context:
         return module.to(memory_format=torch.channels_last) if self.channels_last else module
 
 
-def make_optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    lr = cfg.lr if lr is None else lr
-    params = list(params)
-    # the fused kernels (one op for all tensors) are faster on CPU and CUDA; same update maths
-    fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-    betas = (cfg.betas[0], cfg.betas[1])
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay, **fused)
-    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay, **fused)
-
-
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    """LR multiplier as a pure function of the step: constant, cosine, or one-cycle (warm-up then cosine)."""
-    warm = int(cfg.warmup_fraction * total_steps)
-
-    def factor(step: int) -> float:
-        if cfg.scheduler == "constant":
-            return 1.0
-        if step < warm:
-            return 0.04 + 0.96 * step / max(1, warm)
-        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-        floor = 1e-3 if cfg.scheduler == "onecycle" else 0.0
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
 class Task:
     """Base class. Subclasses set ``models`` (saved), ``optimizers`` and ``schedulers`` in ``__init__``."""
 
@@ -81,6 +53,8 @@ class Task:
     export_models: tuple[str, ...] = ()
     #: metric that selects the best checkpoint, and whether higher is better
     best_metric: tuple[str, str] = ("val/loss", "min")
+    #: training values shown on the progress bar (all of them are logged)
+    progress_keys: tuple[str, ...] = ("loss",)
 
     def __init__(self, cfg: RunConfig, data: DataBundle, ctx: Context, total_steps: int) -> None:
         self.cfg = cfg
@@ -117,6 +91,13 @@ class Task:
     def on_train_end(self, run_dir: Path) -> dict[str, Any]:
         """Write the run's pictures and return summary values (called on the main process)."""
         return {}
+
+    def export_meta(self) -> dict[str, Any]:
+        """What the exported model's ``meta.json`` records beyond the checkpoint's metrics (e.g. class names)."""
+        return {"class_names": self.data.class_names}
+
+    def finalize_export(self, model_dir: Path) -> None:
+        """Last step of an export, on the written model directory (e.g. a codec builds its coding tables here)."""
 
     def scale_learning_rates(self, factor: float) -> None:
         """Multiply every optimiser's learning rate (and its schedule) by ``factor`` (used by rollbacks)."""

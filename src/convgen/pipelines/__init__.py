@@ -1,0 +1,22 @@
+"""Inference: a saved model's pipeline (``convgen.load``), one module per kind of job.
+
+``base`` (the dispatch through ``PIPELINES``), ``classify``, ``sample`` (the one Sampler API for generators),
+``restore`` (image-to-image, with ``tiling``). Importing this package registers them (the registry imports it by
+name on the first lookup).
+"""
+
+from convgen.pipelines import classify, restore, sample  # noqa: F401  (registers the pipelines)
+from convgen.pipelines.base import Pipeline, load
+from convgen.pipelines.classify import ClassifierPipeline
+from convgen.pipelines.restore import RestorationPipeline, RestorePipeline
+from convgen.pipelines.sample import GANSampler, Sampler
+
+__all__ = [
+    "ClassifierPipeline",
+    "GANSampler",
+    "Pipeline",
+    "RestorationPipeline",
+    "RestorePipeline",
+    "Sampler",
+    "load",
+]

@@ -1,0 +1,231 @@
+"""Image-to-image pipelines: ``convgen.load("denoise-gray-s25").restore(noisy)`` and ``convgen restore VERB``.
+
+:class:`RestorePipeline` is what every restorer shares: the verbs it serves (``restores``), file and folder
+handling with the output naming rules of ../shared/BENCHMARKS.md, masks matched by file name, and the checks. A
+family implements :meth:`RestorePipeline.restore` on one image. :class:`RestorationPipeline` serves the trained
+restoration networks (denoise, inpaint, superres, dejpeg) through their degradation's inference rules
+(:mod:`convgen.data.degradations`), in tiles and with an optional self-ensemble (:mod:`convgen.pipelines.tiling`).
+The ``convgen restore`` command lists every verb of every registered pipeline, so a new family (a diffusion
+model serving ``inpaint``, a plugin with a verb of its own) needs no edit to the CLI.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convgen.data.degradations import Degradation, make_degradation
+from convgen.errors import ConvgenError, ImageError
+from convgen.io.images import IMAGE_SUFFIXES, convert_channels, read_image, read_mask, resolve_inputs, stored_ndim
+from convgen.io.images import write_image as _write_image
+from convgen.pipelines.base import Pipeline
+from convgen.pipelines.tiling import check_tiling, run_tiled
+from convgen.registry import PIPELINES
+
+LOSSLESS = (".png", ".npy", ".tif", ".tiff", ".bmp")
+
+
+def as_float_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """An H x W or H x W x C array as a writable float32 H x W x C copy (never a view of the caller's data)."""
+    arr = np.array(image, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ImageError(f"{name}: expected an H x W or H x W x C image, got shape {arr.shape}")
+    return arr
+
+
+class RestorePipeline(Pipeline):
+    """Base of every image-to-image pipeline. ``restores`` lists the ``convgen restore`` verbs the family can
+    serve, ``verb_help`` a one-line description of each for ``--help``; :attr:`verbs` is what one model serves."""
+
+    restores: tuple[str, ...] = ()
+    verb_help: dict[str, str] = {}
+    takes_mask: tuple[str, ...] = ("inpaint",)  # verbs whose inputs come with a mask
+
+    @property
+    def verbs(self) -> tuple[str, ...]:
+        return self.restores
+
+    def check_verb(self, verb: str, name: str) -> None:
+        """Refuse to run this model for another verb (e.g. a denoiser asked to inpaint)."""
+        if verb not in self.verbs:
+            raise ConvgenError(f"{name} is a {'/'.join(self.verbs) or 'restoration'} model, not a {verb} model")
+
+    def restore(self, image: np.ndarray, mask: np.ndarray | None = None, name: str = "image", **options) -> np.ndarray:
+        """Restore one H x W (x C) float image; returns float32 H x W x C."""
+        raise NotImplementedError
+
+    def check_options(self, verb: str, mask: Any = None, **options) -> None:
+        """Refuse options that make no sense for ``verb`` before any file is read."""
+        if mask is not None and verb not in self.takes_mask:
+            raise ConvgenError(f"`mask` is for inpainting, not {verb}")
+        if mask is None and verb in self.takes_mask:
+            raise ConvgenError(f"{verb} needs a `mask` (a mask file, or a folder of masks named like the inputs)")
+
+    def restore_files(
+        self,
+        inputs: str | Path,
+        output: str | Path,
+        mask: str | Path | None = None,
+        overwrite: bool = False,
+        verb: str | None = None,
+        **options,
+    ) -> list[Path]:
+        """Restore a file or every image of a folder; outputs keep the input file names (see :func:`plan_outputs`)
+        and a ``.npy`` input's shape (H x W stays H x W). ``options`` go to :meth:`restore`."""
+        verb = verb or self.verbs[0]
+        self.check_verb(verb, str(self.model_dir))
+        self.check_options(verb, mask, **options)
+        from tqdm import tqdm
+
+        files = resolve_inputs(inputs)
+        targets = plan_outputs(files, Path(inputs), Path(output), overwrite)
+        masks = match_masks(files, Path(mask)) if mask is not None else [None] * len(files)
+        written = []
+        bar = tqdm(total=len(files), desc=verb, unit="img", file=sys.stderr, disable=len(files) < 5)
+        for f, target, m in zip(files, targets, masks, strict=True):
+            arr = read_image(f)
+            mk = read_mask(m, arr.shape[:2]).astype(np.float32) if m is not None else None
+            out = self.restore(arr, mask=mk, name=str(f), **options)
+            if stored_ndim(f) == 2 and out.shape[-1] == 1:
+                out = out[..., 0]
+            written.append(_write_image(target, out))
+            bar.update(1)
+        bar.close()
+        return written
+
+
+@PIPELINES.register("restoration")
+class RestorationPipeline(RestorePipeline):
+    """A trained restoration network: the verb of its degradation (``task.degradation.kind``)."""
+
+    networks = ("restorer",)
+    restores = ("denoise", "inpaint", "superres", "dejpeg")
+    verb_help = {
+        "denoise": "remove noise (--sigma: the noise level on the 0-255 scale, for non-blind models)",
+        "inpaint": "fill missing regions given by --mask (255 = missing, 0 = known)",
+        "superres": "bicubic-degraded super-resolution by the model's scale",
+        "dejpeg": "remove JPEG compression artifacts",
+    }
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.models["restorer"]
+
+    @property
+    def degradation(self) -> Degradation:
+        return make_degradation(self.cfg.task.degradation)
+
+    @property
+    def verb(self) -> str:
+        return self.degradation.verb
+
+    @property
+    def verbs(self) -> tuple[str, ...]:
+        return (self.verb,)
+
+    @property
+    def channels(self) -> int:
+        return self.cfg.model.channels
+
+    @property
+    def default_ensemble(self) -> int:
+        """How many flips/rotations :meth:`restore` averages when not told: the model's ``meta.json``
+        ``inference.ensemble`` (set for zoo models whose card was measured with it), else 1."""
+        return int(self.meta.get("inference", {}).get("ensemble", 1))
+
+    def check_options(self, verb, mask=None, sigma=None, tile=512, overlap=64, ensemble=None, **options) -> None:
+        super().check_options(verb, mask)
+        if sigma is not None and verb != "denoise":
+            raise ConvgenError(f"`sigma` is for denoising, not {verb}")
+        if options:
+            raise ConvgenError(f"{verb} does not take {', '.join(f'`{k}`' for k in options)}")
+        check_tiling(tile, overlap)
+        if ensemble is not None and ensemble not in (1, 2, 4, 8):
+            raise ConvgenError(f"`ensemble` {ensemble}: must be 1, 2, 4 or 8")
+
+    def _network(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return self.net(x.to(self.device), None if cond is None else cond.to(self.device))
+
+    def restore(
+        self,
+        image: np.ndarray,
+        sigma: float | None = None,
+        mask: np.ndarray | None = None,
+        tile: int | None = 512,
+        overlap: int = 64,
+        clip: bool = True,
+        name: str = "image",
+        ensemble: int | None = None,
+    ) -> np.ndarray:
+        """Restore one H x W (x C) float image; returns float32 H x W x C (x scale for super-resolution).
+
+        ``ensemble`` (1, 2, 4 or 8; default :attr:`default_ensemble`) averages the model over that many
+        flips/rotations of the input. A gray image given to a colour model is run as RGB and returned as gray
+        (the mean of the channels)."""
+        ensemble = self.default_ensemble if ensemble is None else ensemble
+        self.check_options(self.verb, mask, sigma, tile, overlap, ensemble)
+        arr = as_float_image(image, name)
+        gray_in = arr.shape[-1] == 1
+        arr = convert_channels(arr, self.channels, name)
+        x = torch.from_numpy(arr).permute(2, 0, 1)[None]
+        deg = self.degradation
+        level = deg.level(sigma, bool(self.net.cond_channels)) if deg.is_noise else None
+        m = None if mask is None else torch.from_numpy(np.array(mask, np.float32))
+        x, cond = deg.network_input(x, m, level)
+        out = deg.finish(x, run_tiled(self._network, x, cond, tile, overlap, ensemble), cond)
+        if clip:
+            out = out.clamp(0, 1)
+        if gray_in and self.channels == 3:
+            out = out.mean(1, keepdim=True)
+        return out[0].permute(1, 2, 0).numpy()
+
+
+def plan_outputs(files: Sequence[Path], inputs: Path, output: Path, overwrite: bool) -> list[Path]:
+    """Output paths: for a folder, ``output/<input name>`` (lossy JPEG/WebP inputs become ``<stem>.png``); for a
+    file, ``output`` itself (or ``output/<name>`` if ``output`` is an existing folder). Existing files are an error
+    unless ``overwrite``: nothing is replaced without asking."""
+
+    def name(f: Path) -> str:
+        return f.name if f.suffix.lower() in LOSSLESS else f.stem + ".png"
+
+    if inputs.is_dir():
+        if output.exists() and not output.is_dir():
+            raise ConvgenError(f"{output} is a file; the input is a folder, so `output` must be a folder")
+        targets = [output / name(f) for f in files]
+    elif output.is_dir():
+        targets = [output / name(files[0])]
+    else:
+        if output.suffix.lower() not in IMAGE_SUFFIXES + (".npy",):
+            raise ConvgenError(f"{output}: unknown output format (use .png, .tif or .npy)")
+        targets = [output]
+    if files[0].suffix.lower() == ".npy" and targets[0].suffix.lower() != ".npy" and not inputs.is_dir():
+        print("convgen: warning: a .npy input written as an 8-bit image loses precision", file=sys.stderr)
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise ConvgenError(
+            f"{existing[0]} already exists ({len(existing)} output(s) would be replaced); pass `overwrite`"
+        )
+    return targets
+
+
+def match_masks(files: Sequence[Path], mask: Path) -> list[Path]:
+    """One mask per input: the mask file itself, or the file in a mask folder with the input's name (or stem)."""
+    if mask.is_file():
+        return [mask] * len(files)
+    if not mask.is_dir():
+        raise ImageError(f"{mask}: mask file or folder not found")
+    by_stem = {p.stem: p for p in sorted(mask.iterdir()) if p.is_file()}
+    out = []
+    for f in files:
+        m = mask / f.name if (mask / f.name).is_file() else by_stem.get(f.stem)
+        if m is None:
+            raise ImageError(f"{mask}: no mask named like {f.name}")
+        out.append(m)
+    return out
