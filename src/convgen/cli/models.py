@@ -22,7 +22,7 @@ def _cmd_zoo_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from convgen.viz.insight import explain
+    from convgen.pipelines.explain import explain
 
     result = explain(args.model, args.input, args.out, target=args.target, layer=args.layer, method=args.method)
     if args.json:
