@@ -27,12 +27,12 @@ _loaded_plugins: set[str] = set()
 
 
 def load_plugins() -> list[str]:
-    """Import every plugin module (entry points of group ``convgen.plugins``, then ``$CONVGEN_PLUGINS``) once.
+    """Import every plugin module (``$CONVGEN_PLUGINS``, then entry points of group ``convgen.plugins``) once.
 
     A plugin named in the environment that fails to import is an error; a broken installed entry point is a
     warning, so one bad package does not stop every command."""
-    names = [(ep.value.split(":")[0], ep.name, False) for ep in metadata.entry_points(group=PLUGIN_GROUP)]
-    names += [(m.strip(), m.strip(), True) for m in os.environ.get(PLUGIN_ENV, "").split(",") if m.strip()]
+    names = [(m.strip(), m.strip(), True) for m in os.environ.get(PLUGIN_ENV, "").split(",") if m.strip()]
+    names += [(ep.value.split(":")[0], ep.name, False) for ep in metadata.entry_points(group=PLUGIN_GROUP)]
     for module, label, explicit in names:
         if module in _loaded_plugins:
             continue
