@@ -5,7 +5,7 @@ nz = 100) and batch (64) on the bundled MNIST split:
   Sigmoid with ``nn.BCELoss``, two backward passes for D, netD's weight gradients computed during the G step,
   Adam with default kernels, a per-sample ``Dataset`` that resizes each 28 px digit to 64 px, as
   ``transforms.Resize(64)`` does, in a ``DataLoader`` with main.py's 2 workers);
-* ``convgen-reference``: ``configs/dcgan-reference.yaml`` through convgen's trainer (fp32, default memory format);
+* ``convgen-reference``: ``configs/gan/dcgan-reference.yaml`` through convgen's trainer (fp32, default memory format);
 * ``convgen-default``: the same preset with convgen's default GAN engine settings (channels_last).
 
 Prints one JSON object.    python benchmarks/gan_throughput.py [--steps 40] [--warmup 8]

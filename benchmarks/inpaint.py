@@ -47,7 +47,7 @@ def baseline(name: str, radius: int = 3):
         import cv2
 
         return lambda img, m: opencv(img, m, cv2.INPAINT_NS)
-    if name == "telea-smooth":  # the classical pre-fill that configs/inpaint.yaml's network starts from
+    if name == "telea-smooth":  # the classical pre-fill of the stage-1 network (restoration/inpaint-stage1.yaml)
         import cv2
 
         from convgen.classical.fills import smooth_by_depth

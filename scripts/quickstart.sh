@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 CONVGEN_EXTRAS=${CONVGEN_EXTRAS:-tensorboard} bash scripts/setup.sh
 RUN=runs/mnist-classifier
 # --resume latest: a second quickstart continues (or simply re-finishes) the same run instead of refusing.
-.venv/bin/convgen train configs/mnist-classifier.yaml --out "$RUN" --resume latest
+.venv/bin/convgen train configs/classification/mnist-classifier.yaml --out "$RUN" --resume latest
 [ -d "$RUN/val-digits" ] || .venv/bin/convgen data export --split val --limit 16 --out "$RUN/val-digits"
 .venv/bin/convgen classify "$RUN" --input "$RUN/val-digits"
 echo

@@ -74,7 +74,13 @@ def test_bad_config_value_override(capsys, tmp_path):
 
     code, _, err = run_main(
         capsys,
-        ["train", str(REPO / "configs" / "mnist-classifier.yaml"), "train.epochs=zero", "--out", str(tmp_path / "run")],
+        [
+            "train",
+            str(REPO / "configs" / "classification" / "mnist-classifier.yaml"),
+            "train.epochs=zero",
+            "--out",
+            str(tmp_path / "run"),
+        ],
     )
     assert_one_line_error(code, err, "train.epochs")
 

@@ -2,7 +2,7 @@ import pytest
 
 from convgen.config import apply_overrides, build_config, load_config
 from convgen.errors import ConfigError
-from tests.conftest import tiny_config
+from tests.conftest import REPO, tiny_config
 
 
 def test_defaults_fill_and_roundtrip():
@@ -85,10 +85,21 @@ def test_override_without_equals():
         apply_overrides({}, ["train.lr"])
 
 
+def test_every_preset_loads_and_names_its_stage():
+    presets = sorted((REPO / "configs").glob("*/*.yaml"))
+    assert len(presets) >= 17 and not list((REPO / "configs").glob("*.yaml"))  # grouped by task
+    for path in presets:
+        cfg = load_config(path)
+        assert path.parent.name == cfg.task.registry_name, path  # configs/<task>/<name>.yaml
+        assert f"configs/{path.parent.name}/{path.name}" in path.read_text(), f"{path}: header names another file"
+    with pytest.raises(ConfigError, match="grouped by task now: .*classification/mnist-classifier.yaml"):
+        load_config(REPO / "configs" / "mnist-classifier.yaml")
+
+
 def test_preset_file_loads(tmp_path):
     from tests.conftest import REPO
 
-    cfg = load_config(REPO / "configs" / "mnist-classifier.yaml", ["train.epochs=1"])
+    cfg = load_config(REPO / "configs" / "classification" / "mnist-classifier.yaml", ["train.epochs=1"])
     assert cfg.train.epochs == 1 and cfg.data.val_count == 1000
 
 

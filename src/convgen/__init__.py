@@ -5,7 +5,7 @@ Quick use::
     import convgen
     clf = convgen.load("mnist-classifier")          # a zoo model, or a saved model directory
     clf.classify_files("digits/")                    # {"file.png": 7, ...}
-    convgen.train("configs/mnist-classifier.yaml", out="runs/mnist")
+    convgen.train("configs/classification/mnist-classifier.yaml", out="runs/mnist")
 
 Submodules are imported on first use, so ``import convgen`` stays fast and an optional dependency that is
 missing only affects the feature that needs it.

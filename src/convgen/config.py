@@ -142,7 +142,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        moved = sorted(path.parent.glob(f"*/{path.name}")) if path.parent.is_dir() else []
+        hint = f" (presets are grouped by task now: {moved[0]}?)" if moved else ""
+        raise ConfigError(f"config file not found: {path}{hint}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:

@@ -138,7 +138,7 @@ def average(
     metrics, which describe the sources, not the average. ``out`` is written atomically."""
     out = Path(out)
     if out.exists() and not overwrite:
-        raise ConvgenError(f"{out} already exists (pass --overwrite / overwrite=True to replace it)")
+        raise ConvgenError(f"{out} already exists (pass `overwrite` to replace it)")
     sources = [resolve(m) for m in models]
     if any(d.resolve().is_relative_to(out.resolve()) for d in sources):
         raise ConvgenError(f"{out}: the output cannot be (or hold) one of the models being averaged")

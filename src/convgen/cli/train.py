@@ -46,7 +46,7 @@ def add_commands(sub) -> None:
         "train",
         help="train a model from a YAML config",
         description="Train from a config (configs/*.yaml) with key.sub=value overrides, e.g. "
-        "`convgen train configs/mnist-classifier.yaml train.epochs=2 --out runs/x`. "
+        "`convgen train configs/classification/mnist-classifier.yaml train.epochs=2 --out runs/x`. "
         "Multi-process: `torchrun --nproc_per_node 2 -m convgen train ...`.",
     )
     t.add_argument("config", nargs="?", help="YAML config file (optional when resuming a run)")

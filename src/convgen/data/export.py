@@ -23,9 +23,9 @@ def export_images(
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise ConvgenError(f"{out} already exists and is not empty; choose another --out")
+        raise ConvgenError(f"{out} already exists and is not empty; choose another `out`")
     if limit is not None and limit < 1:
-        raise ConvgenError("--limit must be >= 1")
+        raise ConvgenError("`limit` must be >= 1")
     for text in overrides or []:
         if not text.startswith("data."):
             raise ConvgenError(f"override {text!r}: only data.* settings apply to an export")

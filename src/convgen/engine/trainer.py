@@ -4,7 +4,7 @@ Usage::
 
     from convgen.config import load_config
     from convgen.engine.trainer import Trainer
-    result = Trainer(load_config("configs/mnist-classifier.yaml"), "runs/mnist").fit()
+    result = Trainer(load_config("configs/classification/mnist-classifier.yaml"), "runs/mnist").fit()
 
 Layout of a run directory::
 
@@ -109,8 +109,8 @@ class Trainer:
         if self.resume is None:
             if ckpt.step_checkpoints(self.ckpt_root) or (self.run_dir / "model").exists():
                 raise ConvgenError(
-                    f"{self.run_dir} already holds a training run; pass --resume latest to continue it, "
-                    "or choose another --out"
+                    f"{self.run_dir} already holds a training run; pass `resume` latest to continue it, "
+                    "or choose another `out`"
                 )
             return None
         if self.resume == "latest":

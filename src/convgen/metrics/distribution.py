@@ -141,7 +141,7 @@ def evaluate_generation(
     a memorisation check compares the fakes' nearest training neighbours with those of the held-out ``real``
     images; ``two_sample`` adds a classifier two-sample test.
     """
-    for name, folder in (("--real", real), ("--fake", fake)):
+    for name, folder in (("`real`", real), ("`fake`", fake)):
         if not Path(folder).is_dir():
             raise ImageError(f"{folder}: directory not found ({name})")
     if extractor is None:
@@ -181,7 +181,7 @@ def metrics_from_features(
     """The metrics of :func:`evaluate_generation` from two :class:`~convgen.metrics.extractors.FeatureSet`."""
     for name, fs in (("real", real), ("fake", fake)):
         if len(fs.features) < 10:
-            raise ConvgenError(f"--{name} has {len(fs.features)} images; at least 10 are needed")
+            raise ConvgenError(f"`{name}` has {len(fs.features)} images; at least 10 are needed")
     fd = frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
     kid, kid_std = kernel_inception_distance(real.features, fake.features, kid_subsets, kid_subset_size, seed=seed)
     is_mean, is_std = inception_score(fake.probs.astype(np.float64), splits=min(10, len(fake.probs)))

@@ -149,8 +149,8 @@ def resolve_inception_weights(weights: str | Path | None = None) -> Path:
         return fetch_weights(cache)
     except ConvgenError as e:
         raise ConvgenError(
-            f"the InceptionV3 FID weights are not available ({e}); pass --inception-weights "
-            f"PATH/{WEIGHTS_FILE} or use --extractor mnist-classifier for digits"
+            f"the InceptionV3 FID weights are not available ({e}); pass `inception_weights` "
+            f"PATH/{WEIGHTS_FILE} or use `extractor` mnist-classifier for digits"
         ) from None
 
 

@@ -110,7 +110,7 @@ def _pair_files(reference: Path, restored: Path) -> list[tuple[Path, Path]]:
     if not restored.is_file():
         raise ImageError(f"{restored}: file or directory not found")
     if reference.is_dir():
-        raise ConvgenError("--reference is a directory but --restored is a single file")
+        raise ConvgenError("`reference` is a directory but `restored` is a single file")
     return [(reference, restored)]
 
 

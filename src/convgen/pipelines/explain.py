@@ -39,7 +39,7 @@ def explain(
     out = Path(out)
     names = ("gradcam.png", "feature_maps.png", "filters.png")
     if any((out / n).exists() for n in names):
-        raise ConvgenError(f"{out} already holds explain pictures; choose another --out")
+        raise ConvgenError(f"{out} already holds explain pictures; choose another `out`")
     model, prepare, score, kind, extra = _explainable(model_name, target)
     paths = resolve_inputs(inputs)[:16]
     x = prepare(paths)
@@ -91,7 +91,7 @@ def _explainable(model_name: str, target: int | None):
             )
         disc = saved.network("discriminator")
         if cfg.model.num_classes and target is None:
-            raise ConvgenError("this discriminator is class-conditional: give --target CLASS")
+            raise ConvgenError("this discriminator is class-conditional: give `target` CLASS")
         c, s = cfg.model.channels, cfg.model.image_size
 
         def prepare_d(paths):

@@ -92,7 +92,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: 
         raise ConvgenError(f"{run}: not a run or model directory (no config.json)")
     out = Path(out) if out else run / "report.html"
     if out.exists() and not overwrite:
-        raise ConvgenError(f"{out} already exists; pass --overwrite to replace it")
+        raise ConvgenError(f"{out} already exists; pass `overwrite` to replace it")
     config = json.loads(config_path.read_text())
     model_dir = run / "model" if (run / "model" / "config.json").is_file() else run
     meta_path = model_dir / "meta.json"
