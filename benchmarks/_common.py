@@ -1,8 +1,10 @@
-"""Shared by the restoration benchmarks: the ``--model LABEL=NAME`` loader and the JSON report they print."""
+"""Shared by the benchmarks: the one JSON report header they all print (:func:`print_report`), and for the
+restoration benchmarks the ``--model LABEL=NAME`` loader and SSIM."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from datetime import date
 
@@ -29,12 +31,23 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (the machines change between sessions: a speed is only compared within one run)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def print_report(benchmark: str, results: dict, threads: int | None = None, **fields) -> None:
     """One JSON object on stdout: the benchmark's name, its ``fields`` (images, protocol, ...), the results, the
     machine and the date."""
     import torch
 
-    machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+    machine = f"{cpu_model()}, torch {torch.__version__}"
     if threads is not None:
         machine += f", {threads} threads"
     report = {

@@ -11,15 +11,13 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import print_report
 from torch import nn
 
 import convgen
@@ -84,7 +82,8 @@ def run_baseline(data, epochs: int) -> dict:
 
 
 def run_convgen(overrides: list[str]) -> dict:
-    cfg = load_config(REPO / "configs" / "mnist-classifier.yaml", ["train.progress=false", *overrides])
+    preset = REPO / "configs" / "classification" / "mnist-classifier.yaml"
+    cfg = load_config(preset, ["train.progress=false", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         result = convgen.train(cfg, Path(tmp) / "run")
@@ -104,23 +103,19 @@ def main() -> None:
     p.add_argument("--baseline-epochs", type=int, default=14)
     p.add_argument("--overrides", nargs="*", default=[], help="overrides for the convgen recipe")
     args = p.parse_args()
-    data = build_data(load_config(REPO / "configs" / "mnist-classifier.yaml").data)
+    data = build_data(load_config(REPO / "configs" / "classification" / "mnist-classifier.yaml").data)
     ours = run_convgen(args.overrides)
     base = run_baseline(data, args.baseline_epochs)
     base["epochs"] = args.baseline_epochs
-    out = {
-        "benchmark": "classifier_training",
-        "data": "bundled MNIST 8k split: 7000 train / 1000 val (stratified, split_seed 0)",
+    results = {
         "convgen": ours,
         "baseline_pytorch_examples": base,
         "error_rate_ratio_baseline_over_convgen": (1 - base["val_accuracy"])
         / max(1e-9, 1 - ours["val_accuracy_final"]),
         "time_ratio_baseline_over_convgen": base["train_seconds"] / ours["train_seconds"],
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}",
-        "date": date.today().isoformat(),
     }
-    print(json.dumps(out, indent=2))
+    data_note = "bundled MNIST 8k split: 7000 train / 1000 val (stratified, split_seed 0)"
+    print_report("classifier_training", results, threads=torch.get_num_threads(), data=data_note)
 
 
 if __name__ == "__main__":

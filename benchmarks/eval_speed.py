@@ -14,17 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import print_report
 
 
 def write_sets(root: Path, n: int) -> tuple[Path, Path]:
@@ -39,7 +38,7 @@ def write_sets(root: Path, n: int) -> tuple[Path, Path]:
     real.mkdir(parents=True, exist_ok=True)
     fake.mkdir(parents=True, exist_ok=True)
     repo = Path(__file__).resolve().parents[1]
-    data = build_data(load_config(repo / "configs" / "mnist-classifier.yaml").data)
+    data = build_data(load_config(repo / "configs" / "classification" / "mnist-classifier.yaml").data)
     x = torch.cat([data.train.batch(torch.arange(len(data.train)))[0], data.val.batch(torch.arange(len(data.val)))[0]])
     shifts = [(0, 0), (0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (-1, -1)]
     for i in range(n):
@@ -119,18 +118,14 @@ def main() -> None:
             )
             runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
         results[str(n)] = runs
-    summary = {
-        "benchmark": "eval_speed",
-        "results": results,
-        "frechet_side_by_side": frechet_side_by_side(*write_sets(root, args.n[0])),
-        "protocol": "N real vs N fake 28 px PNGs, `evaluate_generation(..., 'mnist-classifier')` in a fresh process; "
+    print_report(
+        "eval_speed",
+        results,
+        threads=torch.get_num_threads(),
+        frechet_side_by_side=frechet_side_by_side(*write_sets(root, args.n[0])),
+        protocol="N real vs N fake 28 px PNGs, `evaluate_generation(..., 'mnist-classifier')` in a fresh process; "
         "cold = no cached real features, warm = real features read from the statistics cache",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "date": str(date.today()),
-    }
-    print(json.dumps(summary, indent=2))
+    )
 
 
 if __name__ == "__main__":

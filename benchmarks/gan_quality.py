@@ -14,14 +14,12 @@ the classifier assigns to the requested class. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
+from _common import print_report
 
 import convgen
 from convgen.config import load_config
@@ -58,7 +56,7 @@ def evaluate_model(model: str, n: int, per_class: int, extractor, x_real: torch.
 
 
 def train_for(config: str, minutes: float, out: Path) -> str:
-    cfg = load_config(REPO / "configs" / config, [f"train.max_minutes={minutes}", "train.progress=false"])
+    cfg = load_config(REPO / "configs" / "gan" / config, [f"train.max_minutes={minutes}", "train.progress=false"])
     t = time.perf_counter()
     convgen.train(cfg, out)
     print(f"{config}: {time.perf_counter() - t:.0f} s", flush=True, file=sys.stderr)
@@ -80,27 +78,25 @@ def main() -> None:
         models["reference"] = train_for("dcgan-reference.yaml", args.train_minutes, runs / "dcgan-reference")
     if not models:
         p.error("give --model NAME=MODEL (repeatable) or --train-minutes")
-    data = build_data(load_config(REPO / "configs" / "mnist-dcgan.yaml").data)
+    data = build_data(load_config(REPO / "configs" / "gan" / "mnist-dcgan.yaml").data)
     x_real, _ = data.val.batch(torch.arange(len(data.val)))
     extractor = get_extractor("mnist-classifier")
     results = {name: evaluate_model(model, args.n, args.per_class, extractor, x_real) for name, model in models.items()}
-    summary = {"benchmark": "gan_quality", "results": results}
+    ratio = {}
     if "ours" in results and "reference" in results:
-        summary["fd_ratio_ours_vs_reference"] = round(
+        ratio["fd_ratio_ours_vs_reference"] = round(
             results["ours"]["fd_mnistcls"] / results["reference"]["fd_mnistcls"], 4
         )
-    summary.update(
-        {
-            "protocol": "FD-mnistcls = Frechet distance in the penultimate features of the zoo mnist-classifier "
-            "(not InceptionV3, not a standard FID); samples resized to 28 px (bilinear, antialiased); "
-            f"{args.n} samples, seed 0, vs the 1,000 bundled validation digits; class shares from the same classifier",
-            "models": models,
-            "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(),
-            "date": str(date.today()),
-        }
+    print_report(
+        "gan_quality",
+        results,
+        threads=torch.get_num_threads(),
+        **ratio,
+        protocol="FD-mnistcls = Frechet distance in the penultimate features of the zoo mnist-classifier "
+        "(not InceptionV3, not a standard FID); samples resized to 28 px (bilinear, antialiased); "
+        f"{args.n} samples, seed 0, vs the 1,000 bundled validation digits; class shares from the same classifier",
+        models=models,
     )
-    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

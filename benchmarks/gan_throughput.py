@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import print_report
 from torch import nn
 
 import convgen
@@ -50,7 +49,7 @@ class Resized(torch.utils.data.Dataset):
 
 def examples_loop(steps: int, warmup: int) -> float:
     torch.manual_seed(0)
-    cfg = load_config(REPO / "configs" / "dcgan-reference.yaml")
+    cfg = load_config(REPO / "configs" / "gan" / "dcgan-reference.yaml")
     data = build_data(cfg.data)
     gan = DCGAN(cfg.model)
     net_g, net_d_logits = gan.generator, gan.discriminator
@@ -97,7 +96,7 @@ def examples_loop(steps: int, warmup: int) -> float:
 
 def convgen_run(overrides: list[str], steps: int, warmup: int) -> float:
     cfg = load_config(
-        REPO / "configs" / "dcgan-reference.yaml",
+        REPO / "configs" / "gan" / "dcgan-reference.yaml",
         [f"train.max_steps={warmup + steps}", "train.log_every=1", "train.progress=false", "task.eval_samples=10"]
         + overrides,
     )
@@ -118,24 +117,17 @@ def main() -> None:
         "convgen-reference": convgen_run([], args.steps, args.warmup),
         "convgen-default": convgen_run(["train.channels_last=true"], args.steps, args.warmup),
     }
-    print(
-        json.dumps(
-            {
-                "benchmark": "dcgan_training_throughput",
-                "images_per_s": {k: round(v, 2) for k, v in results.items()},
-                "ratio_default_vs_examples": round(results["convgen-default"] / results["examples"], 3),
-                "ratio_default_vs_reference_preset": round(
-                    results["convgen-default"] / results["convgen-reference"], 3
-                ),
-                "setup": "64 px, ngf=ndf=64, nz=100, batch 64, Adam 2e-4 beta1 0.5, fp32, bundled MNIST 7,000 train",
-                "steps_timed": args.steps,
-                "warmup_steps": args.warmup,
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "cpu": platform.processor() or platform.machine(),
-                "date": str(date.today()),
-            }
-        )
+    print_report(
+        "dcgan_training_throughput",
+        {
+            "images_per_s": {k: round(v, 2) for k, v in results.items()},
+            "ratio_default_vs_examples": round(results["convgen-default"] / results["examples"], 3),
+            "ratio_default_vs_reference_preset": round(results["convgen-default"] / results["convgen-reference"], 3),
+        },
+        threads=torch.get_num_threads(),
+        setup="64 px, ngf=ndf=64, nz=100, batch 64, Adam 2e-4 beta1 0.5, fp32, bundled MNIST 7,000 train",
+        steps_timed=args.steps,
+        warmup_steps=args.warmup,
     )
 
 

@@ -11,9 +11,7 @@ Runs on BSDS500 *training* photos by default (this is a design study, not a test
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from convgen.io.images import list_images, read_image
 from convgen.metrics.reference import psnr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_report
 from inpaint import baseline  # noqa: E402  (the benchmark's own OpenCV wrappers)
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "bsds500" / "train"
@@ -106,18 +105,12 @@ def main() -> None:
                 out = np.clip(np.asarray(fn(masked, mask), np.float64), 0, 1).reshape(img.shape)
                 scores[name][kind].append(psnr(img, out, mask=mask))
     results = {n: {k: round(float(np.mean(v)), 3) for k, v in d.items()} for n, d in scores.items()}
-    print(
-        json.dumps(
-            {
-                "benchmark": "inpaint_prefill",
-                "metric": "PSNR on the missing pixels (dB)",
-                "images": f"{args.images} (first {len(files)})",
-                "masks": "random_mask, coverage uniform [0.1, 0.4], seed 50000 + image index",
-                "results": results,
-                "date": date.today().isoformat(),
-            },
-            indent=1,
-        )
+    print_report(
+        "inpaint_prefill",
+        results,
+        metric="PSNR on the missing pixels (dB)",
+        images=f"{args.images} (first {len(files)})",
+        masks="random_mask, coverage uniform [0.1, 0.4], seed 50000 + image index",
     )
 
 

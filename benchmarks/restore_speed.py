@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+from _common import print_report
 
 CHILD = r"""
 import json, sys, time, resource, numpy as np, torch
@@ -82,28 +81,18 @@ def main() -> None:
             capture_output=True,
         )
         cli_s = time.perf_counter() - t
-    import torch
 
-    print(
-        json.dumps(
-            {
-                "benchmark": "restore_speed",
-                "model": args.model,
-                "image_481x321": {"seconds_median_of_5": round(small["seconds"], 3), "all": small["all_seconds"]},
-                "cli_481x321_end_to_end_seconds": round(cli_s, 2),
-                "image_4000x3000_tiled": {
-                    "seconds": round(big["seconds"], 1),
-                    "peak_rss_mb": round(big["peak_rss_mb"]),
-                    "tile": args.tile,
-                },
-                "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch "
-                f"{torch.__version__}",
-                "date": date.today().isoformat(),
-                "this_process_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            },
-            indent=1,
-        )
-    )
+    results = {
+        "image_481x321": {"seconds_median_of_5": round(small["seconds"], 3), "all": small["all_seconds"]},
+        "cli_481x321_end_to_end_seconds": round(cli_s, 2),
+        "image_4000x3000_tiled": {
+            "seconds": round(big["seconds"], 1),
+            "peak_rss_mb": round(big["peak_rss_mb"]),
+            "tile": args.tile,
+        },
+        "this_process_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    print_report("restore_speed", results, threads=args.threads, model=args.model)
 
 
 if __name__ == "__main__":

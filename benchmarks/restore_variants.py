@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import print_report
 from denoise import DATA, run_method  # the denoising benchmark's protocol loop (noise, PSNR, SSIM, timing)
 
 import convgen
@@ -108,18 +107,12 @@ def main() -> None:
                 "val_curve": val_curve(run / "metrics.jsonl"),
             }
             print(json.dumps({name: results[name]}), file=sys.stderr)
-    print(
-        json.dumps(
-            {
-                "benchmark": "restore_variants",
-                "protocol": f"Train400 sigma 25, {args.steps} steps x 16 patches of 40 px; first {len(files)} "
-                "BSD68 images, sigma 25, default_rng(index), unclipped; PSNR data_range 1",
-                "results": results,
-                "machine": f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads",
-                "date": str(date.today()),
-            },
-            indent=1,
-        )
+    print_report(
+        "restore_variants",
+        results,
+        threads=args.threads,
+        protocol=f"Train400 sigma 25, {args.steps} steps x 16 patches of 40 px; first {len(files)} "
+        "BSD68 images, sigma 25, default_rng(index), unclipped; PSNR data_range 1",
     )
 
 
