@@ -43,7 +43,10 @@ def test_plugin_family_trains_saves_and_restores(tmp_path: Path):
     mse = [rec["train/mse"] for rec in records if "train/mse" in rec]
     assert mse[-1] < 0.1 * mse[0]  # it learned the identity
     assert summary["best_metric"] == "val/mse" and summary["best_value"] < 0.01
-    assert (tmp_path / "run" / "model" / "net.safetensors").is_file()
+    model = tmp_path / "run" / "model"
+    assert (model / "net.safetensors").is_file()
+    assert json.loads((model / "meta.json").read_text())["toy"] == "exported by a plugin"  # the task's export_meta
+    assert json.loads((model / "tables.json").read_text()) == {"built": True}  # written by its finalize_export
 
     digit = (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)
     Image.fromarray(digit).save(tmp_path / "in.png")
