@@ -7,6 +7,7 @@ import json
 import os
 import platform
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +35,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def cpu_model() -> str:
     """The CPU's model name (the machines change between sessions: a speed is only compared within one run)."""
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
     except OSError:
