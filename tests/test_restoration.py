@@ -32,6 +32,7 @@ def degradation(**cfg):
     """A degradation object from config values (``kind`` defaults to noise)."""
     return make_degradation(cfg)
 
+
 def smooth_images(n: int, size: int, channels: int = 1, seed: int = 0) -> np.ndarray:
     """Piecewise-smooth test images (blurred blobs and edges), N x H x W x C uint8."""
     rng = np.random.default_rng(seed)
@@ -192,6 +193,37 @@ def test_bad_degradation_configs():
         degradation(sigma=25, sigma_range=[0, 50])
     with pytest.raises(ConfigError, match="coverage"):
         degradation(kind="inpaint", coverage=[0.5, 1.2])
+    with pytest.raises(ConfigError, match="task.degradation.mask' is for inpaint degradations"):
+        degradation(kind="superres", mask="boxes")  # another kind's key, set: refused
+    with pytest.raises(ConfigError, match="unknown config key 'task.degradation.scael'; did you mean"):
+        degradation(kind="superres", scael=2)
+    with pytest.raises(ConfigError, match="unknown degradation kind 'blur'"):
+        degradation(kind="blur")
+
+
+def test_each_degradation_kind_has_its_own_schema_and_old_flat_configs_load():
+    """Each kind keeps only its own keys; a config saved when one flat schema held every kind's keys (every zoo
+    model's config.json) loads, and a run saved that way resumes."""
+    flat = {"kind": "superres", "sigma": 25.0, "sigma_range": None, "peak": [10.0, 200.0], "mask": "mixed",
+            "coverage": [0.05, 0.5], "prefill": "zero", "scale": 4, "quality": [10, 50]}  # fmt: skip
+    cfg = build_config({"task": {"type": "restoration", "degradation": flat}, "model": {"type": "dncnn"},
+                        "data": {"type": "mnist"}})  # fmt: skip
+    assert cfg.to_dict()["task"]["degradation"] == {"kind": "superres", "scale": 4}
+    assert degradation(kind="noise").cfg.sigma == 25.0 and degradation().verb == "denoise"
+    noise = build_config({"task": {"type": "restoration"}, "model": {"type": "dncnn"}, "data": {"type": "mnist"}})
+    assert noise.to_dict()["task"]["degradation"] == {"kind": "noise", "sigma": 25.0, "sigma_range": None}
+
+
+def test_a_run_saved_with_the_flat_degradation_schema_resumes(image_dir: Path, tmp_path: Path):
+    cfg = restore_config(image_dir, train__max_steps=20, train__ckpt_every=10, train__eval_every=10)
+    Trainer(build_config({**cfg, "train": {**cfg["train"], "max_steps": 10}}), tmp_path / "b").fit()
+    for path in (tmp_path / "b").rglob("config.json"):  # as a run of the previous release wrote them
+        saved = json.loads(path.read_text())
+        saved["task"]["degradation"].update({"peak": [10.0, 200.0], "mask": "mixed", "coverage": [0.05, 0.5],
+                                             "prefill": "zero", "scale": 2, "quality": [10, 50]})  # fmt: skip
+        path.write_text(json.dumps(saved))
+    resumed = Trainer(build_config(cfg), tmp_path / "b", resume="latest").fit()
+    assert resumed.step == 20
 
 
 # -- networks ---------------------------------------------------------------------------------------------------------

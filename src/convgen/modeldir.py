@@ -66,6 +66,10 @@ class SavedModel:
     def has(self, network: str) -> bool:
         return (self.path / f"{network}.safetensors").is_file()
 
+    def weights(self, network: str) -> dict[str, torch.Tensor]:
+        """The saved tensors of ``network`` as they are (e.g. to start another network from them)."""
+        return load_weights(self.path / f"{network}.safetensors")
+
     def network(self, name: str, device: torch.device | str = "cpu") -> nn.Module:
         """Network ``name`` with its saved weights, on ``device``, in eval mode."""
         net = build_network(self.cfg.model, name)

@@ -130,6 +130,9 @@ def build_typed(section: str, raw: Any, registry: Any, key: str = "type", defaul
         raise ConfigError(f"config section {section!r} needs a {key!r} key (one of: {', '.join(registry.names())})")
     raw = dict(raw)
     type_name = raw.pop(key)
+    if not isinstance(type_name, str) or type_name not in registry:
+        known = ", ".join(registry.names()) or "none"
+        raise ConfigError(f"config key '{section}.{key}': unknown {registry.kind} {type_name!r} (known: {known})")
     entry = registry.get(type_name)
     cfg = from_dict(entry.Config, entry.accept(raw) if hasattr(entry, "accept") else raw, section)
     cfg.registry_name = type_name  # type: ignore[attr-defined]

@@ -22,7 +22,6 @@ from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task
 from convgen.errors import ConfigError
-from convgen.io.weights import load_weights
 from convgen.losses.pixel import restoration_loss
 from convgen.metrics.reference import psnr, ssim
 from convgen.models import build_model
@@ -86,11 +85,11 @@ class RestorationTask(Task):
 
     @staticmethod
     def _init_from(net: torch.nn.Module, source: str) -> None:
-        path = modeldir.resolve(source) / "restorer.safetensors"
-        if not path.is_file():
+        saved = modeldir.open_model(source)
+        if not saved.has("restorer"):
             raise ConfigError(f"task.init_from {source}: no restorer.safetensors (not a restoration model)")
         own = net.state_dict()
-        state = load_weights(path)
+        state = saved.weights("restorer")
         if hasattr(net, "adapt_state"):
             state = net.adapt_state(state)
         state = {k: _inflate(v, own[k]) if k in own else v for k, v in state.items()}
