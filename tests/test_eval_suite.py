@@ -133,6 +133,17 @@ def test_inception_loads_layout_file_and_gives_2048_features(weights_file, tmp_p
     (tmp_path / "junk.pth").write_bytes(b"not a weights file")
     with pytest.raises(ConvgenError, match="not a readable weights file"):
         build_fid_inception(tmp_path / "junk.pth")
+    wrong = dict(state, **{"fc.weight": torch.zeros(1000, 2048)})  # a wrongly shaped tensor
+    torch.save(wrong, tmp_path / "wrong.pth")
+    with pytest.raises(ConvgenError, match=r"fc.weight has shape \(1000, 2048\), the model needs \(1008, 2048\)"):
+        build_fid_inception(tmp_path / "wrong.pth")
+    nan = dict(state, **{"fc.bias": torch.full((1008,), float("nan"))})
+    save_file(nan, tmp_path / "nan.safetensors")
+    with pytest.raises(ConvgenError, match="fc.bias holds NaN"):
+        build_fid_inception(tmp_path / "nan.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "w.safetensors").read_bytes()[:5000])  # truncated
+    with pytest.raises(ConvgenError, match="not a valid safetensors file"):
+        build_fid_inception(tmp_path / "cut.safetensors")
 
 
 def tf1_reference(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:

@@ -36,7 +36,8 @@ def test_kid_formula_on_hand_built_features():
         - 2 * k(x, y).mean()
     )
     value, std = gm.kernel_inception_distance(x, y, subsets=3, subset_size=3)
-    assert value == pytest.approx(expected, rel=1e-12) and std == pytest.approx(0, abs=1e-12)
+    # every subset is the whole set: the std is undefined (NaN, null in JSON), not a certain 0
+    assert value == pytest.approx(expected, rel=1e-12) and np.isnan(std)
 
 
 def test_inception_score_known_answers():
@@ -86,3 +87,63 @@ def test_masked_psnr_and_ms_ssim_behaviour():
     assert ms_ssim(clean, clean) == pytest.approx(1.0)
     slight, heavy = clean + rng.standard_normal(clean.shape) * 0.02, clean + rng.standard_normal(clean.shape) * 0.2
     assert 1 > ms_ssim(clean, slight) > ms_ssim(clean, heavy) > 0
+
+
+def _prdc_reference(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
+    """clovaai/generative-evaluation-prdc ``compute_prdc`` (MIT), as published: k-th neighbour radii by
+    partition (the point itself is the 0th), strict ``<`` everywhere."""
+
+    def dist(a, b):
+        return np.sqrt(np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T, 0))
+
+    def kth(d, k):
+        return np.take_along_axis(d, np.argpartition(d, k, axis=-1)[..., k : k + 1], axis=-1)[..., 0]
+
+    r_real, r_fake = kth(dist(real, real), k), kth(dist(fake, fake), k)
+    d = dist(real, fake)
+    return {
+        "precision": float((d < r_real[:, None]).any(axis=0).mean()),
+        "recall": float((d < r_fake[None, :]).any(axis=1).mean()),
+        "density": float((1.0 / k) * (d < r_real[:, None]).sum(axis=0).mean()),
+        "coverage": float((d.min(axis=1) < r_real).mean()),
+    }
+
+
+def test_density_and_coverage_match_the_reference_code_with_ties():
+    rng = np.random.default_rng(3)
+    # integer grid points: many equal distances, so "<" and "<=" give different answers
+    real = rng.integers(0, 4, (60, 2)).astype(np.float64)
+    fake = rng.integers(0, 4, (50, 2)).astype(np.float64)
+    for a, b in ((real, fake), (real, real), (real, real[:40]), (fake, real)):
+        ours, ref = gm.precision_recall_density_coverage(a, b, k_dc=5), _prdc_reference(a, b, 5)
+        assert ours["density"] == pytest.approx(ref["density"], abs=1e-12)
+        assert ours["coverage"] == pytest.approx(ref["coverage"], abs=1e-12)
+    # identical continuous sets (no ties): density and coverage are exactly 1
+    feats = rng.standard_normal((300, 16))
+    same = gm.precision_recall_density_coverage(feats, feats.copy())
+    assert same["density"] == 1.0 and same["coverage"] == 1.0
+
+
+def test_kid_std_is_undefined_when_every_subset_is_the_whole_set():
+    rng = np.random.default_rng(0)
+    real, fake = rng.standard_normal((50, 8)), rng.standard_normal((50, 8)) + 0.5
+    kid, std = gm.kernel_inception_distance(real, fake, subsets=10, subset_size=1000)
+    assert kid > 0 and np.isnan(std)
+    kid2, std2 = gm.kernel_inception_distance(real, fake, subsets=10, subset_size=20)
+    assert np.isfinite(std2) and std2 > 0 and abs(kid2 - kid) < 0.2
+
+
+def test_papers_ssim_matches_scikit_image_gaussian_form():
+    skm = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(1)
+    ref = rng.random((40, 52, 3))
+    out = np.clip(ref + rng.normal(0, 0.1, ref.shape), 0, 1)
+    want = skm.structural_similarity(
+        ref, out, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    assert ssim(ref, out, gaussian=True) == pytest.approx(want, abs=1e-6)
+    gray_want = skm.structural_similarity(
+        ref[..., 0], out[..., 0], data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    assert ssim(ref[..., :1], out[..., :1], gaussian=True) == pytest.approx(gray_want, abs=1e-6)
+    assert ssim(ref, out, gaussian=True) < ssim(ref, out)  # the papers' form reads lower on noisy images

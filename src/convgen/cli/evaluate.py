@@ -6,7 +6,6 @@ import argparse
 import json
 
 from convgen.cli.common import command_group
-from convgen.errors import ConvgenError
 
 
 def _cmd_eval_restoration(args: argparse.Namespace) -> int:
@@ -26,9 +25,8 @@ def _cmd_eval_restoration(args: argparse.Namespace) -> int:
 
 def _cmd_eval_generation(args: argparse.Namespace) -> int:
     from convgen.metrics.distribution import evaluate_generation
+    from convgen.metrics.reference import finite_or_none
 
-    if args.pairs and not args.train:
-        raise ConvgenError("--pairs needs --train (the pairs are samples and their nearest training images)")
     result = evaluate_generation(
         args.real,
         args.fake,
@@ -45,7 +43,7 @@ def _cmd_eval_generation(args: argparse.Namespace) -> int:
         device=args.device,
     )
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(finite_or_none(result)))
     else:
         print(result["protocol"]["label"])
         for k in ("fid", "kid", "is", "precision", "recall", "density", "coverage"):

@@ -33,15 +33,33 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ConvgenError(f"{path}: not a valid safetensors file ({e})") from None
 
 
+def fit_state(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path, ignore=()) -> None:
+    """Load ``state`` into ``module`` after checking that it fits: the same tensor names (but those ending in one of
+    ``ignore``), the same shapes, finite values. Anything else is a one-line error naming ``source``."""
+    own = module.state_dict()
+    keep = lambda k: not any(k.endswith(s) for s in ignore)  # noqa: E731
+    missing = [k for k in own if k not in state and keep(k)]
+    unexpected = [k for k in state if k not in own and keep(k)]
+    if missing or unexpected:
+        raise ConvgenError(
+            f"{source}: weights do not fit the configured model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    wrong = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ConvgenError(
+            f"{source}: tensor {k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}"
+        )
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ConvgenError(f"{source}: tensor {bad} holds NaN or infinite values")
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
 def load_models(directory: Path, models: dict[str, nn.Module]) -> None:
     for name, module in models.items():
-        sd = load_weights(directory / f"{name}.safetensors")
-        missing, unexpected = module.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise ConvgenError(
-                f"{directory / (name + '.safetensors')}: weights do not fit the configured model "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
+        path = directory / f"{name}.safetensors"
+        fit_state(module, load_weights(path), path)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -59,7 +59,10 @@ def kernel_inception_distance(
     coef0: float = 1.0,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Unbiased MMD^2 with the kernel (x.y / d + coef0)^degree, mean and std over random subsets."""
+    """Unbiased MMD^2 with the kernel (x.y / d + coef0)^degree, mean and std over random subsets.
+
+    The subsets have ``min(subset_size, len(real), len(fake))`` samples; when that is all of both sets every subset
+    is the same, and the std is NaN (undefined), not 0."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     m = min(subset_size, len(real), len(fake))
     d = real.shape[1]
@@ -74,6 +77,8 @@ def kernel_inception_distance(
         values.append(
             (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
         )
+    if m == len(real) == len(fake) or subsets < 2:
+        return float(np.mean(values)), float("nan")
     return float(np.mean(values)), float(np.std(values))
 
 
@@ -95,12 +100,16 @@ def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def precision_recall_density_coverage(
     real: np.ndarray, fake: np.ndarray, k_pr: int = 3, k_dc: int = 5
 ) -> dict[str, float]:
-    """Improved precision/recall with ``k_pr``-NN manifolds (paper: k=3) and density/coverage with ``k_dc`` (k=5)."""
+    """Improved precision/recall with ``k_pr``-NN manifolds (paper: k=3) and density/coverage with ``k_dc`` (k=5).
+
+    As in the reference code: precision/recall count a sample inside a k-NN ball when its distance is ``<=`` the
+    radius (Kynkäänniemi et al.'s ``distance <= radii``), density/coverage when it is strictly ``<`` (Naeem et
+    al.'s ``prdc``), so identical real and fake sets without ties give density 1 and coverage 1."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     d_rr, d_ff = np.sort(_pairwise(real, real), axis=1), np.sort(_pairwise(fake, fake), axis=1)
     r_real_pr, r_fake_pr, r_real_dc = d_rr[:, k_pr], d_ff[:, k_pr], d_rr[:, k_dc]  # column 0 is the point itself
     d_rf = _pairwise(real, fake)  # real x fake
-    inside_dc = d_rf <= r_real_dc[:, None]
+    inside_dc = d_rf < r_real_dc[:, None]
     return {
         "precision": float((d_rf <= r_real_pr[:, None]).any(0).mean()),
         "recall": float((d_rf <= r_fake_pr[None, :]).any(1).mean()),
@@ -141,6 +150,13 @@ def evaluate_generation(
     a memorisation check compares the fakes' nearest training neighbours with those of the held-out ``real``
     images; ``two_sample`` adds a classifier two-sample test.
     """
+    if pairs_out is not None and train is None:
+        raise ConvgenError("`pairs` needs `train` (the pairs are samples and their nearest training images)")
+    for name, value in (("limit", limit), ("audit_limit", audit_limit)):
+        if value is not None and value < 10:
+            raise ConvgenError(f"`{name}` {value}: at least 10 images are needed")
+    if kid_subsets < 1 or kid_subset_size < 2 or pr_max < 10 or batch_size < 1:
+        raise ConvgenError("KID needs >= 1 subset of >= 2 samples, precision/recall >= 10, and a batch size >= 1")
     for name, folder in (("`real`", real), ("`fake`", fake)):
         if not Path(folder).is_dir():
             raise ImageError(f"{folder}: directory not found ({name})")
@@ -207,7 +223,9 @@ def metrics_from_features(
             "kid": {
                 "subsets": kid_subsets,
                 "subset_size": min(kid_subset_size, len(real.features), len(fake.features)),
+                "subset_size_requested": kid_subset_size,
                 "kernel": "(x.y/d + 1)^3",
+                **_kid_note(kid_subset_size, len(real.features), len(fake.features)),
             },
             "is_splits": min(10, len(fake.probs)),
             "precision_recall": {"k": 3, "n_max": pr_max},
@@ -215,6 +233,16 @@ def metrics_from_features(
             "seed": seed,
         },
     }
+
+
+def _kid_note(requested: int, n_real: int, n_fake: int) -> dict[str, str]:
+    m = min(requested, n_real, n_fake)
+    if m == requested:
+        return {}
+    note = f"subsets shrunk from {requested} to {m} samples (the smaller set)"
+    if m == n_real == n_fake:
+        note += "; every subset is the whole set, so kid_std is undefined (null)"
+    return {"note": note}
 
 
 def generation_metrics(

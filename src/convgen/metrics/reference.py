@@ -45,10 +45,26 @@ def psnr(reference: np.ndarray, restored: np.ndarray, data_range: float = 1.0, m
     return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
 
 
-def _ssim_maps(x: torch.Tensor, y: torch.Tensor, data_range: float, win: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
-    """SSIM and contrast-structure maps over the window-valid region (uniform window, sample covariance)."""
-    pool = lambda t: F.avg_pool2d(t, win, stride=1)  # noqa: E731
-    cov_norm = win * win / (win * win - 1)
+def _gaussian_window(sigma: float = 1.5, radius: int = 5) -> torch.Tensor:
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    w = torch.exp(-0.5 * (t / sigma) ** 2)
+    w = w / w.sum()
+    return (w[:, None] * w[None, :])[None, None]
+
+
+def _ssim_maps(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, win: int = 7, gaussian: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM and contrast-structure maps over the window-valid region: a uniform ``win`` x ``win`` window with sample
+    covariance (scikit-image's default), or with ``gaussian`` the 11 x 11 Gaussian window of sigma 1.5 with
+    population covariance (Wang et al. 2004, the MATLAB ``ssim`` of the papers)."""
+    if gaussian:
+        kernel = _gaussian_window()
+        pool = lambda t: F.conv2d(t, kernel)  # noqa: E731
+        cov_norm = 1.0
+    else:
+        pool = lambda t: F.avg_pool2d(t, win, stride=1)  # noqa: E731
+        cov_norm = win * win / (win * win - 1)
     ux, uy = pool(x), pool(y)
     vx = cov_norm * (pool(x * x) - ux * ux)
     vy = cov_norm * (pool(y * y) - uy * uy)
@@ -58,12 +74,15 @@ def _ssim_maps(x: torch.Tensor, y: torch.Tensor, data_range: float, win: int = 7
     return ((2 * ux * uy + c1) / (ux * ux + uy * uy + c1)) * cs, cs
 
 
-def ssim(reference: np.ndarray, restored: np.ndarray, data_range: float = 1.0) -> float:
-    """Mean SSIM, equal to ``skimage.metrics.structural_similarity(..., data_range=...)`` (channel_axis=-1)."""
+def ssim(reference: np.ndarray, restored: np.ndarray, data_range: float = 1.0, gaussian: bool = False) -> float:
+    """Mean SSIM, equal to ``skimage.metrics.structural_similarity(..., data_range=...)`` (channel_axis=-1); with
+    ``gaussian``, the papers' form (11 x 11 Gaussian window, sigma 1.5, population covariance), equal to scikit-image
+    with ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``."""
     x, y = _as_nchw(reference), _as_nchw(restored)
-    if min(x.shape[-2:]) < 7:
-        raise ValueError(f"SSIM needs images of at least 7x7 pixels, got {tuple(x.shape[-2:])}")
-    s, _ = _ssim_maps(x, y, data_range)
+    side = 11 if gaussian else 7
+    if min(x.shape[-2:]) < side:
+        raise ValueError(f"SSIM needs images of at least {side}x{side} pixels, got {tuple(x.shape[-2:])}")
+    s, _ = _ssim_maps(x, y, data_range, gaussian=gaussian)
     return float(s.mean(dim=(1, 2, 3)).mean())
 
 
@@ -117,8 +136,11 @@ def _pair_files(reference: Path, restored: Path) -> list[tuple[Path, Path]]:
 def evaluate_restoration(
     reference: str | Path, restored: str | Path, mask: str | Path | None = None, data_range: float = 1.0
 ) -> dict[str, Any]:
-    """PSNR / SSIM / MS-SSIM per image and their means; PSNR on missing pixels when masks are given."""
+    """PSNR / SSIM (scikit-image's default and the papers' Gaussian form) / MS-SSIM per image and their means; PSNR
+    on missing pixels when masks are given."""
     reference, restored = Path(reference), Path(restored)
+    if not (math.isfinite(data_range) and data_range > 0):
+        raise ConvgenError(f"`data_range` must be a positive number (1.0 for images in [0, 1]), got {data_range}")
     if not reference.exists():
         raise ImageError(f"{reference}: file or directory not found")
     per_image: dict[str, dict[str, float]] = {}
@@ -133,9 +155,12 @@ def evaluate_restoration(
             )
         if ref.shape[-1] != out.shape[-1]:
             raise ImageError(f"{out_path}: {out.shape[-1]} channels, the reference has {ref.shape[-1]}")
+        if min(ref.shape[:2]) < 11:
+            raise ImageError(f"{ref_path}: {ref.shape[1]}x{ref.shape[0]} is too small for SSIM (at least 11x11)")
         values = {
             "psnr": psnr(ref, out, data_range),
             "ssim": ssim(ref, out, data_range),
+            "ssim_wang": ssim(ref, out, data_range, gaussian=True),
             "ms_ssim": ms_ssim(ref, out, data_range),
         }
         if mask is not None:
@@ -153,15 +178,20 @@ def evaluate_restoration(
             "data_range": data_range,
             "border_crop": 0,
             "ssim": "skimage defaults: 7x7 uniform window, sample covariance, K1 0.01, K2 0.03, channels averaged",
+            "ssim_wang": "the papers' SSIM (Wang et al. 2004, MATLAB ssim): 11x11 Gaussian window sigma 1.5, "
+            "population covariance, K1 0.01, K2 0.03, channels averaged (skimage gaussian_weights=True, sigma=1.5, "
+            "use_sample_covariance=False)",
             "ms_ssim": "7x7 uniform window, up to 5 scales, Wang et al. 2003 weights",
         },
     }
 
 
 def finite_or_none(obj: Any) -> Any:
-    """JSON has no infinity: PSNR of identical images becomes null."""
+    """JSON has no infinity or NaN: PSNR of identical images, an undefined std, become null."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
         return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
     return obj

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convgen.errors import ConvgenError
+from convgen.io.weights import fit_state, load_weights
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URLS = ["https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"]
@@ -229,14 +230,12 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConvgenError(f"{path}: InceptionV3 weights file not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return load_weights(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise ConvgenError(f"{path}: not a readable weights file ({type(e).__name__})") from None
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConvgenError(f"{path}: expected a state dict of tensors")
     return state
 
@@ -244,14 +243,16 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 def build_fid_inception(weights: str | Path) -> FIDInceptionV3:
     net = FIDInceptionV3()
     state = load_weights_file(weights)
+    own = net.state_dict()
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         raise ConvgenError(
             f"{weights}: not the FID InceptionV3 layout ({len(missing)} missing, {len(unexpected)} unexpected tensors, "
             f"e.g. {(missing + unexpected)[0]})"
         )
+    fit_state(net, state, weights, ignore=("num_batches_tracked",))
     return net.eval().requires_grad_(False)
 
 
