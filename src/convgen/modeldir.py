@@ -43,6 +43,14 @@ def resolve(name_or_path: str | Path) -> Path:
     )
 
 
+def is_model_dir(path: Path) -> bool:
+    """A saved model directory: config.json, network weights, and nothing but model files."""
+    if not path.is_dir() or not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+        return False
+    allowed = {".json", ".safetensors", ".md"}
+    return all(p.is_file() and p.suffix in allowed for p in path.iterdir())
+
+
 def build_network(model_cfg: Any, name: str) -> nn.Module:
     """The network saved as ``<name>.safetensors``, freshly built from a ``model`` config section. A model class
     holding several networks (a GAN's generator and discriminator) picks one with ``component(name)``."""
@@ -146,6 +154,8 @@ def average(
     sources = [resolve(m) for m in models]
     if any(d.resolve().is_relative_to(out.resolve()) for d in sources):
         raise ConvgenError(f"{out}: the output cannot be (or hold) one of the models being averaged")
+    if out.exists() and not is_model_dir(out):
+        raise ConvgenError(f"{out} is not a model directory; `overwrite` replaces only a model directory")
     weights, configs = _check_average_inputs(sources, None if weights is None else list(weights))
     names = sorted(p.stem for p in sources[0].glob("*.safetensors") if p.stem != "state")
     if not names:

@@ -14,17 +14,9 @@ def _sampler(model: str, device: str):
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     pipe = _sampler(args.model, args.device)
-    written = pipe.save_samples(args.out, args.n, args.per_class, args.seed, args.classes, args.batch_size)
-    if args.grid:
-        import torch
-
-        from convgen.viz.grid import save_grid
-
-        if args.per_class is not None:
-            k = min(args.per_class, 10)
-            save_grid(torch.cat(list(pipe.sample_per_class(k, args.seed).values())), args.grid, nrow=k)
-        else:
-            save_grid(pipe.sample(min(args.n, 100), args.seed, args.classes), args.grid)
+    written = pipe.save_samples(
+        args.out, args.n, args.per_class, args.seed, args.classes, args.batch_size, args.grid, args.overwrite
+    )
     print(f"wrote {written} images to {args.out}", file=sys.stderr)
     return 0
 
@@ -35,7 +27,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     pipe = _sampler(args.model, args.device)
     classes = tuple(args.classes) if args.classes else None
     images = pipe.interpolate(args.steps, args.rows, args.seed, args.mode, classes, args.class_)
-    save_interpolation(images, args.steps, args.out, args.gif)
+    save_interpolation(images, args.steps, args.out, args.gif, overwrite=args.overwrite)
     print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""), file=sys.stderr)
     return 0
 
@@ -55,6 +47,7 @@ def add_commands(sub) -> None:
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     sm.add_argument("--grid", help="also write a preview grid PNG here")
+    sm.add_argument("--overwrite", action="store_true", help="replace an existing --grid file")
     sm.add_argument("--batch-size", type=int, default=500)
     sm.add_argument("--device", default="auto")
     sm.set_defaults(func=_cmd_sample)
@@ -68,6 +61,7 @@ def add_commands(sub) -> None:
     ip.add_argument("model")
     ip.add_argument("--out", required=True, help="PNG strip (rows x steps)")
     ip.add_argument("--gif", help="also write an animated GIF")
+    ip.add_argument("--overwrite", action="store_true", help="replace existing --out / --gif files")
     ip.add_argument("--steps", type=int, default=10)
     ip.add_argument("--rows", type=int, default=4)
     ip.add_argument("--seed", type=int, default=0)

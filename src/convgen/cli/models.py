@@ -24,7 +24,10 @@ def _cmd_zoo_list(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from convgen.pipelines.explain import explain
 
-    result = explain(args.model, args.input, args.out, target=args.target, layer=args.layer, method=args.method)
+    result = explain(
+        args.model, args.input, args.out, target=args.target, layer=args.layer, method=args.method,
+        overwrite=args.overwrite,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(result))
     else:
@@ -65,6 +68,7 @@ def add_commands(sub) -> None:
     xp.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
     xp.add_argument("--layer", help="convolution layer name (default: last for Grad-CAM, first for maps/filters)")
     xp.add_argument("--method", choices=["hirescam", "gradcam"], default="hirescam", help="class activation map")
+    xp.add_argument("--overwrite", action="store_true", help="replace pictures already in --out")
     xp.add_argument("--json", action="store_true")
     xp.set_defaults(func=_cmd_explain)
 

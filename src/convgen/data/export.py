@@ -22,6 +22,8 @@ def export_images(
     A ``labels.csv`` (file,label) is written beside the images when the data is labelled. Returns the count.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConvgenError(f"{out} is a file; `out` is the folder the images go in")
     if out.exists() and any(out.iterdir()):
         raise ConvgenError(f"{out} already exists and is not empty; choose another `out`")
     if limit is not None and limit < 1:

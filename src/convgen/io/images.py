@@ -1,8 +1,11 @@
 """Safe image reading and writing.
 
-Reading returns float32 arrays of shape HxWxC in [0, 1] (``.npy`` inputs keep their values unclipped, so the
-noise protocol survives). Decoding refuses decompression bombs before any pixel is decoded and turns truncated or
-non-image files into one-line :class:`ImageError` messages.
+Reading returns writable float32 arrays of shape HxWxC in [0, 1] (``.npy`` inputs keep their values unclipped, so
+the noise protocol survives). Decoding refuses decompression bombs before any pixel is decoded and turns truncated or
+non-image files into one-line :class:`ImageError` messages. Images are read as people see them: the EXIF
+orientation is applied, 16-bit PNGs keep their precision (gray and RGB), NaN or infinite values (float TIFF,
+``.npy``) are refused, and an animation (GIF, APNG, WebP with several frames) is refused rather than read as its
+first frame.
 
 Channel rules (explicit, never silent):
   * gray model (1 channel): gray is used as is; RGB/RGBA whose colour channels are equal (gray saved as RGB) are
@@ -22,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from convgen.errors import ImageError
 from convgen.io.atomic import atomic_write
@@ -56,8 +59,16 @@ def _decode(path: Path, limit: int | None) -> np.ndarray:
             try:
                 with Image.open(path) as img:
                     _check_size(path, img.width, img.height, limit)
+                    frames = getattr(img, "n_frames", 1)
+                    if frames > 1:
+                        raise ImageError(
+                            f"{path}: holds {frames} frames (an animation or a multi-page file); convgen reads "
+                            "single images (save the frame you want as its own file)"
+                        )
                     img.load()
-                    return _pil_to_array(img)
+                    arr = _png16_rgb(path, img) if img.format == "PNG" and img.mode in ("RGB", "RGBA") else None
+                    if arr is None:
+                        arr = _pil_to_array(ImageOps.exif_transpose(img))
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except ImageError:
@@ -70,6 +81,24 @@ def _decode(path: Path, limit: int | None) -> np.ndarray:
         raise ImageError(f"{path}: not an image file (cannot identify its format)") from None
     except (OSError, SyntaxError, ValueError, zlib.error, EOFError) as e:
         raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageError(f"{path}: image contains NaN or infinite values")
+    return arr
+
+
+def _png16_rgb(path: Path, img: Image.Image) -> np.ndarray | None:
+    """A 16-bit RGB(A) PNG at full precision (Pillow reads those as 8-bit), or None for an 8-bit one."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[24] != 16:  # IHDR bit depth
+        return None
+    import cv2
+
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.dtype != np.uint16 or raw.ndim != 3:
+        return None
+    rgb = raw[..., [2, 1, 0, 3][: raw.shape[-1]]] if raw.shape[-1] in (3, 4) else raw
+    return np.ascontiguousarray(rgb, dtype=np.float32) / 65535.0
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
@@ -113,6 +142,40 @@ def _read_npy(path: Path, limit: int | None) -> np.ndarray:
     if not np.isfinite(out).all():
         raise ImageError(f"{path}: array contains NaN or infinite values")
     return out
+
+
+def probe_image(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
+    """Height and width from a file's header, without decoding its pixels: a missing, unidentifiable, animated,
+    oversized or wrongly shaped file is refused here, before a folder job writes anything. (A file truncated after
+    its header is only found when it is decoded.)"""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: file not found")
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as e:
+            raise ImageError(f"{path}: not a valid .npy array ({e})") from None
+        if arr.ndim not in (2, 3):
+            raise ImageError(f"{path}: expected an HxW or HxWxC array, got shape {tuple(arr.shape)}")
+        _check_size(path, arr.shape[1], arr.shape[0], max_pixels)
+        return int(arr.shape[0]), int(arr.shape[1])
+    try:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as img:
+                _check_size(path, img.width, img.height, max_pixels)
+                if getattr(img, "n_frames", 1) > 1:
+                    raise ImageError(f"{path}: holds {img.n_frames} frames (an animation or a multi-page file)")
+                return img.height, img.width
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (cannot identify its format)") from None
+    except (OSError, SyntaxError, ValueError, zlib.error, EOFError) as e:
+        raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
 
 
 def stored_ndim(path: str | Path) -> int:
@@ -212,6 +275,8 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
         raise ImageError(f"{path}: mask is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}")
     if not np.all((m == 0) | (m == 1)):
         raise ImageError(f"{path}: mask is not binary (expected only 0 = known and 255 = missing)")
+    if m.all():
+        raise ImageError(f"{path}: the mask marks every pixel missing; there is nothing to fill from")
     if not m.any():
         print(f"convgen: warning: {path}: mask marks no missing pixel", file=sys.stderr)
     return m.astype(bool)

@@ -160,6 +160,9 @@ def evaluate_generation(
     for name, folder in (("`real`", real), ("`fake`", fake)):
         if not Path(folder).is_dir():
             raise ImageError(f"{folder}: directory not found ({name})")
+        count = len(list_images(folder))
+        if min(count, limit or count) < 10:
+            raise ConvgenError(f"{name} has {count} images; at least 10 are needed")
     if extractor is None:
         first = list_images(real)
         if not first:

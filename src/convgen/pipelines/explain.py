@@ -27,19 +27,26 @@ def explain(
     target: int | None = None,
     layer: str | None = None,
     method: str = "hirescam",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """CAM overlays, feature maps and filters for a classifier, or a GAN discriminator in a checkpoint.
 
     Writes ``gradcam.png``, ``feature_maps.png`` and ``filters.png`` into ``out`` (which must not hold them
-    already); returns what was written and, for a classifier, the predicted classes.
+    already, unless ``overwrite``); returns what was written and, for a classifier, the predicted classes.
     """
+    from convgen.io.atomic import refuse_existing
     from convgen.io.images import resolve_inputs
     from convgen.viz.grid import save_grid
 
     out = Path(out)
     names = ("gradcam.png", "feature_maps.png", "filters.png")
-    if any((out / n).exists() for n in names):
-        raise ConvgenError(f"{out} already holds explain pictures; choose another `out`")
+    if out.exists() and not out.is_dir():
+        raise ConvgenError(f"{out} is a file; `out` is the folder the pictures go in")
+    if any((out / n).exists() for n in names) and not overwrite:
+        raise ConvgenError(f"{out} already holds explain pictures; choose another `out` or pass `overwrite`")
+    refuse_existing([out / n for n in names], overwrite=True)
+    if method not in ("hirescam", "gradcam"):
+        raise ConvgenError(f"`method` must be hirescam or gradcam, got {method!r}")
     model, prepare, score, kind, extra = _explainable(model_name, target)
     paths = resolve_inputs(inputs)[:16]
     x = prepare(paths)
@@ -89,9 +96,10 @@ def _explainable(model_name: str, target: int | None):
                 "this discriminator is conditioned on unsupervised clusters (self-conditioned GAN); "
                 "explain its generator's samples with a classifier instead"
             )
-        disc = saved.network("discriminator")
         if cfg.model.num_classes and target is None:
             raise ConvgenError("this discriminator is class-conditional: give `target` CLASS")
+        _check_target(target, cfg.model.num_classes, conditional_only=True)
+        disc = saved.network("discriminator")
         c, s = cfg.model.channels, cfg.model.image_size
 
         def prepare_d(paths):
@@ -111,6 +119,7 @@ def _explainable(model_name: str, target: int | None):
 
         return _Call(disc, run_d), prepare_d, lambda logits: logits, "discriminator", extra_d
     pipe = load(model_name, device="cpu", expect=ClassifierPipeline, role="a classifier or a GAN checkpoint")
+    _check_target(target, pipe.cfg.model.num_classes)
     channels = pipe.cfg.model.in_channels
 
     def prepare_c(paths):
@@ -125,6 +134,15 @@ def _explainable(model_name: str, target: int | None):
         return {"predicted": [pipe.class_names[i] for i in pred], "target": "predicted" if target is None else target}
 
     return pipe.model, prepare_c, score_c, "classifier", extra_c
+
+
+def _check_target(target: int | None, num_classes: int, conditional_only: bool = False) -> None:
+    if target is None:
+        return
+    if conditional_only and not num_classes:
+        raise ConvgenError("this discriminator is unconditional: it takes no `target` class")
+    if not 0 <= target < num_classes:
+        raise ConvgenError(f"`target` {target} is out of range (classes 0..{num_classes - 1})")
 
 
 class _Call(nn.Module):

@@ -21,7 +21,15 @@ import torch
 
 from convgen.data.degradations import Degradation, make_degradation
 from convgen.errors import ConvgenError, ImageError
-from convgen.io.images import IMAGE_SUFFIXES, convert_channels, read_image, read_mask, resolve_inputs, stored_ndim
+from convgen.io.images import (
+    IMAGE_SUFFIXES,
+    convert_channels,
+    probe_image,
+    read_image,
+    read_mask,
+    resolve_inputs,
+    stored_ndim,
+)
 from convgen.io.images import write_image as _write_image
 from convgen.pipelines.base import Pipeline
 from convgen.pipelines.tiling import check_tiling, run_tiled
@@ -87,12 +95,20 @@ class RestorePipeline(Pipeline):
         files = resolve_inputs(inputs)
         targets = plan_outputs(files, Path(inputs), Path(output), overwrite)
         masks = match_masks(files, Path(mask)) if mask is not None else [None] * len(files)
-        written = []
+        for f in files:  # every input is checked before anything is written
+            probe_image(f)
+        written: list[Path] = []
         bar = tqdm(total=len(files), desc=verb, unit="img", file=sys.stderr, disable=len(files) < 5)
         for f, target, m in zip(files, targets, masks, strict=True):
-            arr = read_image(f)
-            mk = read_mask(m, arr.shape[:2]).astype(np.float32) if m is not None else None
-            out = self.restore(arr, mask=mk, name=str(f), **options)
+            try:
+                arr = read_image(f)
+                mk = read_mask(m, arr.shape[:2]).astype(np.float32) if m is not None else None
+                out = self.restore(arr, mask=mk, name=str(f), **options)
+            except ConvgenError as e:
+                if not written:
+                    raise
+                raise type(e)(f"{e.template} (stopped there: {len(written)} of {len(files)} outputs written, "
+                              f"{written[0].name} to {written[-1].name})") from None  # fmt: skip
             if stored_ndim(f) == 2 and out.shape[-1] == 1:
                 out = out[..., 0]
             written.append(_write_image(target, out))
@@ -207,6 +223,11 @@ def plan_outputs(files: Sequence[Path], inputs: Path, output: Path, overwrite: b
         targets = [output]
     if files[0].suffix.lower() == ".npy" and targets[0].suffix.lower() != ".npy" and not inputs.is_dir():
         print("convgen: warning: a .npy input written as an 8-bit image loses precision", file=sys.stderr)
+    seen: dict[Path, Path] = {}
+    for f, t in zip(files, targets, strict=True):
+        if t in seen:
+            raise ConvgenError(f"{seen[t].name} and {f.name} would both be written as {t}; rename one of them")
+        seen[t] = f
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise ConvgenError(

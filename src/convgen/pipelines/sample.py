@@ -109,20 +109,35 @@ class Sampler(Pipeline):
         seed: int = 0,
         classes: list[int] | None = None,
         batch_size: int = 500,
+        grid: str | Path | None = None,
+        overwrite: bool = False,
     ) -> int:
-        """Write ``out/00000.png ...`` (``n`` samples) or ``out/<class>/00000.png ...`` (``per_class``)."""
+        """Write ``out/00000.png ...`` (``n`` samples) or ``out/<class>/00000.png ...`` (``per_class``), and with
+        ``grid`` a preview grid PNG (up to 100 samples, or 10 per class). ``out`` must be new or empty; an existing
+        ``grid`` file is replaced only with ``overwrite``."""
+        from convgen.io.atomic import refuse_existing
+        from convgen.viz.grid import save_grid
+
         out = Path(out)
         if (n is None) == (per_class is None):
             raise ConvgenError("give exactly one of `n` and `per_class`")
         if classes and per_class is not None:
             raise ConvgenError("`class` and `per_class` cannot be combined")
         _check_out_dir(out)
+        if grid is not None:
+            refuse_existing([grid], overwrite)
         if per_class is not None:
             groups = self.sample_per_class(per_class, seed, batch_size)
             for c, images in groups.items():
                 _write_all(images, out / _safe_dir(self.class_names[c]))
+            if grid is not None:
+                k = min(per_class, 10)
+                save_grid(torch.cat([images[:k] for images in groups.values()]), grid, nrow=k)
             return per_class * len(groups)
-        _write_all(self.sample(n, seed, classes, batch_size), out)
+        images = self.sample(n, seed, classes, batch_size)
+        _write_all(images, out)
+        if grid is not None:
+            save_grid(images[:100], grid)
         return n
 
     def interpolate(
@@ -228,14 +243,18 @@ def _write_all(images: torch.Tensor, folder: Path) -> None:
         write_image(folder / f"{i:05d}.png", img.permute(1, 2, 0).numpy())
 
 
-def save_interpolation(images: torch.Tensor, steps: int, strip: str | Path, gif: str | Path | None = None) -> None:
-    """Write the rows x steps grid as a PNG strip and, optionally, an animated GIF that walks there and back."""
+def save_interpolation(
+    images: torch.Tensor, steps: int, strip: str | Path, gif: str | Path | None = None, overwrite: bool = False
+) -> None:
+    """Write the rows x steps grid as a PNG strip and, optionally, an animated GIF that walks there and back
+    (existing files only with ``overwrite``)."""
     from PIL import Image
 
-    from convgen.io.atomic import atomic_write
+    from convgen.io.atomic import atomic_write, refuse_existing
     from convgen.io.images import to_uint8
     from convgen.viz.grid import make_grid, save_grid
 
+    refuse_existing([strip] + ([gif] if gif is not None else []), overwrite)
     save_grid(images, strip, nrow=steps)
     if gif is None:
         return

@@ -81,7 +81,7 @@ def _networks(model_dir: Path) -> str:
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """Write the HTML report of ``run_dir`` (default ``RUN_DIR/report.html``) atomically; returns its path."""
-    from convgen.io.atomic import atomic_write_text
+    from convgen.io.atomic import atomic_write_text, refuse_existing
     from convgen.viz.curves import plot_curves, read_metrics
 
     run = Path(run_dir)
@@ -91,8 +91,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: 
     if not config_path.is_file():
         raise ConvgenError(f"{run}: not a run or model directory (no config.json)")
     out = Path(out) if out else run / "report.html"
-    if out.exists() and not overwrite:
-        raise ConvgenError(f"{out} already exists; pass `overwrite` to replace it")
+    refuse_existing([out], overwrite)
     config = json.loads(config_path.read_text())
     model_dir = run / "model" if (run / "model" / "config.json").is_file() else run
     meta_path = model_dir / "meta.json"
