@@ -9,6 +9,7 @@ are stored in meta.json as ``card_metrics`` (what ``convgen zoo list`` shows); t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -35,6 +36,10 @@ def main() -> None:
         key, value = item.split("=", 1)
         card[key] = json.loads(value)
     meta["card_metrics"] = card
+    meta["files"] = {  # checked on every load: a damaged weights file is an error, not a different model
+        f"{net}.safetensors": hashlib.sha256((dest / f"{net}.safetensors").read_bytes()).hexdigest()
+        for net in args.networks
+    }
     (dest / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(dest)
 

@@ -22,7 +22,7 @@ from convgen import zoo
 from convgen.config import RunConfig, build_config
 from convgen.errors import ConvgenError
 from convgen.io.atomic import atomic_dir
-from convgen.io.weights import dump_json, load_models, load_weights, read_json
+from convgen.io.weights import dump_json, file_sha256, load_models, load_weights, read_json
 from convgen.registry import MODELS
 
 
@@ -76,10 +76,19 @@ class SavedModel:
 
     def weights(self, network: str) -> dict[str, torch.Tensor]:
         """The saved tensors of ``network`` as they are (e.g. to start another network from them)."""
+        self.check_file(f"{network}.safetensors")
         return load_weights(self.path / f"{network}.safetensors")
+
+    def check_file(self, filename: str) -> None:
+        """A file whose SHA-256 ``meta.json`` records must still have it (a flipped byte is an error, not a
+        silently different model); directories written before checksums were recorded are not checked."""
+        digest = self.meta.get("files", {}).get(filename) if isinstance(self.meta.get("files"), dict) else None
+        if digest is not None and (self.path / filename).is_file() and file_sha256(self.path / filename) != digest:
+            raise ConvgenError(f"{self.path / filename}: does not match the checksum in meta.json (damaged file)")
 
     def network(self, name: str, device: torch.device | str = "cpu") -> nn.Module:
         """Network ``name`` with its saved weights, on ``device``, in eval mode."""
+        self.check_file(f"{name}.safetensors")
         net = build_network(self.cfg.model, name)
         load_models(self.path, {name: net})
         return net.to(device).eval()
@@ -99,8 +108,13 @@ def export(src: Path, dest: Path, networks: Sequence[str], extra: dict[str, Any]
             shutil.copy2(src / f"{name}.safetensors", tmp / f"{name}.safetensors")
         meta = read_json(src / "meta.json")
         meta.update(extra or {})
+        meta["files"] = _checksums(tmp)  # the checkpoint's own list described the checkpoint
         (tmp / "meta.json").write_text(dump_json(meta))
     return dest
+
+
+def _checksums(directory: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(directory.glob("*.safetensors"))}
 
 
 def _check_average_inputs(sources: list[Path], weights: list[float] | None) -> tuple[list[float], list[dict]]:
@@ -170,5 +184,6 @@ def average(
         (tmp / "config.json").write_text(dump_json(configs[0]))
         for name, sd in averaged.items():
             save_file(sd, str(tmp / f"{name}.safetensors"))
+        meta["files"] = _checksums(tmp)
         (tmp / "meta.json").write_text(dump_json(meta))
     return out

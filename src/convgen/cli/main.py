@@ -47,6 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConvgenError as e:
         print(f"convgen: error: {e.cli_message()}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the system refused something (permission, disk full, ...): its own words, one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"convgen: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("convgen: error: out of memory (restore large images with a smaller --tile, or use fewer images)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except KeyboardInterrupt:
         print("convgen: interrupted", file=sys.stderr)
         return 130

@@ -153,11 +153,20 @@ def read_numpy(path: str | Path, images_key: str | None = None, labels_key: str 
     if images.dtype != np.uint8:
         if not np.issubdtype(images.dtype, np.floating):
             raise DataError(f"{path}: images must be uint8 or float, got {images.dtype}")
+        if not np.isfinite(images).all():
+            raise DataError(f"{path}: images contain NaN or infinite values")
         if images.min() < 0 or images.max() > 1:
             raise DataError(f"{path}: float images must lie in [0, 1]")
         images = (images * 255.0 + 0.5).astype(np.uint8)
     if labels is not None:
-        labels = np.asarray(labels).astype(np.int64).reshape(-1)
+        raw = np.asarray(labels).reshape(-1)
+        if raw.dtype.kind not in "iub" and not (
+            raw.dtype.kind == "f" and np.isfinite(raw).all() and (raw == np.round(raw)).all()
+        ):
+            raise DataError(f"{path}: labels must be whole numbers (class indices), got dtype {raw.dtype}")
+        labels = raw.astype(np.int64)
+        if len(labels) and labels.min() < 0:
+            raise DataError(f"{path}: labels must be >= 0 (class indices), found {labels.min()}")
         if len(labels) != len(images):
             raise DataError(f"{path}: {len(labels)} labels for {len(images)} images")
     return images, labels

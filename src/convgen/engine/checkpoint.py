@@ -19,7 +19,7 @@ from torch import nn
 
 from convgen.errors import ConvgenError
 from convgen.io.atomic import atomic_dir
-from convgen.io.weights import dump_json, load_weights, save_models
+from convgen.io.weights import dump_json, file_sha256, load_weights, save_models
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -68,8 +68,33 @@ def save_checkpoint(
         data = flatten_state(state, tensors)
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(dump_json(data))
-        (tmp / "meta.json").write_text(dump_json(meta))
+        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}  # "intact" is checkable on resume
+        (tmp / "meta.json").write_text(dump_json({**meta, "files": files}))
     return directory
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (a missing, truncated or altered file), or None if it is intact.
+    Checked against the SHA-256 of every file recorded in its ``meta.json``; a checkpoint written before those
+    were recorded is checked by reading its state."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"unreadable meta.json ({type(e).__name__})"
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict):
+        try:
+            load_state(directory)
+        except ConvgenError as e:
+            return str(e)
+        return None
+    for name, digest in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if file_sha256(path) != digest:
+            return f"{name} does not match its checksum"
+    return None
 
 
 def load_state(directory: Path) -> dict[str, Any]:
@@ -90,6 +115,17 @@ def step_checkpoints(ckpt_root: Path) -> list[Path]:
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
     found = step_checkpoints(ckpt_root)
     return found[-1] if found else None
+
+
+def latest_intact_checkpoint(ckpt_root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that passes :func:`checkpoint_problem`, and the newer ones skipped with their reason."""
+    skipped = []
+    for path in reversed(step_checkpoints(ckpt_root)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
 
 
 def prune_checkpoints(ckpt_root: Path, keep: int) -> None:

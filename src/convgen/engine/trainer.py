@@ -16,6 +16,7 @@ Layout of a run directory::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -47,6 +48,7 @@ from convgen.engine.runtime import (
 from convgen.engine.task import Context, Task
 from convgen.errors import ConfigError, ConvgenError
 from convgen.io.atomic import atomic_write_text
+from convgen.io.lock import DirectoryLock
 from convgen.io.weights import load_models, read_json
 from convgen.registry import TASKS
 
@@ -114,13 +116,21 @@ class Trainer:
                 )
             return None
         if self.resume == "latest":
-            found = ckpt.latest_checkpoint(self.ckpt_root)
+            found, skipped = ckpt.latest_intact_checkpoint(self.ckpt_root)
+            for path, problem in skipped:
+                then = f"resuming from {found.name}" if found is not None else "no intact checkpoint is left"
+                print(f"convgen: warning: skipping {path.name}, it is corrupt ({problem}); {then}", file=sys.stderr)
+            if found is None and skipped:
+                raise ConvgenError(f"{self.ckpt_root}: every checkpoint is corrupt; cannot resume")
             if found is None:
                 print(f"convgen: no checkpoint in {self.ckpt_root}; starting a new run", file=sys.stderr)
             return found
         path = Path(self.resume)
         if not (path / "meta.json").is_file():
             raise ConvgenError(f"{path}: not a checkpoint directory (no meta.json)")
+        problem = ckpt.checkpoint_problem(path)
+        if problem is not None:
+            raise ConvgenError(f"{path}: the checkpoint is corrupt ({problem})")
         return path
 
     def _check_resumable(self, source: Path) -> None:
@@ -133,9 +143,11 @@ class Trainer:
             )
 
     def fit(self) -> TrainResult:
+        """Train; the run directory is locked for this process (rank 0) until it ends."""
         self.info = init_distributed(self.cfg.train.device)
         try:
-            return self._fit()
+            with DirectoryLock(self.run_dir) if self.info.is_main else contextlib.nullcontext():
+                return self._fit()
         finally:
             shutdown_distributed()
 
