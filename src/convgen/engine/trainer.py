@@ -117,11 +117,16 @@ class Trainer:
             return None
         if self.resume == "latest":
             found, skipped = ckpt.latest_intact_checkpoint(self.ckpt_root)
-            for path, problem in skipped:
-                then = f"resuming from {found.name}" if found is not None else "no intact checkpoint is left"
-                print(f"convgen: warning: skipping {path.name}, it is corrupt ({problem}); {then}", file=sys.stderr)
             if found is None and skipped:
-                raise ConvgenError(f"{self.ckpt_root}: every checkpoint is corrupt; cannot resume")
+                path, problem = skipped[0]
+                raise ConvgenError(
+                    f"{self.ckpt_root}: every checkpoint is corrupt (the newest, {path.name}: {problem}); cannot resume"
+                )
+            for path, problem in skipped:
+                print(
+                    f"convgen: warning: skipping {path.name}, it is corrupt ({problem}); resuming from {found.name}",
+                    file=sys.stderr,
+                )
             if found is None:
                 print(f"convgen: no checkpoint in {self.ckpt_root}; starting a new run", file=sys.stderr)
             return found

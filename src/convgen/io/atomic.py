@@ -29,10 +29,21 @@ FS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
              errno.EISDIR, errno.ENAMETOOLONG, errno.EEXIST}  # fmt: skip
 
 
+def _refused_write(e: OSError) -> bool:
+    """The file system refused the write (a download's HTTP error, also an OSError, is not that)."""
+    import urllib.error
+
+    return e.errno in FS_ERRNOS or (e.errno is None and not isinstance(e, urllib.error.URLError))
+
+
 def write_error(path: Path, e: OSError) -> ConvgenError:
     """The one-line error for a write the system refused."""
     reason = e.strerror or str(e)
-    if e.errno == errno.ENOSPC:
+    try:
+        full = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free < (1 << 20)
+    except OSError:
+        full = False
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and full):
         reason = "no space left on the device"
     return ConvgenError(f"{path}: cannot write ({reason}); nothing was left half-written")
 
@@ -62,7 +73,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual permissions
         os.replace(tmp_path, path)
     except OSError as e:
-        if e.errno not in FS_ERRNOS:
+        if not _refused_write(e):
             raise
         raise write_error(path, e) from None
     finally:
@@ -91,6 +102,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise write_error(path, e) from None
     try:
         yield tmp
+        for p in tmp.rglob("*"):  # some writers (safetensors) make 0600 files
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~_umask())
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -100,7 +113,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except OSError as e:
-        if e.errno not in FS_ERRNOS:
+        if not _refused_write(e):
             raise
         raise write_error(path, e) from None
     finally:
