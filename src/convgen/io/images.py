@@ -54,6 +54,7 @@ def _check_size(path: Path, width: int, height: int, limit: int | None) -> None:
 def _decode(path: Path, limit: int | None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a decoder's warning (a TIFF tag past the end, ...) means a damaged file
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we enforce our own limit below
             try:
@@ -79,7 +80,7 @@ def _decode(path: Path, limit: int | None) -> np.ndarray:
         raise ImageError(f"{path}: is a directory, not an image") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (cannot identify its format)") from None
-    except (OSError, SyntaxError, ValueError, zlib.error, EOFError) as e:
+    except (OSError, SyntaxError, ValueError, zlib.error, EOFError, Warning) as e:
         raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageError(f"{path}: image contains NaN or infinite values")
@@ -109,7 +110,7 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
         arr = np.asarray(img, dtype=np.float32)
         return (arr / (65535.0 if arr.max() > 255 else 255.0))[..., None]
     if mode == "F":
-        return np.asarray(img, dtype=np.float32)[..., None]
+        return np.array(img, dtype=np.float32)[..., None]  # a writable copy of Pillow's buffer
     if mode == "1":
         img = img.convert("L")
     elif mode == "P":
@@ -133,6 +134,10 @@ def _read_npy(path: Path, limit: int | None) -> np.ndarray:
         raise ImageError(f"{path}: expected an HxW or HxWxC array, got shape {tuple(arr.shape)}")
     if arr.shape[-1] > 4 and arr.shape[0] in (1, 3, 4):
         raise ImageError(f"{path}: shape {tuple(arr.shape)} looks channels-first; save it as HxWxC")
+    if arr.shape[-1] not in (1, 2, 3, 4):
+        raise ImageError(f"{path}: {arr.shape[-1]} channels; expected 1 (gray), 3 (RGB) or an alpha variant")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError(f"{path}: an empty array (shape {tuple(arr.shape)})")
     _check_size(path, arr.shape[1], arr.shape[0], limit)
     if arr.dtype == np.uint8:
         return np.asarray(arr, dtype=np.float32) / 255.0
@@ -160,22 +165,24 @@ def probe_image(path: str | Path, max_pixels: int | None = None) -> tuple[int, i
             raise ImageError(f"{path}: expected an HxW or HxWxC array, got shape {tuple(arr.shape)}")
         _check_size(path, arr.shape[1], arr.shape[0], max_pixels)
         return int(arr.shape[0]), int(arr.shape[1])
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # as in _decode: a decoder's warning means a damaged file
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 _check_size(path, img.width, img.height, max_pixels)
                 if getattr(img, "n_frames", 1) > 1:
                     raise ImageError(f"{path}: holds {img.n_frames} frames (an animation or a multi-page file)")
                 return img.height, img.width
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (cannot identify its format)") from None
-    except (OSError, SyntaxError, ValueError, zlib.error, EOFError) as e:
+    except (OSError, SyntaxError, ValueError, zlib.error, EOFError, Warning) as e:
         raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def stored_ndim(path: str | Path) -> int:
