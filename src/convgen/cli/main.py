@@ -51,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"convgen: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+            raise
+        print("convgen: error: out of memory (restore large images with a smaller --tile, or use fewer images)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except MemoryError:
         print("convgen: error: out of memory (restore large images with a smaller --tile, or use fewer images)",
               file=sys.stderr)  # fmt: skip

@@ -23,9 +23,9 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but CUDA is not available on this machine")
+        raise ConfigError(f"device {name!r} was asked for, but CUDA is not available on this machine")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("train.device is 'mps' but MPS is not available on this machine")
+        raise ConfigError("device 'mps' was asked for, but MPS is not available on this machine")
     return torch.device(name)
 
 

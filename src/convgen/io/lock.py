@@ -31,6 +31,8 @@ class DirectoryLock:
         self._created = False
 
     def __enter__(self) -> DirectoryLock:
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConvgenError(f"{self.directory} is a file; `out` is the {self.what}")
         if fcntl is None:
             return self
         self._created = not self.directory.exists()

@@ -79,9 +79,7 @@ class Sampler(Pipeline):
 
     def sample(self, n: int, seed: int = 0, classes: list[int] | None = None, batch_size: int = 500) -> torch.Tensor:
         """``n`` images from ``seed``; conditional models cycle through ``classes`` (default: all)."""
-        if n < 1:
-            raise ConvgenError(f"the number of samples `n` must be >= 1, got {n}")
-        _check_batch_size(batch_size)
+        _check_request(n, seed, batch_size)
         labels = None
         if self.num_classes:
             pool = torch.tensor([self.class_index(c) for c in classes] if classes else list(range(self.num_classes)))
@@ -96,7 +94,7 @@ class Sampler(Pipeline):
             raise ConvgenError(f"{self.model_dir} is an unconditional model; `per_class` needs a conditional one")
         if k < 1:
             raise ConvgenError(f"`per_class` must be >= 1, got {k}")
-        _check_batch_size(batch_size)
+        _check_request(k * self.num_classes, seed, batch_size)
         labels = torch.arange(self.num_classes).repeat_interleave(k)
         images = self.generate_images(k * self.num_classes, seed, labels, batch_size)
         return {c: images[c * k : (c + 1) * k] for c in range(self.num_classes)}
@@ -158,6 +156,7 @@ class Sampler(Pipeline):
             raise ConvgenError(f"`rows` must be >= 1, got {rows}")
         if mode not in ("slerp", "lerp"):
             raise ConvgenError(f"`mode` must be slerp or lerp, got {mode!r}")
+        _check_request(2 * rows * steps, seed, 1)
         if classes is not None:
             if not self.num_classes:
                 raise ConvgenError("class interpolation needs a conditional model")
@@ -226,6 +225,19 @@ class GANSampler(Sampler):
             per_row = torch.full((rows,), label) if label is not None else torch.arange(rows) % self.num_classes
             labels = per_row.repeat_interleave(steps)
         return self.generate(zz, labels)
+
+
+MAX_SAMPLES = 10_000_000  # latents are drawn in one block per seed; more would not fit in memory
+
+
+def _check_request(n: int, seed: int, batch_size: int) -> None:
+    if n < 1:
+        raise ConvgenError(f"the number of samples `n` must be >= 1, got {n}")
+    if n > MAX_SAMPLES:
+        raise ConvgenError(f"`n` {n} is more than {MAX_SAMPLES:,} samples at once; sample in several runs (seeds)")
+    if not -(2**63) <= seed < 2**63:
+        raise ConvgenError(f"`seed` {seed} does not fit in 64 bits")
+    _check_batch_size(batch_size)
 
 
 def _check_batch_size(batch_size: int) -> None:
