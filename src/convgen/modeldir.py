@@ -117,6 +117,15 @@ def _checksums(directory: Path) -> dict[str, str]:
     return {p.name: file_sha256(p) for p in sorted(directory.glob("*.safetensors"))}
 
 
+def record_checksums(model_dir: Path) -> None:
+    """Record the SHA-256 of every weights file in ``meta.json`` (after a task added files at export)."""
+    from convgen.io.atomic import atomic_write_text
+
+    meta = read_json(model_dir / "meta.json") if (model_dir / "meta.json").is_file() else {}
+    meta["files"] = _checksums(model_dir)
+    atomic_write_text(model_dir / "meta.json", dump_json(meta))
+
+
 def _check_average_inputs(sources: list[Path], weights: list[float] | None) -> tuple[list[float], list[dict]]:
     if len(sources) < 2:
         raise ConvgenError("averaging needs at least two models")

@@ -14,8 +14,9 @@ def _sampler(model: str, device: str):
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     pipe = _sampler(args.model, args.device)
+    options = {"sampler": args.sampler} if args.sampler else {}
     written = pipe.save_samples(
-        args.out, args.n, args.per_class, args.seed, args.classes, args.batch_size, args.grid, args.overwrite
+        args.out, args.n, args.per_class, args.seed, args.classes, args.batch_size, args.grid, args.overwrite, **options
     )
     print(f"wrote {written} images to {args.out}", file=sys.stderr)
     return 0
@@ -48,6 +49,9 @@ def add_commands(sub) -> None:
     sm.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     sm.add_argument("--grid", help="also write a preview grid PNG here")
     sm.add_argument("--overwrite", action="store_true", help="replace an existing --grid file")
+    sm.add_argument(
+        "--sampler", choices=["prior", "gmm"], help="VAEs: latents from the prior (default) or the ex-post GMM"
+    )
     sm.add_argument("--batch-size", type=int, default=500)
     sm.add_argument("--device", default="auto")
     sm.set_defaults(func=_cmd_sample)
@@ -70,4 +74,3 @@ def add_commands(sub) -> None:
     ip.add_argument("--class", dest="class_", help="class of a latent walk (conditional models)")
     ip.add_argument("--device", default="auto")
     ip.set_defaults(func=_cmd_interpolate)
-

@@ -403,6 +403,7 @@ class Trainer:
             }
             model_dir = modeldir.export(source, self.run_dir / "model", list(task.export_models), extra)
             task.finalize_export(model_dir)
+            modeldir.record_checksums(model_dir)  # the files the task added too
             load_models(source, task.models)  # pictures show the exported (best) weights
         if (self.run_dir / "metrics.jsonl").is_file():
             plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")

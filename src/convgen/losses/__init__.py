@@ -1,7 +1,8 @@
-"""Training losses: pixel losses for restoration (``pixel``) and adversarial losses and penalties for GANs
-(``adversarial``). Each is registered in ``LOSSES`` under the name a task config uses.
+"""Training losses: pixel losses for restoration (``pixel``), adversarial losses and penalties for GANs
+(``adversarial``), and the likelihoods and KL of VAEs (``likelihood``). Each is registered in ``LOSSES`` under the
+name a task config uses.
 
 Importing this package registers them (the registry imports it by name on the first lookup).
 """
 
-from convgen.losses import adversarial, pixel  # noqa: F401  (registers the losses)
+from convgen.losses import adversarial, likelihood, pixel  # noqa: F401  (registers the losses)

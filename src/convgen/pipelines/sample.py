@@ -69,15 +69,20 @@ class Sampler(Pipeline):
             raise ConvgenError(f"class {idx} is out of range (0..{self.num_classes - 1})")
         return idx
 
-    def generate_images(self, n: int, seed: int, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-        """``n`` images in [0, 1] (CPU float32, B x C x H x W) from ``seed``, image ``i`` of class ``labels[i]``."""
+    def generate_images(
+        self, n: int, seed: int, labels: torch.Tensor | None, batch_size: int, **options
+    ) -> torch.Tensor:
+        """``n`` images in [0, 1] (CPU float32, B x C x H x W) from ``seed``, image ``i`` of class ``labels[i]``;
+        ``options`` are the family's own (e.g. a VAE's ``sampler``), refused by families without them."""
         raise NotImplementedError
 
     def walk(self, steps: int, rows: int, seed: int, mode: str, classes, label) -> torch.Tensor:
         """The images of :meth:`interpolate` (arguments already checked)."""
         raise NotImplementedError
 
-    def sample(self, n: int, seed: int = 0, classes: list[int] | None = None, batch_size: int = 500) -> torch.Tensor:
+    def sample(
+        self, n: int, seed: int = 0, classes: list[int] | None = None, batch_size: int = 500, **options
+    ) -> torch.Tensor:
         """``n`` images from ``seed``; conditional models cycle through ``classes`` (default: all)."""
         _check_request(n, seed, batch_size)
         labels = None
@@ -86,9 +91,9 @@ class Sampler(Pipeline):
             labels = pool[torch.arange(n) % len(pool)]
         elif classes:
             self.class_index(classes[0])  # the unconditional model's error
-        return self.generate_images(n, seed, labels, batch_size)
+        return self.generate_images(n, seed, labels, batch_size, **options)
 
-    def sample_per_class(self, k: int, seed: int = 0, batch_size: int = 500) -> dict[int, torch.Tensor]:
+    def sample_per_class(self, k: int, seed: int = 0, batch_size: int = 500, **options) -> dict[int, torch.Tensor]:
         """``k`` images of every class; class ``c`` is images ``c*k .. c*k+k-1`` of the seed."""
         if not self.num_classes:
             raise ConvgenError(f"{self.model_dir} is an unconditional model; `per_class` needs a conditional one")
@@ -96,7 +101,7 @@ class Sampler(Pipeline):
             raise ConvgenError(f"`per_class` must be >= 1, got {k}")
         _check_request(k * self.num_classes, seed, batch_size)
         labels = torch.arange(self.num_classes).repeat_interleave(k)
-        images = self.generate_images(k * self.num_classes, seed, labels, batch_size)
+        images = self.generate_images(k * self.num_classes, seed, labels, batch_size, **options)
         return {c: images[c * k : (c + 1) * k] for c in range(self.num_classes)}
 
     def save_samples(
@@ -109,6 +114,7 @@ class Sampler(Pipeline):
         batch_size: int = 500,
         grid: str | Path | None = None,
         overwrite: bool = False,
+        **options,
     ) -> int:
         """Write ``out/00000.png ...`` (``n`` samples) or ``out/<class>/00000.png ...`` (``per_class``), and with
         ``grid`` a preview grid PNG (up to 100 samples, or 10 per class). ``out`` must be new or empty; an existing
@@ -125,14 +131,14 @@ class Sampler(Pipeline):
         if grid is not None:
             refuse_existing([grid], overwrite)
         if per_class is not None:
-            groups = self.sample_per_class(per_class, seed, batch_size)
+            groups = self.sample_per_class(per_class, seed, batch_size, **options)
             for c, images in groups.items():
                 _write_all(images, out / _safe_dir(self.class_names[c]))
             if grid is not None:
                 k = min(per_class, 10)
                 save_grid(torch.cat([images[:k] for images in groups.values()]), grid, nrow=k)
             return per_class * len(groups)
-        images = self.sample(n, seed, classes, batch_size)
+        images = self.sample(n, seed, classes, batch_size, **options)
         _write_all(images, out)
         if grid is not None:
             save_grid(images[:100], grid)
@@ -197,7 +203,9 @@ class GANSampler(Sampler):
         with tqdm(total=len(z), desc="sample", unit="img", file=sys.stderr, disable=len(z) < 5000) as bar:
             return generate(self.generator, z, labels, embedding, batch_size, self.device, progress=bar)
 
-    def generate_images(self, n, seed, labels, batch_size):
+    def generate_images(self, n, seed, labels, batch_size, **options):
+        if options:
+            raise ConvgenError(f"a GAN takes no {', '.join(f'`{k}`' for k in options)}")
         return self.generate(self.latents(n, seed), labels, batch_size)
 
     def walk(self, steps, rows, seed, mode, classes, label):

@@ -1,0 +1,211 @@
+"""Autoencoders and variational autoencoders: a convolutional VAE (optionally class-conditional, or a plain
+deterministic autoencoder), and the fully connected VAE of pytorch/examples as the reference.
+
+Every model has the same interface: ``encode(x, labels) -> (mu, logvar)`` (``logvar`` None for a plain
+autoencoder), ``decode(z, labels) -> params`` (Bernoulli logits, or the means and log-scales of a discretized
+logistic), ``nll(params, x)`` per sample in nats, and ``mean_image(params)`` in [0, 1]. Images are B x C x H x W
+in [0, 1]; a conditional model (``num_classes`` > 0) sees a learned class embedding in its encoder (as extra
+input maps) and its decoder (concatenated to z).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from convgen.losses.likelihood import bernoulli_nll, discretized_logistic_nll
+from convgen.registry import MODELS
+from convgen.schema import check
+
+
+class GaussianMixture(nn.Module):
+    """A full-covariance Gaussian mixture over latent codes: the ex-post density sampler of Ghosh et al. 2020
+    (pythae's GMM sampler), fitted by EM to the training images' posterior means, so samples come from where the
+    encoder actually puts digits rather than from the whole prior."""
+
+    def __init__(self, components: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("log_weights", torch.full((components,), -math.log(components)))
+        self.register_buffer("means", torch.zeros(components, dim))
+        self.register_buffer("chol", torch.eye(dim).repeat(components, 1, 1))  # lower Cholesky factors
+
+    @torch.no_grad()
+    def log_prob_components(self, z: torch.Tensor) -> torch.Tensor:
+        """N x K: log w_k + log N(z; mu_k, Sigma_k)."""
+        diff = (z[:, None, :] - self.means[None]).double()  # N x K x D
+        chol = self.chol.double()
+        sol = torch.linalg.solve_triangular(chol[None], diff[..., None], upper=False)[..., 0]
+        logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        d = z.shape[1]
+        return self.log_weights.double() - 0.5 * (sol.square().sum(-1) + logdet + d * math.log(2 * math.pi))
+
+    @torch.no_grad()
+    def fit(self, z: torch.Tensor, iters: int = 100, seed: int = 0, ridge: float = 1e-4) -> GaussianMixture:
+        z = z.double()
+        n, d = z.shape
+        k = self.means.shape[0]
+        gen = torch.Generator().manual_seed(seed)
+        self.means.copy_(z[torch.randperm(n, generator=gen)[:k]].float())
+        cov = torch.cov(z.T) + ridge * torch.eye(d, dtype=z.dtype)
+        self.chol.copy_(torch.linalg.cholesky(cov).float().repeat(k, 1, 1))
+        for _ in range(iters):
+            resp = torch.softmax(self.log_prob_components(z), dim=1)  # N x K
+            nk = resp.sum(0) + 1e-10
+            means = resp.T @ z / nk[:, None]
+            diff = z[:, None, :] - means[None]
+            covs = torch.einsum("nk,nki,nkj->kij", resp, diff, diff) / nk[:, None, None]
+            covs = covs + ridge * torch.eye(d, dtype=z.dtype)
+            self.log_weights.copy_(torch.log(nk / n).float())
+            self.means.copy_(means.float())
+            self.chol.copy_(torch.linalg.cholesky(covs).float())
+        return self
+
+    @torch.no_grad()
+    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        comp = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=gen)
+        eps = torch.randn(n, self.means.shape[1], generator=gen)
+        return self.means[comp] + (self.chol[comp] @ eps[..., None])[..., 0]
+
+
+class AutoencoderBase(nn.Module):
+    latent_dim: int
+    num_classes: int
+    likelihood: str
+    variational: bool
+    channels: int
+    ex_post_components: int = 10
+
+    def component(self, name: str) -> nn.Module:
+        """The network saved as ``<name>.safetensors``: ``vae`` (this model) or ``gmm`` (its ex-post sampler)."""
+        if name == "gmm":
+            return GaussianMixture(self.ex_post_components, self.latent_dim)
+        return self
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.likelihood == "bernoulli":
+            return bernoulli_nll(params, x)
+        return discretized_logistic_nll(params, x)
+
+    def mean_image(self, params: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image in [0, 1] (what samples and reconstructions show)."""
+        return torch.sigmoid(params[:, : self.channels].float())
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+        """(decoder params, mu, logvar) for the posterior sample ``z = mu + exp(logvar / 2) * noise`` (``z = mu``
+        with no noise, or for a plain autoencoder). The training step goes through here, so DDP sees it."""
+        mu, logvar = self.encode(x, labels)
+        z = mu if noise is None or logvar is None else mu + (0.5 * logvar).exp() * noise.to(mu.device, mu.dtype)
+        return self.decode(z, labels), mu, logvar
+
+    def _out_channels(self) -> int:
+        return self.channels * (1 if self.likelihood == "bernoulli" else 2)
+
+
+@MODELS.register("conv-vae")
+class ConvVAE(AutoencoderBase):
+    """Conv encoder (two stride-2 4x4 convolutions, 28 -> 14 -> 7, then two fully connected layers to mu and
+    log-variance) and its mirror as decoder."""
+
+    @dataclass
+    class Config:
+        image_size: int = 28  # a multiple of 4
+        channels: int = 1
+        latent_dim: int = 32
+        width: int = 32  # channels of the first convolution (the second has twice as many)
+        hidden: int = 512
+        num_classes: int = 0  # > 0: conditional VAE
+        embed_dim: int = 16
+        likelihood: Literal["bernoulli", "logistic"] = "bernoulli"
+        variational: bool = True  # false: a plain (deterministic) autoencoder
+
+        def __post_init__(self) -> None:
+            check(self.image_size >= 8 and self.image_size % 4 == 0, "model.image_size", "must be a multiple of 4")
+            check(self.channels in (1, 3), "model.channels", "must be 1 or 3")
+            check(self.latent_dim >= 1, "model.latent_dim", "must be >= 1")
+            check(self.width >= 1 and self.hidden >= 1, "model.width", "width and hidden must be >= 1")
+            check(self.num_classes >= 0, "model.num_classes", "must be >= 0")
+            check(self.embed_dim >= 1, "model.embed_dim", "must be >= 1")
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.latent_dim, self.num_classes, self.channels = cfg.latent_dim, cfg.num_classes, cfg.channels
+        self.likelihood, self.variational = cfg.likelihood, cfg.variational
+        w, s = cfg.width, cfg.image_size // 4
+        self.side = s
+        self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.num_classes else None
+        e = cfg.embed_dim if cfg.num_classes else 0
+        self.enc = nn.Sequential(
+            nn.Conv2d(cfg.channels + e, w, 4, 2, 1), nn.SiLU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.SiLU(), nn.Flatten()
+        )
+        self.enc_fc = nn.Sequential(nn.Linear(2 * w * s * s, cfg.hidden), nn.SiLU())
+        self.to_latent = nn.Linear(cfg.hidden, cfg.latent_dim * (2 if cfg.variational else 1))
+        self.dec_fc = nn.Sequential(
+            nn.Linear(cfg.latent_dim + e, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, 2 * w * s * s), nn.SiLU()
+        )
+        self.dec = nn.Sequential(
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.SiLU(), nn.ConvTranspose2d(w, self._out_channels(), 4, 2, 1)
+        )
+
+    def _condition(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        if self.embed is None:
+            return None
+        if labels is None:
+            raise ValueError("this autoencoder is class-conditional: labels are required")
+        return self.embed(labels)
+
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        emb = self._condition(labels)
+        if emb is not None:
+            x = torch.cat([x, emb[:, :, None, None].expand(-1, -1, *x.shape[-2:])], 1)
+        h = self.to_latent(self.enc_fc(self.enc(x)))
+        if not self.variational:
+            return h, None
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar.clamp(-12, 8)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None, embedding: torch.Tensor | None = None):
+        emb = embedding if embedding is not None else self._condition(labels)
+        if emb is not None:
+            z = torch.cat([z, emb.to(z.dtype)], 1)
+        h = self.dec_fc(z).view(len(z), -1, self.side, self.side)
+        return self.dec(h)
+
+
+@MODELS.register("mlp-vae")
+class MLPVAE(AutoencoderBase):
+    """pytorch/examples' VAE: 784 -> 400 -> (mu, logvar) of 20, 20 -> 400 -> 784 Bernoulli logits."""
+
+    @dataclass
+    class Config:
+        image_size: int = 28
+        channels: int = 1
+        latent_dim: int = 20
+        hidden: int = 400
+        num_classes: int = 0
+
+        def __post_init__(self) -> None:
+            check(self.image_size >= 2, "model.image_size", "must be >= 2")
+            check(self.channels in (1, 3), "model.channels", "must be 1 or 3")
+            check(self.latent_dim >= 1 and self.hidden >= 1, "model.latent_dim", "latent_dim and hidden must be >= 1")
+            check(self.num_classes == 0, "model.num_classes", "the reference VAE is unconditional (0)")
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.latent_dim, self.num_classes, self.channels = cfg.latent_dim, 0, cfg.channels
+        self.likelihood, self.variational = "bernoulli", True
+        self.shape = (cfg.channels, cfg.image_size, cfg.image_size)
+        d = cfg.channels * cfg.image_size**2
+        self.fc1, self.fc21 = nn.Linear(d, cfg.hidden), nn.Linear(cfg.hidden, cfg.latent_dim)
+        self.fc22 = nn.Linear(cfg.hidden, cfg.latent_dim)
+        self.fc3, self.fc4 = nn.Linear(cfg.latent_dim, cfg.hidden), nn.Linear(cfg.hidden, d)
+
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        h = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc21(h), self.fc22(h).clamp(-12, 8)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None, embedding: torch.Tensor | None = None):
+        return self.fc4(torch.relu(self.fc3(z))).view(len(z), *self.shape)
