@@ -72,6 +72,15 @@ def outputs() -> dict[str, np.ndarray]:
     out["mnist-cgan/sample_classes"] = cgan.sample(6, seed=2, classes=[3, 8]).numpy()
     out["mnist-cgan/interpolate_classes"] = cgan.interpolate(steps=3, rows=2, seed=4, classes=(1, 7)).numpy()
 
+    vae = convgen.load("mnist-vae", device="cpu")
+    out["mnist-vae/sample_gmm"] = vae.sample(6, seed=0).numpy()
+    out["mnist-vae/sample_prior"] = vae.sample(6, seed=0, sampler="prior").numpy()
+    out["mnist-vae/reconstruct"] = vae.reconstruct(digits)
+    out["mnist-vae/interpolate"] = vae.interpolate(steps=3, rows=2, seed=5).numpy()
+    cvae = convgen.load("mnist-cvae", device="cpu")
+    out["mnist-cvae/per_class"] = np.stack([v.numpy() for v in cvae.sample_per_class(1, seed=1).values()])
+    out["mnist-cvae/reconstruct"] = cvae.reconstruct(digits, label=3)
+
     gray, colour = _gray_crop(), _colour_crop()
     out["denoise-gray-s25/restore"] = convgen.load("denoise-gray-s25").restore(_noisy(gray, 25), sigma=25)
     out["denoise-gray-blind/restore"] = convgen.load("denoise-gray-blind").restore(_noisy(gray, 50))

@@ -165,6 +165,10 @@ def test_sampler_api_and_reconstruction(trained: Path, trained_cvae: Path):
     groups = cpipe.sample_per_class(3, seed=0)
     assert sorted(groups) == list(range(10)) and all(g.shape == (3, 1, 28, 28) for g in groups.values())
     assert cpipe.interpolate(steps=3, rows=1, classes=(3, 8)).shape == (3, 1, 28, 28)
+    ex_post = cpipe.sample_per_class(3, seed=0, sampler="gmm")  # each class from its own mixture components
+    assert all(g.shape == (3, 1, 28, 28) for g in ex_post.values())
+    gmm = cpipe.models["gmm"]
+    assert sorted(gmm.component_class.tolist()) == sorted(list(range(10)) * (len(gmm.component_class) // 10))
     with pytest.raises(ConvgenError, match="out of range"):
         cpipe.sample(4, classes=[12])
     with pytest.raises(ConvgenError, match="class-conditional"):

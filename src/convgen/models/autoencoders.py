@@ -25,10 +25,12 @@ from convgen.schema import check
 class GaussianMixture(nn.Module):
     """A full-covariance Gaussian mixture over latent codes: the ex-post density sampler of Ghosh et al. 2020
     (pythae's GMM sampler), fitted by EM to the training images' posterior means, so samples come from where the
-    encoder actually puts digits rather than from the whole prior."""
+    encoder actually puts digits rather than from the whole prior. For a conditional model each class has its own
+    components (``component_class``), fitted to that class's codes, and a sample of class c is drawn from them."""
 
     def __init__(self, components: int, dim: int) -> None:
         super().__init__()
+        self.register_buffer("component_class", torch.full((components,), -1, dtype=torch.long))  # -1: any class
         self.register_buffer("log_weights", torch.full((components,), -math.log(components)))
         self.register_buffer("means", torch.zeros(components, dim))
         self.register_buffer("chol", torch.eye(dim).repeat(components, 1, 1))  # lower Cholesky factors
@@ -44,7 +46,13 @@ class GaussianMixture(nn.Module):
         return self.log_weights.double() - 0.5 * (sol.square().sum(-1) + logdet + d * math.log(2 * math.pi))
 
     @torch.no_grad()
-    def fit(self, z: torch.Tensor, iters: int = 100, seed: int = 0, ridge: float = 1e-4) -> GaussianMixture:
+    def fit(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, iters: int = 100, seed: int = 0, ridge: float = 1e-4
+    ) -> GaussianMixture:
+        """EM from ``seed``; with ``labels`` (C classes), ``components // C`` components per class, each class's
+        fitted to its own codes (weights within a class sum to one)."""
+        if labels is not None:
+            return self._fit_per_class(z, labels, iters, seed, ridge)
         z = z.double()
         n, d = z.shape
         k = self.means.shape[0]
@@ -64,9 +72,27 @@ class GaussianMixture(nn.Module):
             self.chol.copy_(torch.linalg.cholesky(covs).float())
         return self
 
+    def _fit_per_class(self, z, labels, iters, seed, ridge) -> GaussianMixture:
+        classes = int(labels.max()) + 1
+        per = self.means.shape[0] // classes
+        if per < 1 or per * classes != self.means.shape[0]:
+            raise ValueError(f"{self.means.shape[0]} components do not divide among {classes} classes")
+        for c in range(classes):
+            part = GaussianMixture(per, z.shape[1]).fit(z[labels == c], None, iters, seed + c, ridge)
+            sl = slice(c * per, (c + 1) * per)
+            self.component_class[sl] = c
+            self.log_weights[sl], self.means[sl], self.chol[sl] = part.log_weights, part.means, part.chol
+        return self
+
     @torch.no_grad()
-    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        comp = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=gen)
+    def sample(self, n: int, gen: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` codes; for a per-class mixture, code ``i`` from the components of class ``labels[i]``."""
+        weights = self.log_weights.exp()
+        if labels is None or bool((self.component_class < 0).all()):
+            comp = torch.multinomial(weights, n, replacement=True, generator=gen)
+        else:
+            masks = self.component_class[None, :] == labels.cpu()[:, None]  # n x K
+            comp = torch.multinomial(weights[None] * masks, 1, replacement=True, generator=gen)[:, 0]
         eps = torch.randn(n, self.means.shape[1], generator=gen)
         return self.means[comp] + (self.chol[comp] @ eps[..., None])[..., 0]
 
@@ -82,8 +108,16 @@ class AutoencoderBase(nn.Module):
     def component(self, name: str) -> nn.Module:
         """The network saved as ``<name>.safetensors``: ``vae`` (this model) or ``gmm`` (its ex-post sampler)."""
         if name == "gmm":
-            return GaussianMixture(self.ex_post_components, self.latent_dim)
+            return GaussianMixture(self.gmm_components, self.latent_dim)
         return self
+
+    @property
+    def gmm_components(self) -> int:
+        """Components of the ex-post mixture: ``ex_post_components``, or that many split among the classes (at
+        least one each) for a conditional model."""
+        if self.num_classes:
+            return self.num_classes * max(1, self.ex_post_components // self.num_classes)
+        return self.ex_post_components
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.likelihood == "bernoulli":

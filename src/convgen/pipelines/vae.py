@@ -57,15 +57,23 @@ class VAEPipeline(Sampler, RestorePipeline):
     def select_networks(self, saved) -> tuple[str, ...]:
         return ("vae", "gmm") if saved.has("gmm") else ("vae",)
 
-    def generate_images(self, n, seed, labels, batch_size, sampler: str = "prior"):
+    @property
+    def default_sampler(self) -> str:
+        """The model's ``meta.json`` ``inference.sampler`` (set for zoo models whose card was measured with it),
+        else ``prior``."""
+        return str(self.meta.get("inference", {}).get("sampler", "prior"))
+
+    def generate_images(self, n, seed, labels, batch_size, sampler: str | None = None):
         """Decoder means of latents drawn from the prior N(0, I) (``sampler="prior"``) or from the ex-post
-        Gaussian mixture fitted to the training images' codes (``"gmm"``, Ghosh et al. 2020)."""
+        Gaussian mixture fitted to the training images' codes (``"gmm"``, Ghosh et al. 2020); default
+        :attr:`default_sampler`."""
+        sampler = self.default_sampler if sampler is None else sampler
         if not self.net.variational:
             raise ConvgenError(f"{self.model_dir} is a plain autoencoder: it has no prior to sample from")
         if sampler == "gmm":
             if "gmm" not in self.models:
                 raise ConvgenError(f"{self.model_dir} has no ex-post sampler (gmm.safetensors); use `sampler` prior")
-            z = self.models["gmm"].sample(n, torch.Generator().manual_seed(seed))
+            z = self.models["gmm"].sample(n, torch.Generator().manual_seed(seed), labels)
         elif sampler == "prior":
             z = self.latents(n, seed)
         else:

@@ -224,9 +224,9 @@ class VAETask(Task):
             x, y = split.batch(torch.arange(i, min(i + 500, len(split))))
             yi = None if not self.conditional else y.to(self.ctx.device)
             codes.append(self.net.encode(self.ctx.to_device(binarize(x, self.binarize, gen)), yi)[0].float().cpu())
-        gmm = GaussianMixture(self.net.ex_post_components, self.net.latent_dim).fit(
-            torch.cat(codes), seed=self.cfg.seed
-        )
+        labels = split.labels if self.conditional else None
+        gmm = GaussianMixture(self.net.gmm_components, self.net.latent_dim)
+        gmm.fit(torch.cat(codes), labels, seed=self.cfg.seed)
         save_models(model_dir, {"gmm": gmm})
 
     def export_meta(self) -> dict[str, Any]:
