@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,12 @@ def dump_json(obj: Any) -> str:
 
 
 def save_models(directory: Path, models: dict[str, nn.Module]) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
     for name, module in models.items():
         sd = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
         save_file(sd, str(directory / f"{name}.safetensors"))
+        os.chmod(directory / f"{name}.safetensors", 0o666 & ~mask)  # safetensors writes 0600 files
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
