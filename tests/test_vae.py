@@ -204,3 +204,60 @@ def test_commands_and_their_errors(trained: Path, tmp_path: Path):
         r = cli(*args)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_latent_tools(trained: Path, tmp_path: Path):
+    pipe = convgen.load(trained, device="cpu")
+    digit = np.zeros((28, 28), np.float32)
+    digit[5:23, 10:18] = 1
+    rec = torch.from_numpy(pipe.reconstruct(digit)).permute(2, 0, 1)
+    still = pipe.attribute_shift(digit, torch.zeros(pipe.net.latent_dim), steps=4)
+    assert still.shape == (4, 1, 28, 28)
+    for img in still:  # a zero direction returns the reconstruction at every step
+        torch.testing.assert_close(img, rec, atol=1e-6, rtol=0)
+    from convgen.pipelines.vae import labelled_set
+
+    images, labels = labelled_set(None, None)  # the bundled validation digits
+    assert images.shape == (1000, 1, 28, 28) and len(labels) == 1000
+    means = pipe.class_means(images[:300], labels[:300])
+    moved = pipe.attribute_shift(digit, means[8] - means[1], steps=3)
+    assert not torch.allclose(moved[0], moved[-1])
+    grid = pipe.traverse(digit, dims=[0, 3], steps=5)
+    assert grid.shape == (10, 1, 28, 28)
+    assert sorted(pipe.active_dims()) == list(range(pipe.net.latent_dim))
+    what = pipe.latent_map(images[:200], labels[:200], tmp_path / "map.png")
+    assert "PCA projection of the 8-D latent" in what and Image.open(tmp_path / "map.png").size[0] > 300
+    with pytest.raises(ConvgenError, match="already exists"):
+        pipe.latent_map(images[:200], labels[:200], tmp_path / "map.png")
+    with pytest.raises(ConvgenError, match="latent dimensions"):
+        pipe.traverse(dims=[99])
+    with pytest.raises(ConvgenError, match="the latent has 8"):
+        pipe.attribute_shift(digit, torch.zeros(3))
+    two = tmp_path / "two"
+    Trainer(build_config(vae_config(model__latent_dim=2, train__max_steps=10, train__eval_every=10)), two).fit()
+    assert convgen.load(two).latent_map(images[:100], labels[:100], tmp_path / "m2.png") == "the 2-D latent itself"
+
+
+def test_latent_tool_commands(trained: Path, tmp_path: Path):
+    d = tmp_path / "digits"
+    assert cli("data", "export", "--split", "val", "--limit", "30", "--out", str(d)).returncode == 0
+    ok = [
+        ["traverse", str(trained), "--out", str(tmp_path / "t.png"), "--steps", "4"],
+        ["edit", str(trained), "--input", str(d / "00000.png"), "--from", "2", "--to", "7",
+         "--out", str(tmp_path / "e.png"), "--reference", str(d)],
+        ["latent-map", str(trained), "--input", str(d), "--out", str(tmp_path / "m.png")],
+    ]  # fmt: skip
+    for args in ok:
+        r = cli(*args)
+        assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "e.png").size[0] > 6 * 28
+    for args, needle in (
+        (ok[0], "already exists"),
+        (["edit", str(trained), "--input", str(d / "00000.png"), "--from", "2", "--to", "12", "--out",
+          str(tmp_path / "e2.png"), "--reference", str(d)], "class 12 has no image"),
+        (["traverse", str(trained), "--out", str(tmp_path / "t2.png"), "--span", "0"], "--span"),
+        (["latent-map", "mnist-dcgan", "--out", str(tmp_path / "m2.png")], "not a VAE"),
+    ):  # fmt: skip
+        r = cli(*args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr

@@ -1,9 +1,12 @@
-"""``convgen reconstruct MODEL``: encode and decode images with a (variational) autoencoder."""
+"""Autoencoder and VAE commands: ``reconstruct``, and the latent-space tools ``traverse``, ``edit`` (attribute
+arithmetic) and ``latent-map``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from convgen.errors import ConvgenError
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -12,6 +15,57 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     pipe = load(args.model, device=args.device, expect=RestorePipeline, role="an autoencoder")
     written = pipe.restore_files(args.input, args.output, overwrite=args.overwrite, verb="reconstruct")
     print(f"reconstruct: wrote {len(written)} image(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _vae(model: str, device: str):
+    from convgen.pipelines import load
+    from convgen.pipelines.vae import VAEPipeline
+
+    return load(model, device=device, expect=VAEPipeline, role="a VAE or autoencoder")
+
+
+def _cmd_traverse(args: argparse.Namespace) -> int:
+    from convgen.io.atomic import refuse_existing
+    from convgen.io.images import read_image
+    from convgen.viz.grid import save_grid
+
+    refuse_existing([args.out], args.overwrite)
+    pipe = _vae(args.model, args.device)
+    image = read_image(args.input) if args.input else None
+    grid = pipe.traverse(image, args.dims, args.span, args.steps, args.seed, args.class_)
+    save_grid(grid, args.out, nrow=args.steps)
+    print(f"wrote {args.out} (rows: latent dimensions, columns: -{args.span:g} .. +{args.span:g})", file=sys.stderr)
+    return 0
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from convgen.io.atomic import refuse_existing
+    from convgen.io.images import read_image
+    from convgen.pipelines.vae import labelled_set
+    from convgen.viz.grid import save_grid
+
+    refuse_existing([args.out], args.overwrite)
+    pipe = _vae(args.model, args.device)
+    images, labels = labelled_set(args.reference, args.labels)
+    means = pipe.class_means(images, labels)
+    for c in (args.from_, args.to):
+        if c not in means:
+            raise ConvgenError(f"class {c} has no image in the reference set (classes: {sorted(means)})")
+    row = pipe.attribute_shift(read_image(args.input), means[args.to] - means[args.from_], args.steps, args.strength)
+    save_grid(row, args.out, nrow=args.steps)
+    print(f"wrote {args.out} ({args.steps} steps from the reconstruction along class {args.from_} -> {args.to})",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _cmd_latent_map(args: argparse.Namespace) -> int:
+    from convgen.pipelines.vae import labelled_set
+
+    pipe = _vae(args.model, args.device)
+    images, labels = labelled_set(args.input, args.labels)
+    what = pipe.latent_map(images, labels, args.out, args.overwrite)
+    print(f"wrote {args.out}: {what}", file=sys.stderr)
     return 0
 
 
@@ -28,3 +82,55 @@ def add_commands(sub) -> None:
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=_cmd_reconstruct)
+
+    t = sub.add_parser(
+        "traverse",
+        help="a VAE's latent traversal grid: one latent dimension per row",
+        description="Each row sets one latent dimension to values from -SPAN to +SPAN (prior standard deviations) "
+        "in the code of --input (or of a prior sample from --seed), the other dimensions fixed.",
+    )
+    t.add_argument("model")
+    t.add_argument("--out", required=True, help="PNG grid (rows x --steps)")
+    t.add_argument("--input", help="image whose code is traversed (default: a prior sample)")
+    t.add_argument("--dims", type=int, nargs="+", help="latent dimensions (default: the first 8)")
+    t.add_argument("--span", type=float, default=3.0)
+    t.add_argument("--steps", type=int, default=9)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--class", dest="class_", help="class (conditional models)")
+    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--device", default="auto")
+    t.set_defaults(func=_cmd_traverse)
+
+    e = sub.add_parser(
+        "edit",
+        help="attribute arithmetic: move an image's code from one class towards another",
+        description="Moves the code of --input along mean(code of class TO) - mean(code of class FROM), measured "
+        "on a labelled reference set (--reference DIR with labels.csv; default: the 1,000 validation digits bundled "
+        "with convgen), e.g. turn a 3 into an 8 while keeping the stroke style.",
+    )
+    e.add_argument("model")
+    e.add_argument("--input", required=True, help="the image to edit")
+    e.add_argument("--from", dest="from_", type=int, required=True, help="its class")
+    e.add_argument("--to", type=int, required=True, help="the class to move towards")
+    e.add_argument("--out", required=True, help="PNG row: the reconstruction, then each step")
+    e.add_argument("--reference", help="labelled images (a folder with labels.csv)")
+    e.add_argument("--labels", help="labels.csv (default: REFERENCE/labels.csv)")
+    e.add_argument("--steps", type=int, default=6)
+    e.add_argument("--strength", type=float, default=1.0, help="fraction of the class difference at the last step")
+    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=_cmd_edit)
+
+    m = sub.add_parser(
+        "latent-map",
+        help="a 2-D map of a labelled set's latent codes, coloured by class",
+        description="The model's own latent when it is 2-D, else its first two principal components (the picture "
+        "says which). Default set: the 1,000 validation digits bundled with convgen.",
+    )
+    m.add_argument("model")
+    m.add_argument("--out", required=True, help="PNG")
+    m.add_argument("--input", help="labelled images (a folder with labels.csv)")
+    m.add_argument("--labels", help="labels.csv (default: INPUT/labels.csv)")
+    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--device", default="auto")
+    m.set_defaults(func=_cmd_latent_map)

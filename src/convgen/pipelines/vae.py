@@ -128,6 +128,110 @@ class VAEPipeline(Sampler, RestorePipeline):
 
     reconstruct = restore
 
+    # -- latent-space tools ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def codes(self, images: torch.Tensor, labels=None, batch_size: int = 500) -> torch.Tensor:
+        """Posterior means (N x latent_dim) of a B x C x H x W batch in [0, 1]."""
+        y = self._labels(labels, len(images))
+        out = []
+        for i in range(0, len(images), batch_size):
+            yi = None if y is None else y[i : i + batch_size].to(self.device)
+            out.append(self.net.encode(images[i : i + batch_size].to(self.device), yi)[0].float().cpu())
+        return torch.cat(out)
+
+    def traverse(
+        self,
+        image: np.ndarray | None = None,
+        dims: list[int] | None = None,
+        span: float = 3.0,
+        steps: int = 9,
+        seed: int = 0,
+        label=None,
+    ) -> torch.Tensor:
+        """A grid (len(dims) rows x ``steps``, row-major) that sets one latent dimension at a time to values from
+        ``-span`` to ``+span`` (in prior standard deviations) in the code of ``image`` (or of a prior sample from
+        ``seed``), the others fixed. Default ``dims``: the 8 the encoder uses most (:meth:`active_dims`)."""
+        if steps < 2 or not span > 0:
+            raise ConvgenError(f"`steps` must be >= 2 and `span` > 0, got {steps} and {span}")
+        d = self.net.latent_dim
+        dims = self.active_dims()[:8] if dims is None else list(dims)
+        bad = [k for k in dims if not 0 <= k < d]
+        if bad or not dims:
+            raise ConvgenError(f"`dims` must be latent dimensions 0..{d - 1}, got {dims}")
+        y = self._labels(None if label is None else [label], 1)
+        if image is not None:
+            base = self.codes(self.prepare(image), y)[0]
+        else:
+            base = self.latents(1, seed)[0]
+        values = torch.linspace(-span, span, steps)
+        z = base.repeat(len(dims) * steps, 1)
+        for r, k in enumerate(dims):
+            z[r * steps : (r + 1) * steps, k] = values
+        return self.decode(z, None if y is None else y.repeat(len(z)))
+
+    def active_dims(self) -> list[int]:
+        """Latent dimensions, most used first: by the variance of the training codes under the ex-post mixture
+        (an unused dimension's codes all sit near 0), or in order when the model has no mixture."""
+        gmm = self.models.get("gmm")
+        if gmm is None:
+            return list(range(self.net.latent_dim))
+        w = gmm.log_weights.exp()[:, None]
+        var = torch.diagonal(gmm.chol @ gmm.chol.transpose(1, 2), dim1=1, dim2=2)
+        total = (w * (var + gmm.means**2)).sum(0) - (w * gmm.means).sum(0) ** 2
+        return total.argsort(descending=True).tolist()
+
+    def class_means(self, images: torch.Tensor, labels: list[int]) -> dict[int, torch.Tensor]:
+        """Mean posterior code of each class in a labelled set (the model itself conditions on nothing here:
+        an unconditional model's codes, or a conditional model's codes given each image's class)."""
+        z = self.codes(images, labels if self.num_classes else None)
+        y = torch.as_tensor(labels)
+        return {int(c): z[y == c].mean(0) for c in y.unique()}
+
+    def attribute_shift(
+        self, image: np.ndarray, direction: torch.Tensor, steps: int = 5, strength: float = 1.0, label=None
+    ) -> torch.Tensor:
+        """``steps`` decodes of the image's code moved along ``direction`` (0 .. ``strength`` of it), e.g.
+        mean(class b) - mean(class a): "turn a 3 into an 8 while keeping the stroke style". The first image is the
+        reconstruction; a zero direction gives the reconstruction at every step."""
+        if steps < 1:
+            raise ConvgenError(f"`steps` must be >= 1, got {steps}")
+        direction = torch.as_tensor(direction, dtype=torch.float32).flatten()
+        if direction.numel() != self.net.latent_dim:
+            raise ConvgenError(f"the direction has {direction.numel()} values; the latent has {self.net.latent_dim}")
+        y = self._labels(None if label is None else [label], 1)
+        z0 = self.codes(self.prepare(image), y)[0]
+        t = torch.linspace(0, strength, steps) if steps > 1 else torch.zeros(1)
+        z = z0[None] + t[:, None] * direction[None]
+        return self.decode(z, None if y is None else y.repeat(len(z)))
+
+    def latent_map(self, images: torch.Tensor, labels: list[int], out: str | Path, overwrite: bool = False) -> str:
+        """A scatter plot of the codes of a labelled set, coloured by class: the latent itself when it is 2-D,
+        else its first two principal components (the title says which). Returns what was plotted."""
+        from convgen.io.atomic import atomic_write, refuse_existing
+
+        refuse_existing([out], overwrite)
+        z = self.codes(images, labels if self.num_classes else None).double()
+        if z.shape[1] == 2:
+            xy, what = z, "the 2-D latent itself"
+        else:
+            centred = z - z.mean(0)
+            _, s, v = torch.linalg.svd(centred, full_matrices=False)
+            share = float((s[:2] ** 2).sum() / (s**2).sum())
+            xy, what = centred @ v[:2].T, f"a PCA projection of the {z.shape[1]}-D latent ({share:.0%} of its variance)"
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 5.5))
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
+        ax.legend(*points.legend_elements(), title="class", fontsize=7, loc="best")
+        ax.set_title(f"posterior means of {len(z)} images:\n{what}", fontsize=9)
+        fig.tight_layout()
+        atomic_write(out, lambda p: fig.savefig(p, format="png", dpi=110))
+        plt.close(fig)
+        return what
+
     @torch.no_grad()
     def likelihood(
         self,
@@ -221,3 +325,23 @@ def read_labels(path: str | Path) -> dict[str, int]:
         return {r["file"]: int(r["label"]) for r in rows}
     except (KeyError, ValueError, TypeError, csv.Error) as e:
         raise ConvgenError(f"{path}: expected rows of file,label ({type(e).__name__})") from None
+
+
+def labelled_set(folder: str | Path | None, labels: str | Path | None) -> tuple[torch.Tensor, list[int]]:
+    """Images and labels of a folder with a ``labels.csv`` (``labels`` or ``folder/labels.csv``); with no
+    folder, the 1,000 validation digits of the MNIST split bundled with convgen."""
+    if folder is None:
+        from convgen.data.datasets import build_data
+        from convgen.registry import DATASETS
+        from convgen.schema import build_typed
+
+        val = build_data(build_typed("data", {"type": "mnist", "val_count": 1000}, DATASETS)).val
+        x, y = val.batch(torch.arange(len(val)))
+        return x, y.tolist()
+    table = read_labels(labels if labels is not None else Path(folder) / "labels.csv")
+    files = [f for f in resolve_inputs(folder) if f.name in table]
+    if not files:
+        raise ConvgenError(f"{folder}: no image is listed in the labels file")
+    return torch.stack([torch.from_numpy(read_image(f)).permute(2, 0, 1) for f in files]), [
+        table[f.name] for f in files
+    ]
