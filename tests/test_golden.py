@@ -120,6 +120,8 @@ def _train_config(task: dict, model: dict, data: dict, **train) -> dict:
 def training_runs() -> dict[str, dict]:
     """Tiny deterministic training runs of each task (trainer, optimiser step, EMA, validation)."""
     digits = {"type": "mnist", "limit": 120, "val_count": 40}
+    patches = {"type": "image-patches", "root": str(SET12.parent), "patch_size": 24, "val_count": 2, "limit": 4,
+               "val_crop": 48}  # fmt: skip
     return {
         "classification": _train_config(
             {"type": "classification", "augment": {"degrees": 10}},
@@ -153,26 +155,12 @@ def training_runs() -> dict[str, dict]:
         "denoise": _train_config(
             {"type": "restoration", "degradation": {"kind": "noise", "sigma": None, "sigma_range": [0, 50]}},
             {"type": "dncnn", "depth": 3, "width": 8},
-            {
-                "type": "image-patches",
-                "root": str(SET12.parent),
-                "patch_size": 24,
-                "val_count": 2,
-                "limit": 4,
-                "val_crop": 48,
-            },
+            patches,
         ),
         "inpaint": _train_config(
             {"type": "restoration", "degradation": {"kind": "inpaint", "prefill": "gmrf"}, "loss": "psnr"},
             {"type": "unet-restore", "widths": [8, 16], "cond_channels": 1, "residual": False, "gated": True},
-            {
-                "type": "image-patches",
-                "root": str(SET12.parent),
-                "patch_size": 24,
-                "val_count": 2,
-                "limit": 4,
-                "val_crop": 48,
-            },
+            patches,
         ),
     }
 

@@ -25,6 +25,12 @@ def resize(x: torch.Tensor, size: int | tuple[int, int], antialias: bool = True)
     return out[0] if squeeze else out
 
 
+def resize_arrays(images, size: int) -> torch.Tensor:
+    """H x W (x C) float arrays -> one B x C x S x S batch, each image resized with :func:`resize`."""
+    arrays = [a[..., None] if a.ndim == 2 else a for a in (np.asarray(a, np.float32) for a in images)]
+    return torch.stack([resize(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1), size) for a in arrays])
+
+
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)

@@ -92,6 +92,14 @@ class Task:
         """Write the run's pictures and return summary values (called on the main process)."""
         return {}
 
+    def save_sample_grid(self, images: torch.Tensor, nrow: int | None = None) -> None:
+        """``samples/step_N.png`` in the run directory at a validation (main process only)."""
+        if self.run_dir is None or not self.ctx.dist.is_main:
+            return
+        from convgen.viz.grid import save_grid
+
+        save_grid(images, self.run_dir / "samples" / f"step_{self.current_step:08d}.png", nrow=nrow)
+
     def export_meta(self) -> dict[str, Any]:
         """What the exported model's ``meta.json`` records beyond the checkpoint's metrics (e.g. class names)."""
         return {"class_names": self.data.class_names}

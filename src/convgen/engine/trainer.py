@@ -191,11 +191,16 @@ class Trainer:
         self.device = device
         return source
 
-    def _restore(self, source: Path) -> None:
+    def _load_checkpoint(self, source: Path) -> dict:
+        """Networks, optimisers, schedules, task extras and RNG states from ``source``; returns its state."""
         state = ckpt.load_state(source)
         load_models(source, self.task.models)
         self.task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
+        return state
+
+    def _restore(self, source: Path) -> None:
+        state = self._load_checkpoint(source)
         self.step, self.best_value = state["step"], state.get("best_value")
         self.health.update(state.get("health", {}))
         self._log(f"resumed from {source} at step {self.step}")
@@ -360,14 +365,11 @@ class Trainer:
             else:
                 why = f"{health['rollbacks']} rollback(s) already done (train.max_rollbacks={tcfg.max_rollbacks})"
             raise TrainingError(f"{reason} at step {self.step}; {why}. Try a lower train.lr or train.grad_clip")
-        state = ckpt.load_state(source)
-        load_models(source, task.models)
-        task.load_state_dict(state["task"])
+        state = self._load_checkpoint(source)
         saved_scale = state.get("health", {}).get("lr_scale", 1.0)
         health["rollbacks"] += 1
         health["lr_scale"] *= tcfg.rollback_lr_factor
         task.scale_learning_rates(health["lr_scale"] / saved_scale)
-        set_rng_state(state["rng"])
         seed_everything(self.cfg.seed + 7919 * health["rollbacks"])  # do not replay the same trajectory
         task.reseed(health["rollbacks"])
         message = (

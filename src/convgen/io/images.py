@@ -17,11 +17,12 @@ Channel rules (explicit, never silent):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,27 +52,25 @@ def _check_size(path: Path, width: int, height: int, limit: int | None) -> None:
         )
 
 
-def _decode(path: Path, limit: int | None) -> np.ndarray:
+@contextlib.contextmanager
+def _opened(path: Path, limit: int | None) -> Iterator[Image.Image]:
+    """Pillow's image of ``path``, refused before any pixel is decoded when it is over the pixel limit or holds
+    several frames; every decoder error or warning in the block (a warning means a damaged file, e.g. a TIFF
+    tag past its end) becomes one :class:`ImageError`."""
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we enforce our own limit
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a decoder's warning (a TIFF tag past the end, ...) means a damaged file
+            warnings.simplefilter("error")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we enforce our own limit below
-            try:
-                with Image.open(path) as img:
-                    _check_size(path, img.width, img.height, limit)
-                    frames = getattr(img, "n_frames", 1)
-                    if frames > 1:
-                        raise ImageError(
-                            f"{path}: holds {frames} frames (an animation or a multi-page file); convgen reads "
-                            "single images (save the frame you want as its own file)"
-                        )
-                    img.load()
-                    arr = _png16_rgb(path, img) if img.format == "PNG" and img.mode in ("RGB", "RGBA") else None
-                    if arr is None:
-                        arr = _pil_to_array(ImageOps.exif_transpose(img))
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
+            with Image.open(path) as img:
+                _check_size(path, img.width, img.height, limit)
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:
+                    raise ImageError(
+                        f"{path}: holds {frames} frames (an animation or a multi-page file); convgen reads "
+                        "single images (save the frame you want as its own file)"
+                    )
+                yield img
     except ImageError:
         raise
     except FileNotFoundError:
@@ -82,6 +81,16 @@ def _decode(path: Path, limit: int | None) -> np.ndarray:
         raise ImageError(f"{path}: not an image file (cannot identify its format)") from None
     except (OSError, SyntaxError, ValueError, zlib.error, EOFError, Warning) as e:
         raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode(path: Path, limit: int | None) -> np.ndarray:
+    with _opened(path, limit) as img:
+        img.load()
+        arr = _png16_rgb(path, img) if img.format == "PNG" and img.mode in ("RGB", "RGBA") else None
+        if arr is None:
+            arr = _pil_to_array(ImageOps.exif_transpose(img))
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageError(f"{path}: image contains NaN or infinite values")
     return arr
@@ -165,24 +174,8 @@ def probe_image(path: str | Path, max_pixels: int | None = None) -> tuple[int, i
             raise ImageError(f"{path}: expected an HxW or HxWxC array, got shape {tuple(arr.shape)}")
         _check_size(path, arr.shape[1], arr.shape[0], max_pixels)
         return int(arr.shape[0]), int(arr.shape[1])
-    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # as in _decode: a decoder's warning means a damaged file
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_size(path, img.width, img.height, max_pixels)
-                if getattr(img, "n_frames", 1) > 1:
-                    raise ImageError(f"{path}: holds {img.n_frames} frames (an animation or a multi-page file)")
-                return img.height, img.width
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (cannot identify its format)") from None
-    except (OSError, SyntaxError, ValueError, zlib.error, EOFError, Warning) as e:
-        raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
+    with _opened(path, max_pixels) as img:
+        return img.height, img.width
 
 
 def stored_ndim(path: str | Path) -> int:

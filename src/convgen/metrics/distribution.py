@@ -268,6 +268,21 @@ class SampleValidator:
         self._real = real[:max_real]
         self._real_stats: tuple[np.ndarray, np.ndarray, float] | None = None
 
+    @classmethod
+    def for_training(cls, name: str, channels: int, data, device: str) -> SampleValidator | None:
+        """The validator a training task's ``fd_extractor`` names, against its validation images (or training
+        images when it has none): ``auto`` is ``mnist-classifier`` for 1-channel data, else ``none`` (None)."""
+        if name == "auto":
+            name = "mnist-classifier" if channels == 1 else "none"
+        if name == "none":
+            return None
+        ex = ClassifierExtractor(name, device, role="a classifier (task.fd_extractor)")
+        if ex.channels != channels:
+            raise ConvgenError(f"task.fd_extractor {name!r} expects {ex.channels}-channel images")
+        split = data.val if data.val is not None else data.train
+        real, _ = split.batch(torch.arange(min(len(split), 10_000)))
+        return cls(ex, real)
+
     def features(self, x: torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, torch.Tensor]:
         """(float64 features, class probabilities) of images in [0, 1] at any size."""
         x = resize(x, self.extractor.image_size).clamp(0, 1)

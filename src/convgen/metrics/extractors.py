@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from convgen import modeldir
-from convgen.data.transforms import resize
+from convgen.data.transforms import resize_arrays
 from convgen.engine.runtime import pick_device
 from convgen.errors import ConvgenError, ImageError
 from convgen.io.images import list_images, read_image
@@ -96,8 +96,7 @@ class ClassifierExtractor(FeatureExtractor):
         self.digest = hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()[:16]
 
     def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        batch = [resize(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1), self.image_size) for a in images]
-        return torch.stack(batch).clamp(0, 1)
+        return resize_arrays(images, self.image_size).clamp(0, 1)
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

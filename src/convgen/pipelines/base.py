@@ -44,6 +44,11 @@ class Pipeline:
         return self.meta.get("class_names") or [str(i) for i in range(n)]
 
 
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ConvgenError(f"`batch_size` {batch_size}: must be >= 1")
+
+
 def load(name_or_path: str | Path, device: str = "auto", expect: type | None = None, role: str = "") -> Pipeline:
     """Load a zoo model by name (e.g. ``"mnist-classifier"``) or a saved model directory.
 

@@ -10,10 +10,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from convgen.data.transforms import resize
-from convgen.errors import ConvgenError
+from convgen.data.transforms import resize_arrays
 from convgen.io.images import read_image, resolve_inputs
-from convgen.pipelines.base import Pipeline
+from convgen.pipelines.base import Pipeline, check_batch_size
 from convgen.registry import PIPELINES
 
 
@@ -27,14 +26,12 @@ class ClassifierPipeline(Pipeline):
 
     def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """H x W (x C) float arrays -> a B x C x S x S batch at the model's input size (antialiased resize)."""
-        size = self.cfg.model.image_size
-        arrays = [a[..., None] if a.ndim == 2 else a for a in (np.asarray(a, np.float32) for a in images)]
-        return torch.stack([resize(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1), size) for a in arrays])
+        return resize_arrays(images, self.cfg.model.image_size)
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Class probabilities for a batch B x C x H x W of floats in [0, 1]."""
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         out = []
         for i in range(0, images.shape[0], batch_size):
             out.append(torch.softmax(self.model(images[i : i + batch_size].to(self.device)).float(), 1).cpu())
@@ -46,7 +43,7 @@ class ClassifierPipeline(Pipeline):
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Penultimate-layer features (a domain feature space for generation metrics)."""
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         out = [
             self.model.features(images[i : i + batch_size].to(self.device)).float().cpu()
             for i in range(0, images.shape[0], batch_size)
@@ -55,7 +52,7 @@ class ClassifierPipeline(Pipeline):
 
     def classify_files(self, inputs: str | Path | Sequence[str | Path], batch_size: int = 500) -> dict[str, int]:
         """Classify an image file, a directory of images, or a list of files; returns file name -> class index."""
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         paths = resolve_inputs(inputs) if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
         channels = self.cfg.model.in_channels
         predictions: dict[str, int] = {}
@@ -67,8 +64,3 @@ class ClassifierPipeline(Pipeline):
                     predictions[p.name] = int(c)
                 bar.update(len(chunk))
         return predictions
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ConvgenError(f"`batch_size` {batch_size}: must be >= 1")

@@ -103,10 +103,9 @@ def _explainable(model_name: str, target: int | None):
         c, s = cfg.model.channels, cfg.model.image_size
 
         def prepare_d(paths):
-            from convgen.data.transforms import resize
+            from convgen.data.transforms import resize_arrays
 
-            batch = [resize(torch.from_numpy(read_image(p, channels=c)).permute(2, 0, 1), s) for p in paths]
-            return torch.stack(batch).clamp(0, 1) * 2 - 1
+            return resize_arrays([read_image(p, channels=c) for p in paths], s).clamp(0, 1) * 2 - 1
 
         labels = None if target is None else torch.tensor([target])
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from convgen.errors import ConvgenError
 from convgen.io.images import write_image
 from convgen.models.gan import generate, latents
-from convgen.pipelines.base import Pipeline
+from convgen.pipelines.base import Pipeline, check_batch_size
 from convgen.registry import PIPELINES
 
 
@@ -245,12 +245,7 @@ def _check_request(n: int, seed: int, batch_size: int) -> None:
         raise ConvgenError(f"`n` {n} is more than {MAX_SAMPLES:,} samples at once; sample in several runs (seeds)")
     if not -(2**63) <= seed < 2**63:
         raise ConvgenError(f"`seed` {seed} does not fit in 64 bits")
-    _check_batch_size(batch_size)
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ConvgenError(f"`batch_size` {batch_size}: must be >= 1")
+    check_batch_size(batch_size)
 
 
 def _safe_dir(name: str) -> str:

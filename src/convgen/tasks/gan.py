@@ -25,6 +25,7 @@ learns the clusters' frequencies, from which it later picks a cluster for each l
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +42,6 @@ from convgen.engine.task import Task
 from convgen.errors import ConfigError
 from convgen.losses.adversarial import d_loss, g_loss, gradient_penalty, r1_penalty
 from convgen.metrics.distribution import SampleValidator
-from convgen.metrics.extractors import ClassifierExtractor
 from convgen.models import build_model
 from convgen.models.gan import generate, latents
 from convgen.registry import TASKS
@@ -143,8 +143,6 @@ class GANTask(Task):
         self._last_g = 0.0  # generator loss of the latest G update (logged on D-only steps too)
         self.g_updates = 0
         self.peak_diversity = 0.0
-        self._validator: SampleValidator | None = None
-        self._validator_loaded = False
 
     # -- helpers -------------------------------------------------------------------------------------------------
     @property
@@ -246,21 +244,12 @@ class GANTask(Task):
     def sampler(self) -> nn.Module:
         return self.g_ema if self.g_ema is not None else self.models["generator"]
 
+    @functools.cached_property
     def validator(self) -> SampleValidator | None:
         """Scores samples in the feature space of ``task.fd_extractor`` (None when it is ``none``)."""
-        if not self._validator_loaded:
-            self._validator_loaded = True
-            name = self.cfg.task.fd_extractor
-            if name == "auto":
-                name = "mnist-classifier" if self.cfg.model.channels == 1 else "none"
-            if name != "none":
-                ex = ClassifierExtractor(name, str(self.ctx.device), role="a classifier (task.fd_extractor)")
-                if ex.channels != self.cfg.model.channels:
-                    raise ConfigError(f"task.fd_extractor {name!r} expects {ex.channels}-channel images")
-                split = self.data.val if self.data.val is not None else self.data.train
-                real, _ = split.batch(torch.arange(min(len(split), 10_000)))
-                self._validator = SampleValidator(ex, real)
-        return self._validator
+        return SampleValidator.for_training(
+            self.cfg.task.fd_extractor, self.cfg.model.channels, self.data, str(self.ctx.device)
+        )
 
     @torch.no_grad()
     def generate(self, n: int, seed: int, net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -282,9 +271,9 @@ class GANTask(Task):
     def evaluate(self) -> dict[str, float]:
         self._recalibrate()
         fakes, y = self.generate(self.cfg.task.eval_samples, seed=2024)
-        self._write_grid(fakes)
+        self.save_sample_grid(fakes[: self.cfg.task.sample_grid], self.cfg.model.num_classes or None)
         result: dict[str, float] = {"pixel_std": float(fakes.std(0).mean())}
-        validator = self.validator()
+        validator = self.validator
         if validator is not None:
             result.update(validator(fakes, y))
         return result
@@ -302,15 +291,6 @@ class GANTask(Task):
                 f"(task.health.collapse_diversity={h.collapse_diversity})"
             )
         return None
-
-    def _write_grid(self, fakes: torch.Tensor) -> None:
-        if self.run_dir is None or not self.ctx.dist.is_main:
-            return
-        from convgen.viz.grid import save_grid
-
-        n = min(self.cfg.task.sample_grid, len(fakes))
-        nrow = self.cfg.model.num_classes if self.conditional else None
-        save_grid(fakes[:n], self.run_dir / "samples" / f"step_{self.current_step:08d}.png", nrow=nrow)
 
     def reseed(self, salt: int) -> None:
         self.gen.manual_seed(self.cfg.seed * 7919 + 104729 * salt)

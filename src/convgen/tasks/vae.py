@@ -13,6 +13,7 @@ standard FID; ``diversity``, ``min_class_share`` and, for a conditional model, `
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,6 @@ from convgen.engine.task import Task
 from convgen.errors import ConfigError
 from convgen.losses.likelihood import EVAL_BINARIZE_SEED, binarize, gaussian_kl, iwae_nll, log_weights
 from convgen.metrics.distribution import SampleValidator
-from convgen.metrics.extractors import ClassifierExtractor
 from convgen.models import build_model
 from convgen.registry import TASKS
 from convgen.schema import check
@@ -84,8 +84,6 @@ class VAETask(Task):
         self.binarize = t.binarize or ("stochastic" if net.likelihood == "bernoulli" else "none")
         self.corruption = make_degradation(t.corruption) if t.corruption is not None else None
         self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 43 + ctx.dist.rank)
-        self._validator: SampleValidator | None = None
-        self._validator_loaded = False
         self._val: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     @property
@@ -139,18 +137,12 @@ class VAETask(Task):
             self._val = binarize(x, self.binarize, gen), y
         return self._val
 
+    @functools.cached_property
     def validator(self) -> SampleValidator | None:
-        if not self._validator_loaded:
-            self._validator_loaded = True
-            name = self.cfg.task.fd_extractor
-            if name == "auto":
-                name = "mnist-classifier" if self.net.channels == 1 and self.data.image_size <= 64 else "none"
-            if name != "none":
-                ex = ClassifierExtractor(name, str(self.ctx.device), role="a classifier (task.fd_extractor)")
-                split = self.data.val if self.data.val is not None else self.data.train
-                real, _ = split.batch(torch.arange(min(len(split), 10_000)))
-                self._validator = SampleValidator(ex, real)
-        return self._validator
+        """Scores decoder-mean samples in the feature space of ``task.fd_extractor`` (None when it is ``none``)."""
+        return SampleValidator.for_training(
+            self.cfg.task.fd_extractor, self.net.channels, self.data, str(self.ctx.device)
+        )
 
     @torch.no_grad()
     def generate(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -185,20 +177,11 @@ class VAETask(Task):
         n = len(x)
         result = {"neg_elbo": (rec_sum + kl_sum) / n, "rec": rec_sum / n, "kl": kl_sum / n}
         fakes, y = self.generate(self.cfg.task.eval_samples, seed=2024)
-        self._write_grid(fakes)
-        validator = self.validator()
+        self.save_sample_grid(fakes[: self.cfg.task.sample_grid], self.net.num_classes or None)
+        validator = self.validator
         if validator is not None:
             result.update(validator(fakes, y))
         return result
-
-    def _write_grid(self, fakes: torch.Tensor) -> None:
-        if self.run_dir is None or not self.ctx.dist.is_main:
-            return
-        from convgen.viz.grid import save_grid
-
-        n = min(self.cfg.task.sample_grid, len(fakes))
-        nrow = self.net.num_classes if self.conditional else None
-        save_grid(fakes[:n], self.run_dir / "samples" / f"step_{self.current_step:08d}.png", nrow=nrow)
 
     def extra_state(self) -> dict[str, Any]:
         return {"gen": self.gen.get_state()}
