@@ -30,10 +30,11 @@ from convgen.metrics.extractors import get_extractor
 REPO = Path(__file__).resolve().parents[1]
 
 
-def evaluate_model(model: str, n: int, per_class: int, extractor, x_real: torch.Tensor) -> dict:
-    pipe = extractor.pipe
+def evaluate_model(model: str, n: int, per_class: int, extractor, x_real: torch.Tensor, **options) -> dict:
+    """Sample metrics of one generator; ``options`` go to its sampler (``sampler="prior"`` for a VAE)."""
+    pipe = convgen.load(extractor.model_dir, device="cpu")  # the classifier behind the features
     gen = convgen.load(model, device="cpu")
-    fakes = gen.sample(n, seed=0)
+    fakes = gen.sample(n, seed=0, **options)
     m = generation_metrics(x_real, fakes, extractor, "bundled MNIST val (1,000 digits)", pr_max=n)
     pred = pipe.predict(torch.nn.functional.interpolate(fakes, size=28, mode="bilinear", antialias=True).clamp(0, 1))
     shares = (torch.bincount(pred, minlength=10).double() / len(pred)).tolist()
@@ -49,7 +50,7 @@ def evaluate_model(model: str, n: int, per_class: int, extractor, x_real: torch.
         "trained_steps": gen.meta.get("step"),
     }
     if gen.num_classes:
-        groups = gen.sample_per_class(per_class, seed=0)
+        groups = gen.sample_per_class(per_class, seed=0, **options)
         correct = sum(int((pipe.predict(groups[c]) == c).sum()) for c in groups)
         out["class_accuracy"] = correct / (per_class * len(groups))
     return out

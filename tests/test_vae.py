@@ -261,3 +261,24 @@ def test_latent_tool_commands(trained: Path, tmp_path: Path):
         r = cli(*args)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_zoo_mixture_is_what_the_preset_refits_and_the_sampler_benchmark_runs(tmp_path: Path):
+    """The zoo's ex-post mixture is exactly what export fits with the preset's ``ex_post_components`` (so the recipe
+    reproduces it), and ``benchmarks/vae_sampler.py`` scores a refitted mixture."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import vae_sampler
+
+    from convgen.config import load_config
+
+    preset = load_config(Path(__file__).resolve().parents[1] / "configs" / "vae" / "mnist-vae.yaml")
+    copy = vae_sampler.refit("mnist-vae", preset.model.ex_post_components, tmp_path / "refit")
+    zoo = Path(convgen.__file__).parent / "zoo" / "mnist-vae" / "gmm.safetensors"
+    ours, theirs = load_file(copy / "gmm.safetensors"), load_file(zoo)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    extractor = vae_sampler.get_extractor("mnist-classifier")
+    x_real = torch.rand(200, 1, 28, 28)
+    row = vae_sampler.evaluate_model(str(copy), 100, 10, extractor, x_real, sampler="prior")
+    assert row["fd_mnistcls"] > 0 and len(row["class_shares"]) == 10

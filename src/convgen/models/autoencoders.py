@@ -103,7 +103,7 @@ class AutoencoderBase(nn.Module):
     likelihood: str
     variational: bool
     channels: int
-    ex_post_components: int = 10
+    ex_post_components: int
 
     def component(self, name: str) -> nn.Module:
         """The network saved as ``<name>.safetensors``: ``vae`` (this model) or ``gmm`` (its ex-post sampler)."""
@@ -155,6 +155,7 @@ class ConvVAE(AutoencoderBase):
         embed_dim: int = 16
         likelihood: Literal["bernoulli", "logistic"] = "bernoulli"
         variational: bool = True  # false: a plain (deterministic) autoencoder
+        ex_post_components: int = 10  # Gaussians of the ex-post sampler (split among the classes if conditional)
 
         def __post_init__(self) -> None:
             check(self.image_size >= 8 and self.image_size % 4 == 0, "model.image_size", "must be a multiple of 4")
@@ -163,11 +164,13 @@ class ConvVAE(AutoencoderBase):
             check(self.width >= 1 and self.hidden >= 1, "model.width", "width and hidden must be >= 1")
             check(self.num_classes >= 0, "model.num_classes", "must be >= 0")
             check(self.embed_dim >= 1, "model.embed_dim", "must be >= 1")
+            check(self.ex_post_components >= 1, "model.ex_post_components", "must be >= 1")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.latent_dim, self.num_classes, self.channels = cfg.latent_dim, cfg.num_classes, cfg.channels
         self.likelihood, self.variational = cfg.likelihood, cfg.variational
+        self.ex_post_components = cfg.ex_post_components
         w, s = cfg.width, cfg.image_size // 4
         self.side = s
         self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.num_classes else None
@@ -220,17 +223,20 @@ class MLPVAE(AutoencoderBase):
         latent_dim: int = 20
         hidden: int = 400
         num_classes: int = 0
+        ex_post_components: int = 10  # Gaussians of the ex-post sampler
 
         def __post_init__(self) -> None:
             check(self.image_size >= 2, "model.image_size", "must be >= 2")
             check(self.channels in (1, 3), "model.channels", "must be 1 or 3")
             check(self.latent_dim >= 1 and self.hidden >= 1, "model.latent_dim", "latent_dim and hidden must be >= 1")
             check(self.num_classes == 0, "model.num_classes", "the reference VAE is unconditional (0)")
+            check(self.ex_post_components >= 1, "model.ex_post_components", "must be >= 1")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.latent_dim, self.num_classes, self.channels = cfg.latent_dim, 0, cfg.channels
         self.likelihood, self.variational = "bernoulli", True
+        self.ex_post_components = cfg.ex_post_components
         self.shape = (cfg.channels, cfg.image_size, cfg.image_size)
         d = cfg.channels * cfg.image_size**2
         self.fc1, self.fc21 = nn.Linear(d, cfg.hidden), nn.Linear(cfg.hidden, cfg.latent_dim)
