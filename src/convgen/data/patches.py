@@ -78,6 +78,7 @@ class ImagePatches:
         val_crop: int = 160  # validation images are centre-cropped to this square size
         split_seed: int = 0
         limit: int | None = None  # use only the first N images of root
+        extra_roots: list[str] = field(default_factory=list)  # more training folders (e.g. gray photos), all used
 
         def __post_init__(self) -> None:
             check(bool(self.root), "data.root", "an image folder path is required")
@@ -97,6 +98,8 @@ class ImagePatches:
             train_imgs, val_imgs = [images[i] for i in train_idx], [images[i] for i in val_idx]
         else:
             train_imgs, val_imgs = images, read_folder(cfg.val_root, cfg.channels)[1]
+        for extra in cfg.extra_roots:
+            train_imgs = train_imgs + read_folder(extra, cfg.channels)[1]
         patches = [extract_patches(img, cfg.patch_size, cfg.stride, cfg.scales) for img in train_imgs]
         train = np.concatenate(patches)
         if len(train) == 0:
@@ -105,5 +108,6 @@ class ImagePatches:
         val = None
         if val_imgs:
             val = ArrayDataset(to_tensor(np.stack([center_crop(v, cfg.val_crop) for v in val_imgs])), None)
-        source = f"{cfg.root}: {len(train_imgs)} images -> {len(train):,} patches of {cfg.patch_size} px"
+        roots = " + ".join([cfg.root, *cfg.extra_roots])
+        source = f"{roots}: {len(train_imgs)} images -> {len(train):,} patches of {cfg.patch_size} px"
         return DataBundle(train=ArrayDataset(to_tensor(train), None), val=val, class_names=[], source=source)

@@ -195,3 +195,8 @@ def finite_or_none(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [finite_or_none(v) for v in obj]
     return obj
+
+
+def bits_per_pixel_of_file(path: str | Path, height: int, width: int) -> float:
+    """The rate of a compressed file: 8 x its size in bytes (header included) / (height x width)."""
+    return 8.0 * Path(path).stat().st_size / (height * width)

@@ -5,7 +5,7 @@
 name on the first lookup).
 """
 
-from convgen.pipelines import classify, restore, sample, vae  # noqa: F401  (registers the pipelines)
+from convgen.pipelines import classify, codec, restore, sample, vae  # noqa: F401  (registers the pipelines)
 from convgen.pipelines.base import Pipeline, load
 from convgen.pipelines.classify import ClassifierPipeline
 from convgen.pipelines.restore import RestorationPipeline, RestorePipeline

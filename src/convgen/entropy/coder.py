@@ -1,0 +1,118 @@
+"""Range coding of latents with ``constriction`` (a queue: symbols decode in the order they were encoded).
+
+Symbols are coded in groups that share one integer table (:mod:`convgen.entropy.tables`): per channel for the
+entropy bottleneck, per scale-table index for the Gaussian conditional. The probabilities handed to
+``constriction`` are the integer tables divided by ``2**PRECISION``, so both sides build the same models.
+A symbol outside its table's range is clamped to the range's end (the tables cover all but 1e-9 of the mass).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from convgen.entropy.integer import FRACTIONAL_BITS, run_integer
+from convgen.entropy.tables import MEDIAN_SCALE, PRECISION
+from convgen.errors import ConvgenError
+
+assert MEDIAN_SCALE == 1 << FRACTIONAL_BITS  # the hyper-synthesis reads medians on its own fixed-point grid
+
+
+def _model(pmf_row: np.ndarray):
+    import constriction
+
+    return constriction.stream.model.Categorical(pmf_row.astype(np.float64) / (1 << PRECISION), perfect=False)
+
+
+def encode_groups(groups: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """``[(symbols 0..L-1, integer pmf of length L), ...]`` -> one range-coded stream."""
+    import constriction
+
+    enc = constriction.stream.queue.RangeEncoder()
+    for symbols, pmf in groups:
+        if len(symbols):
+            enc.encode(np.ascontiguousarray(symbols, dtype=np.int32), _model(pmf))
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def decode_groups(data: bytes, specs: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+    """The inverse of :func:`encode_groups` given ``[(count, pmf), ...]``; a damaged stream is a ConvgenError."""
+    import constriction
+
+    if len(data) % 4:
+        raise ConvgenError("damaged bitstream (a stream is not a whole number of 32-bit words)")
+    try:
+        dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        out = [dec.decode(_model(pmf), count) if count else np.zeros(0, np.int32) for count, pmf in specs]
+    except BaseException as e:  # constriction raises its own errors (and Rust panics) on inconsistent data
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        raise ConvgenError(f"damaged bitstream ({type(e).__name__} while decoding)") from None
+    return out
+
+
+def _row(tables, prefix: str, i: int) -> np.ndarray:
+    length = int(tables.get(f"{prefix}_length")[i])
+    return tables.get(f"{prefix}_pmf")[i, :length].numpy()
+
+
+def bottleneck_encode(tables, z: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+    """Code a 1 x C x h x w hyper-latent per channel; returns the stream and z_hat on the fixed-point grid
+    (integers, scale 2**FRACTIONAL_BITS) that the decoder also gets."""
+    med = tables.get("eb_median_fixed").double().view(1, -1, 1, 1) / MEDIAN_SCALE
+    offset = tables.get("eb_offset").long().view(1, -1, 1, 1)
+    length = tables.get("eb_length").long().view(1, -1, 1, 1)
+    sym = torch.round(z.double().cpu() - med).long()
+    sym = torch.minimum(torch.maximum(sym, offset), offset + length - 1) - offset
+    groups = [(sym[0, c].flatten().numpy(), _row(tables, "eb", c)) for c in range(z.shape[1])]
+    return encode_groups(groups), _fixed_z(tables, sym)
+
+
+def bottleneck_decode(tables, data: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The fixed-point z_hat (1 x C x h x w) of a stream written by :func:`bottleneck_encode`."""
+    c, h, w = shape
+    if c != len(tables.get("eb_length")):
+        raise ConvgenError("bitstream and model disagree on the hyper-latent channels")
+    decoded = decode_groups(data, [(h * w, _row(tables, "eb", i)) for i in range(c)])
+    sym = torch.from_numpy(np.stack(decoded).astype(np.int64)).view(1, c, h, w)
+    return _fixed_z(tables, sym)
+
+
+def _fixed_z(tables, sym: torch.Tensor) -> torch.Tensor:
+    offset = tables.get("eb_offset").long().view(1, -1, 1, 1)
+    return ((sym + offset) * MEDIAN_SCALE + tables.get("eb_median_fixed").view(1, -1, 1, 1)).double()
+
+
+def scale_indexes(tables, z_fixed: torch.Tensor) -> torch.Tensor:
+    """Scale-table index of every y (1 x M x H x W, int64) from the integer hyper-synthesis of z_hat: the
+    smallest table scale at or above the predicted one."""
+    layers = sum(1 for name, _ in tables.named_buffers() if name.startswith("hs__") and name.endswith("__kind"))
+    scales = run_integer(tables, "hs.", z_fixed, layers).to(torch.int64)
+    threshold = tables.get("gc_threshold")
+    idx = torch.searchsorted(threshold, scales.flatten().contiguous(), right=False)
+    return idx.clamp_max(len(threshold) - 1).view(scales.shape)
+
+
+def gaussian_encode(tables, y: torch.Tensor, indexes: torch.Tensor) -> bytes:
+    """Code round(y) (1 x M x H x W, the gained latent) with the table of each position's index."""
+    offset = tables.get("gc_offset").long()[indexes]
+    length = tables.get("gc_length").long()[indexes]
+    sym = torch.round(y.double().cpu()).long()
+    sym = (torch.minimum(torch.maximum(sym, offset), offset + length - 1) - offset).flatten().numpy()
+    flat = indexes.flatten().numpy()
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(len(tables.get("gc_length")) + 1))
+    groups = [(sym[order[bounds[i] : bounds[i + 1]]], _row(tables, "gc", i)) for i in range(len(bounds) - 1)]
+    return encode_groups(groups)
+
+
+def gaussian_decode(tables, data: bytes, indexes: torch.Tensor) -> torch.Tensor:
+    """y_hat (float32, 1 x M x H x W) of a stream written by :func:`gaussian_encode` with the same indexes."""
+    flat = indexes.flatten().numpy()
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(len(tables.get("gc_length")) + 1))
+    specs = [(int(bounds[i + 1] - bounds[i]), _row(tables, "gc", i)) for i in range(len(bounds) - 1)]
+    sym = np.empty(len(flat), dtype=np.int64)
+    sym[order] = np.concatenate(decode_groups(data, specs)).astype(np.int64)
+    values = torch.from_numpy(sym) + tables.get("gc_offset").long()[indexes.flatten()]
+    return values.view(indexes.shape).float()

@@ -1,0 +1,201 @@
+"""Compress images to ``.cvgc`` files with a learned codec and decompress them (format:
+:mod:`convgen.entropy.bitstream`).
+
+Encoding: pad the image (replicated edges) to a multiple of the model's stride, analyse to the gained latent y,
+and for the hyperprior code z with the entropy bottleneck, compute every y's table from z_hat with the integer
+hyper-synthesis, and code round(y) with those tables. Decoding reverses it, synthesises, crops back, and for a gray
+original averages the three coded channels. The synthesis runs on one thread so the pixels do not depend on the
+caller's thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from convgen import zoo
+from convgen.entropy import bitstream, coder
+from convgen.entropy.tables import CodecTables
+from convgen.errors import ConvgenError
+from convgen.io.atomic import atomic_write_bytes, refuse_existing
+from convgen.io.images import convert_channels, read_image, resolve_inputs, write_image
+from convgen.pipelines.base import Pipeline
+from convgen.registry import PIPELINES
+
+
+def model_digest(model_dir: Path) -> bytes:
+    """First 16 bytes of SHA-256 over the weights and the coding tables: what a file names its model by."""
+    h = hashlib.sha256()
+    for name in ("codec.safetensors", "tables.safetensors"):
+        h.update((model_dir / name).read_bytes())
+    return h.digest()[:16]
+
+
+@contextmanager
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@PIPELINES.register("codec")
+class CodecPipeline(Pipeline):
+    networks = ("codec",)
+
+    def __init__(self, saved, device: str = "cpu") -> None:
+        if not saved.has("tables"):
+            raise ConvgenError(f"{saved.path}: no tables.safetensors (export the model with convgen to build them)")
+        super().__init__(saved, "cpu" if device == "auto" else device)
+        self.net, self.tables = self.models["codec"], CodecTables(saved.weights("tables"))
+        self.digest = model_digest(self.model_dir)
+
+    @property
+    def qualities(self) -> int:
+        return self.net.qualities
+
+    @property
+    def default_quality(self) -> int:
+        return int(self.meta.get("inference", {}).get("quality", (self.qualities + 1) // 2))
+
+    def check_quality(self, quality: int | None) -> int:
+        q = self.default_quality if quality is None else quality
+        if not isinstance(q, int) or not 1 <= q <= self.qualities:
+            raise ConvgenError(f"`quality` {q}: this model has qualities 1..{self.qualities}")
+        return q
+
+    # -- one image ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress_array(self, image: np.ndarray, quality: int | None = None) -> bytes:
+        """An H x W x C (C = 1 or 3) float image in [0, 1] -> the bytes of a ``.cvgc`` file."""
+        q = self.check_quality(quality)
+        h, w, c = image.shape
+        if c not in (1, 3):
+            raise ConvgenError(f"an image with {c} channels; the codec takes gray (1) or RGB (3)")
+        if max(h, w) > bitstream.MAX_SIDE:
+            raise ConvgenError(f"an image of {w}x{h}: the codec format allows sides up to {bitstream.MAX_SIDE}")
+        x = torch.from_numpy(np.ascontiguousarray(np.clip(image, 0, 1), dtype=np.float32)).permute(2, 0, 1)[None]
+        x = self._pad(x.expand(1, 3, h, w) if c == 1 else x)
+        qt = torch.tensor([q - 1])
+        y = self.net.analysis(x.to(self.device), qt.to(self.device)).cpu()
+        if not self.net.hyperprior:
+            streams = [coder.bottleneck_encode(self.tables, y)[0]]
+        else:
+            z_stream, z_fixed = coder.bottleneck_encode(self.tables, self.net.h_a(y.abs().to(self.device)).cpu())
+            streams = [z_stream, coder.gaussian_encode(self.tables, y, coder.scale_indexes(self.tables, z_fixed))]
+        return bitstream.pack(bitstream.Header(q, c, self.digest, h, w), streams)
+
+    @torch.no_grad()
+    def decompress_bytes(self, data: bytes, name: str = "file") -> np.ndarray:
+        """The H x W x C float32 image of a ``.cvgc`` file written with this model."""
+        head, streams = bitstream.unpack(data, name)
+        if head.digest != self.digest:
+            raise ConvgenError(f"{name}: written by another codec model (digest {head.digest.hex()})")
+        if len(streams) != (2 if self.net.hyperprior else 1) or head.quality > self.qualities:
+            raise ConvgenError(f"{name}: damaged codec file (does not fit the model)")
+        ph, pw = (-(-s // self.net.stride) * self.net.stride for s in (head.height, head.width))
+        side = (ph // 16, pw // 16)
+        if not self.net.hyperprior:
+            y_hat = self._y_from_z(coder.bottleneck_decode(self.tables, streams[0], (self.net.latent, *side)))
+        else:
+            z_shape = (len(self.tables.get("eb_length")), ph // 64, pw // 64)
+            z_fixed = coder.bottleneck_decode(self.tables, streams[0], z_shape)
+            y_hat = coder.gaussian_decode(self.tables, streams[1], coder.scale_indexes(self.tables, z_fixed))
+        with _one_thread():
+            x = self.net.synthesis(y_hat.to(self.device), torch.tensor([head.quality - 1], device=self.device))
+        x = x.float().cpu().clamp(0, 1)[0, :, : head.height, : head.width].permute(1, 2, 0).numpy()
+        return x.mean(-1, keepdims=True) if head.channels == 1 else x
+
+    @staticmethod
+    def _y_from_z(z_fixed: torch.Tensor) -> torch.Tensor:
+        return (z_fixed / coder.MEDIAN_SCALE).float()
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.net.stride
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, -w % s, 0, -h % s), mode="replicate") if (h % s or w % s) else x
+
+    # -- files -------------------------------------------------------------------------------------------------
+    def compress(self, inputs: str | Path, output: str | Path, quality: int | None = None,
+                 overwrite: bool = False) -> list[Path]:  # fmt: skip
+        """Each image of ``inputs`` (a file or folder) -> ``output/<stem>.cvgc``; returns the written files."""
+        q = self.check_quality(quality)
+        files = resolve_inputs(inputs)
+        output = Path(output)
+        if output.exists() and not output.is_dir():
+            raise ConvgenError(f"{output} is a file; `output` is the folder the compressed files go in")
+        targets = _targets(files, output, bitstream.SUFFIX)
+        refuse_existing(targets, overwrite)
+        output.mkdir(parents=True, exist_ok=True)
+        for f, t in _progress(list(zip(files, targets, strict=True)), "compress"):
+            image = read_image(f)
+            image = convert_channels(image, 1 if image.shape[-1] in (1, 2) else 3, str(f))
+            atomic_write_bytes(t, self.compress_array(image, q))
+        return targets
+
+
+def _targets(files: Sequence[Path], output: Path, suffix: str) -> list[Path]:
+    targets, seen = [], {}
+    for f in files:
+        t = output / (f.stem + suffix)
+        if t in seen:
+            raise ConvgenError(f"{seen[t].name} and {f.name} would both be written as {t}; rename one of them")
+        seen[t] = f
+        targets.append(t)
+    return targets
+
+
+def _progress(items: list, what: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=what, unit="image", disable=len(items) < 2 or not sys.stderr.isatty(), file=sys.stderr)
+
+
+def find_codec(digest: bytes, model: str | Path | None = None, device: str = "cpu") -> CodecPipeline:
+    """The codec a file names: ``model`` when given (it must match), else the zoo model with that digest."""
+    from convgen.pipelines.base import load
+
+    if model is not None:
+        return load(model, device, expect=CodecPipeline, role="a codec")
+    for path in (zoo.model_dir(name) for name in zoo.names()):
+        if (path / "tables.safetensors").exists() and model_digest(path) == digest:
+            return load(path, device, expect=CodecPipeline, role="a codec")
+    raise ConvgenError(f"no installed codec model has digest {digest.hex()}; pass the model that wrote it (`model`)")
+
+
+def decompress(inputs: str | Path, output: str | Path, model: str | Path | None = None, overwrite: bool = False,
+               device: str = "cpu") -> list[Path]:  # fmt: skip
+    """Each ``.cvgc`` file of ``inputs`` (a file or folder) -> ``output/<stem>.png``; the model is found from each
+    file's digest (zoo) unless ``model`` is given."""
+    inputs, output = Path(inputs), Path(output)
+    if inputs.is_dir():
+        files = sorted((p for p in inputs.iterdir() if p.suffix == bitstream.SUFFIX and p.is_file()),
+                       key=lambda p: p.name.encode())  # fmt: skip
+        if not files:
+            raise ConvgenError(f"{inputs}: no {bitstream.SUFFIX} files found")
+    elif inputs.is_file():
+        files = [inputs]
+    else:
+        raise ConvgenError(f"{inputs}: file or directory not found")
+    if output.exists() and not output.is_dir():
+        raise ConvgenError(f"{output} is a file; `output` is the folder the decoded images go in")
+    targets = _targets(files, output, ".png")
+    refuse_existing(targets, overwrite)
+    pipes: dict[bytes, CodecPipeline] = {}
+    output.mkdir(parents=True, exist_ok=True)
+    for f, t in _progress(list(zip(files, targets, strict=True)), "decompress"):
+        data = f.read_bytes()
+        head, _ = bitstream.unpack(data, str(f))
+        if head.digest not in pipes:
+            pipes[head.digest] = find_codec(head.digest, model, device)
+        write_image(t, pipes[head.digest].decompress_bytes(data, str(f)))
+    return targets
