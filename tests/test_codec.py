@@ -211,3 +211,15 @@ def test_commands_and_their_errors(trained: Path, tmp_path: Path):
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "damaged" in bad.stderr
     q = cli("compress", str(trained), "--input", str(src), "--output", str(tmp_path / "g"), "--quality", "0")
     assert q.returncode != 0 and "--quality 0" in q.stderr
+
+
+def test_the_factorized_prior_model_trains_and_round_trips(tmp_path: Path):
+    cfg = codec_config(model__hyperprior=False, train__max_steps=20, train__eval_every=20, train__ckpt_every=20)
+    Trainer(build_config(cfg), tmp_path / "run").fit()
+    pipe = convgen.load(tmp_path / "run", device="cpu")
+    assert not pipe.net.hyperprior and pipe.net.stride == 16
+    for shape in ((1, 1, 3), (37, 90, 1)):
+        data = pipe.compress_array(photo(*shape), quality=1)
+        assert len(bitstream.unpack(data)[1]) == 1
+        out = pipe.decompress_bytes(data)
+        assert out.shape == shape and np.array_equal(out, pipe.decompress_bytes(data))

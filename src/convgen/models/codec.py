@@ -63,7 +63,7 @@ class ImageCodec(nn.Module):
         latent: int = 96  # M: channels of y
         hyper_width: int = 64  # channels of z and of the hyper transforms
         hyperprior: bool = True  # false: the factorized-prior model (Ballé et al. 2017)
-        lambdas: list[float] = field(default_factory=lambda: [0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483])
+        lambdas: list[float] = field(default_factory=lambda: [0.0018, 0.0035, 0.0067, 0.0130, 0.0250])
 
         def __post_init__(self) -> None:
             check(self.channels == 3, "model.channels", "must be 3 (gray images are coded as three equal channels)")
