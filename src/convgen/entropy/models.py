@@ -90,6 +90,18 @@ class EntropyBottleneck(nn.Module):
         logits = self.logits_cumulative(self.quantiles, detach=True)
         return (logits - self.target).abs().sum()
 
+    @torch.no_grad()
+    def fit_quantiles(self, lo: float = -1e4, hi: float = 1e4, iters: int = 64) -> None:
+        """Set ``quantiles`` to the density's tails and median exactly, by bisection on the monotone cumulative
+        (the auxiliary loss gets there only slowly); run before the coding tables are built."""
+        target = self.target.view(1, 1, 3).expand(self.channels, 1, 3).to(self.quantiles)
+        low, high = torch.full_like(target, lo), torch.full_like(target, hi)
+        for _ in range(iters):
+            mid = (low + high) / 2
+            above = self.logits_cumulative(mid) > target
+            high, low = torch.where(above, mid, high), torch.where(above, low, mid)
+        self.quantiles.copy_((low + high) / 2)
+
     def likelihood(self, z_hat: torch.Tensor) -> torch.Tensor:
         """P(z_hat) over [z_hat - 0.5, z_hat + 0.5] for a B x C x H x W tensor."""
         b, c, h, w = z_hat.shape

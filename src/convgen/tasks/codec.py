@@ -43,11 +43,14 @@ class CodecTask(Task):
         augment: bool = True  # random flips and 90-degree rotations
         aux_lr: float = 1e-3  # the quantiles' optimiser
         eval_batch_size: int = 4
+        init_from: str | None = None  # a saved codec or checkpoint directory to start from (a later stage)
+        max_loss_jump: float = 1.3  # roll back when val/loss exceeds the best so far by this factor (0: never)
 
         def __post_init__(self) -> None:
             check(0 <= self.gray_fraction <= 1, "task.gray_fraction", "must be in [0, 1]")
             check(self.aux_lr > 0, "task.aux_lr", "must be > 0")
             check(self.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1")
+            check(self.max_loss_jump == 0 or self.max_loss_jump > 1, "task.max_loss_jump", "must be 0 or > 1")
 
     export_models = ("codec",)
     best_metric = ("val/loss", "min")
@@ -60,6 +63,9 @@ class CodecTask(Task):
         net = build_model(cfg.model)
         if not hasattr(net, "aux_loss"):
             raise ConfigError(f"model type {cfg.model.registry_name!r} is not a codec")
+        if cfg.task.init_from:
+            _init_from(net, cfg.task.init_from)
+        self.best_loss = float("inf")
         net = ctx.prepare(net)
         self.models = {"codec": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
@@ -116,17 +122,41 @@ class CodecTask(Task):
         out["loss"] = sum(losses) / len(losses)
         return out
 
+    def health(self, val: dict[str, float], step: int) -> str | None:
+        """Roll back when the validation loss jumps (a GDN transform blowing up), not when it drifts."""
+        loss, best = val.get("val/loss"), self.best_loss
+        if loss is None:
+            return None
+        self.best_loss = min(best, loss)
+        jump = self.cfg.task.max_loss_jump
+        if jump and loss > jump * best:
+            return f"the rate-distortion loss jumped from {best:.3f} to {loss:.3f} (task.max_loss_jump={jump})"
+        return None
+
     def extra_state(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state()}
+        return {"gen": self.gen.get_state(), "best_loss": self.best_loss}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "gen" in state:
             self.gen.set_state(state["gen"])
+        self.best_loss = float(state.get("best_loss", float("inf")))
 
     def finalize_export(self, model_dir: Path) -> None:
+        """Fit the bottleneck's quantiles exactly and write ``tables.safetensors`` from the exported weights."""
         from convgen.entropy.tables import build_codec_tables
         from convgen.io.weights import load_models, save_models
 
         net = self.models["codec"]
         load_models(model_dir, {"codec": net})  # the exported (best) weights
-        save_models(model_dir, {"tables": build_codec_tables(net.cpu())})
+        net.cpu().entropy_bottleneck.fit_quantiles()
+        save_models(model_dir, {"codec": net, "tables": build_codec_tables(net)})
+
+
+def _init_from(net: torch.nn.Module, source: str) -> None:
+    from convgen import modeldir
+    from convgen.io.weights import fit_state
+
+    saved = modeldir.open_model(source)
+    if not saved.has("codec"):
+        raise ConfigError(f"task.init_from {source}: no codec.safetensors (not a codec model or checkpoint)")
+    fit_state(net, saved.weights("codec"), source)
