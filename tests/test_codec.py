@@ -223,3 +223,26 @@ def test_the_factorized_prior_model_trains_and_round_trips(tmp_path: Path):
         assert len(bitstream.unpack(data)[1]) == 1
         out = pipe.decompress_bytes(data)
         assert out.shape == shape and np.array_equal(out, pipe.decompress_bytes(data))
+
+
+def test_bisection_fits_the_quantiles_and_a_loss_jump_asks_for_a_rollback():
+    from convgen.entropy.models import EntropyBottleneck
+
+    torch.manual_seed(0)
+    eb = EntropyBottleneck(5)
+    assert float(eb.aux_loss()) > 10
+    eb.fit_quantiles()
+    assert float(eb.aux_loss()) < 1e-2
+    q = eb.quantiles.detach()[:, 0]
+    assert bool((q[:, 0] < q[:, 1]).all() and (q[:, 1] < q[:, 2]).all())
+
+    from convgen.data.datasets import build_data
+    from convgen.engine.runtime import DistInfo
+    from convgen.engine.task import Context
+    from convgen.registry import TASKS
+
+    cfg = build_config(codec_config())
+    task = TASKS.get("codec")(cfg, build_data(cfg.data), Context(torch.device("cpu"), DistInfo()), 10)
+    assert task.health({"val/loss": 2.0}, 10) is None
+    assert task.health({"val/loss": 2.4}, 20) is None  # a drift is not a blow-up
+    assert "jumped" in task.health({"val/loss": 3.0}, 30)
