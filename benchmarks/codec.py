@@ -29,7 +29,7 @@ from convgen.metrics.reference import ms_ssim, psnr
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {"set12": (SHARED / "denoise" / "set12", 1), "bsd68": (SHARED / "denoise" / "bsd68", 1),
         "bsds500-test": (SHARED / "bsds500" / "test", 3)}  # fmt: skip
-JPEG_Q = [2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95]
+JPEG_Q = [1, 2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95]
 WEBP_Q = [0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90]
 AVIF_Q = [5, 10, 20, 30, 40, 50, 60, 70, 80]
 

@@ -246,3 +246,33 @@ def test_bisection_fits_the_quantiles_and_a_loss_jump_asks_for_a_rollback():
     assert task.health({"val/loss": 2.0}, 10) is None
     assert task.health({"val/loss": 2.4}, 20) is None  # a drift is not a blow-up
     assert "jumped" in task.health({"val/loss": 3.0}, 30)
+
+
+@pytest.mark.parametrize("name, channels", [("set12/05.png", 1), ("bsd68/test003.png", 1), ("rgb", 3)])
+def test_the_zoo_codec_beats_jpeg_at_its_default_quality(name, channels):
+    """On held-out photos: rates and PSNR rise with the quality, and the default quality writes <= 0.5 bpp with
+    a higher PSNR than any Pillow JPEG file at least as large."""
+    import io
+
+    from convgen.io.images import read_image
+    from convgen.metrics.reference import psnr
+
+    pipe = convgen.load("codec", device="cpu")
+    src = SHARED_DATA / "bsds500" / "test" / "100007.jpg" if name == "rgb" else SHARED_DATA / "denoise" / name
+    image = read_image(src, channels)
+    h, w, _ = image.shape
+    rows = []
+    for q in range(1, pipe.qualities + 1):
+        data = pipe.compress_array(image, q)
+        rows.append((8 * len(data) / (h * w), psnr(image, np.round(pipe.decompress_bytes(data) * 255) / 255)))
+    assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(rows, rows[1:], strict=False))
+    bpp, ours = rows[pipe.default_quality - 1]
+    assert bpp <= 0.5
+    pixels = (image[..., 0] if channels == 1 else image) * 255
+    for quality in range(1, 96):
+        buf = io.BytesIO()
+        Image.fromarray(np.round(pixels).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+        if 8 * len(buf.getvalue()) / (h * w) >= bpp:
+            jpeg = np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float32).reshape(image.shape) / 255
+            assert ours > psnr(image, jpeg), f"JPEG quality {quality} at >= {bpp:.3f} bpp"
+            break
