@@ -276,3 +276,12 @@ def test_the_zoo_codec_beats_jpeg_at_its_default_quality(name, channels):
             jpeg = np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float32).reshape(image.shape) / 255
             assert ours > psnr(image, jpeg), f"JPEG quality {quality} at >= {bpp:.3f} bpp"
             break
+
+
+def test_an_image_too_large_for_the_codec_is_refused_before_any_work(pipe):
+    with pytest.raises(ConvgenError, match="too large for the codec"):
+        pipe.compress_array(np.zeros((4097, 4097, 1), np.float32))
+    head, streams = bitstream.unpack(pipe.compress_array(photo(16, 16, 1)))
+    head.height = head.width = 60000  # a crafted header with a valid checksum
+    with pytest.raises(ConvgenError, match="impossible header"):
+        pipe.decompress_bytes(bitstream.pack(head, streams))

@@ -81,8 +81,9 @@ class CodecPipeline(Pipeline):
         h, w, c = image.shape
         if c not in (1, 3):
             raise ConvgenError(f"an image with {c} channels; the codec takes gray (1) or RGB (3)")
-        if max(h, w) > bitstream.MAX_SIDE:
-            raise ConvgenError(f"an image of {w}x{h}: the codec format allows sides up to {bitstream.MAX_SIDE}")
+        if max(h, w) > bitstream.MAX_SIDE or h * w > bitstream.MAX_PIXELS:
+            raise ConvgenError(f"an image of {w}x{h} is too large for the codec (at most {bitstream.MAX_PIXELS:,} "
+                               "pixels, e.g. 4096x4096); split it into parts")  # fmt: skip
         x = torch.from_numpy(np.ascontiguousarray(np.clip(image, 0, 1), dtype=np.float32)).permute(2, 0, 1)[None]
         x = self._pad(x.expand(1, 3, h, w) if c == 1 else x)
         qt = torch.tensor([q - 1])
