@@ -127,6 +127,7 @@ def plot(results: dict, path: str) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     for ax, (name, res) in zip(axes[0], results.items(), strict=True):
         for label, points in res["curves"].items():
+            points = [p for p in points if p["bpp"] <= 1.5]
             ax.plot([p["bpp"] for p in points], [p["psnr"] for p in points], "o-", ms=3, label=label)
         ax.set(title=f"{name} ({res['images']} images)", xlabel="bits per pixel (file size)", ylabel="PSNR (dB)",
                xlim=(0, 1.5))  # fmt: skip

@@ -156,3 +156,17 @@ def test_tensorboard_events_written(tmp_path):
     pytest.importorskip("tensorboard")
     convgen.train(build_config(tiny_config(train__max_steps=5, train__tensorboard=True)), tmp_path / "run")
     assert any((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_stop_at_step_ends_a_stage_on_the_full_schedule(tmp_path):
+    """``train.stop_at_step`` ends the run early with the learning rates of the full-length schedule, which is
+    how a multi-stage recipe hands a checkpoint to its next stage."""
+    cfg = tiny_config(train__max_steps=24, train__scheduler="cosine", train__log_every=4, train__eval_every=12,
+                      train__ckpt_every=12)  # fmt: skip
+    full = convgen.train(build_config(cfg), tmp_path / "full")
+    stage = convgen.train(build_config({**cfg, "train": {**cfg["train"], "stop_at_step": 12}}), tmp_path / "stage")
+    lrs = lambda run: {r["step"]: r["train/lr"] for r in read_metrics(run / "metrics.jsonl") if "train/lr" in r}  # noqa: E731
+    a, b = lrs(tmp_path / "full"), lrs(tmp_path / "stage")
+    assert max(b) == 12 and all(a[s] == pytest.approx(b[s]) for s in b)
+    assert (tmp_path / "stage" / "checkpoints" / "step_00000012").is_dir() and full.best_value > 0
+    assert stage.run_dir == tmp_path / "stage"

@@ -29,6 +29,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimiser steps (overrides epochs when smaller)
     max_minutes: float | None = None  # wall-clock budget: validate, checkpoint and stop once it is spent
+    stop_at_step: int | None = None  # end here but keep the schedule of the full length (a stage of a recipe)
     batch_size: int = 128  # per process
     lr: float = 1e-3
     weight_decay: float = 0.0

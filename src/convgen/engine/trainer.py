@@ -57,6 +57,7 @@ RESUMABLE_CHANGES = {
     "train.epochs",
     "train.max_steps",
     "train.max_minutes",
+    "train.stop_at_step",
     "train.progress",
     "train.log_every",
     "train.tensorboard",
@@ -267,6 +268,8 @@ class Trainer:
             tcfg = self.cfg.train
             if tcfg.max_minutes and time.perf_counter() - self.t_start >= tcfg.max_minutes * 60:
                 self.total = self.step  # time budget spent: this step validates, checkpoints and ends the run
+            if tcfg.stop_at_step and self.step >= tcfg.stop_at_step:
+                self.total = self.step  # a stage that hands over: same schedule, earlier end
             if self.step % tcfg.log_every == 0 or self.step == self.total:
                 self._log_window()
             if not self._validate_and_save():
