@@ -56,7 +56,7 @@ def _mask(h: int, w: int) -> np.ndarray:
     return m
 
 
-def outputs() -> dict[str, np.ndarray]:
+def outputs(codec_streams: dict[str, bytes] | None = None) -> dict[str, np.ndarray]:
     """Every zoo model on its fixed input (keys are ``<model>/<what>``)."""
     out: dict[str, np.ndarray] = {}
     clf = convgen.load("mnist-classifier", device="cpu")
@@ -93,6 +93,20 @@ def outputs() -> dict[str, np.ndarray]:
     out["superres-x4/restore"] = convgen.load("superres-x4").restore(low[:16, :16])
     mask = _mask(64, 64)
     out["inpaint/restore"] = convgen.load("inpaint").restore(colour * (1 - mask[..., None]), mask=mask)
+    out.update(_codec_outputs(gray, colour, codec_streams))
+    return out
+
+
+def _codec_outputs(gray, colour, streams: dict[str, bytes] | None) -> dict[str, np.ndarray]:
+    """The codec decodes its recorded files to the recorded pixels. The files are recorded, not re-encoded: a
+    latent within float noise of a rounding boundary may round the other way on another CPU, which changes the
+    file but is not a regression (the symbols of a given file decode exactly everywhere)."""
+    codec = convgen.load("codec")
+    out = {}
+    for name, image, quality in (("gray", gray, 1), ("colour", colour, 3)):
+        data = streams[name] if streams else codec.compress_array(image, quality)
+        out[f"codec/stream_{name}"] = np.frombuffer(data, np.uint8).astype(np.float32)
+        out[f"codec/decoded_{name}"] = codec.decompress_bytes(data)
     return out
 
 
@@ -197,7 +211,8 @@ def test_every_zoo_model_reproduces_its_golden_outputs():
     from convgen import zoo
 
     want = dict(np.load(GOLDEN, allow_pickle=False))
-    got = outputs()
+    streams = {n: want[f"codec/stream_{n}"].astype(np.uint8).tobytes() for n in ("gray", "colour")}
+    got = outputs(streams)
     assert {k.split("/")[0] for k in got} == set(zoo.names()), "a zoo model has no golden output"
     assert got.keys() == want.keys()
     for key, value in got.items():
