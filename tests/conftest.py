@@ -31,6 +31,11 @@ def tiny_config(**overrides) -> dict:
         "data": {"type": "mnist", "limit": 600, "val_count": 100},
         "train": {"epochs": 2, "batch_size": 50, "lr": 0.003, "log_every": 5, "progress": False},
     }
+    return with_overrides(cfg, overrides)
+
+
+def with_overrides(cfg: dict, overrides: dict) -> dict:
+    """``section__field=value`` keyword overrides of a test config dict (changed in place, returned)."""
     for key, value in overrides.items():
         section, _, field = key.partition("__")
         cfg[section][field] = value

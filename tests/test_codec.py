@@ -20,7 +20,7 @@ from convgen.entropy.integer import FRACTIONAL_BITS, quantize_layers, run_intege
 from convgen.entropy.tables import PRECISION, CodecTables, quantize_pmf
 from convgen.errors import ConvgenError
 from convgen.metrics.reference import bits_per_pixel_of_file
-from tests.conftest import ENV_PYTHONPATH, SHARED_DATA, cli
+from tests.conftest import ENV_PYTHONPATH, SHARED_DATA, cli, with_overrides
 
 
 def codec_config(**overrides) -> dict:
@@ -35,10 +35,7 @@ def codec_config(**overrides) -> dict:
         "train": {"max_steps": 60, "batch_size": 8, "lr": 0.002, "log_every": 10, "eval_every": 30,
                   "ckpt_every": 30, "progress": False},
     }  # fmt: skip
-    for key, value in overrides.items():
-        section, _, field = key.partition("__")
-        cfg[section][field] = value
-    return cfg
+    return with_overrides(cfg, overrides)
 
 
 @pytest.fixture(scope="module")

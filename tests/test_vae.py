@@ -18,7 +18,7 @@ from convgen.config import build_config
 from convgen.engine.trainer import Trainer
 from convgen.errors import ConfigError, ConvgenError
 from convgen.losses.likelihood import bernoulli_nll, bits_per_dim, discretized_logistic_nll, iwae_nll
-from tests.conftest import cli
+from tests.conftest import cli, with_overrides
 
 
 def vae_config(**overrides) -> dict:
@@ -31,10 +31,7 @@ def vae_config(**overrides) -> dict:
         "train": {"max_steps": 60, "batch_size": 50, "lr": 0.003, "log_every": 10, "eval_every": 30,
                   "ckpt_every": 30, "progress": False},
     }  # fmt: skip
-    for key, value in overrides.items():
-        section, _, field = key.partition("__")
-        cfg[section][field] = value
-    return cfg
+    return with_overrides(cfg, overrides)
 
 
 @pytest.fixture(scope="module")
