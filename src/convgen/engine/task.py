@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from convgen import modeldir
 from convgen.config import RunConfig
 from convgen.data.datasets import DataBundle
 from convgen.engine.runtime import DistInfo
+from convgen.errors import ConfigError
 
 
 @dataclass
@@ -44,6 +46,15 @@ class Context:
     def prepare(self, module: nn.Module) -> nn.Module:
         module = module.to(self.device)
         return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+
+def init_weights(source: str, network: str, kind: str) -> dict[str, torch.Tensor]:
+    """The saved ``network`` weights of ``source`` (a model, run or checkpoint directory, or a zoo name) that a
+    later training stage starts from (``task.init_from``); a source without them is an error naming ``kind``."""
+    saved = modeldir.open_model(source)
+    if not saved.has(network):
+        raise ConfigError(f"task.init_from {source}: no {network}.safetensors (not a {kind})")
+    return saved.weights(network)
 
 
 class Task:

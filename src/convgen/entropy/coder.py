@@ -56,14 +56,25 @@ def _row(tables, prefix: str, i: int) -> np.ndarray:
     return tables.get(f"{prefix}_pmf")[i, :length].numpy()
 
 
+def _symbols(values: torch.Tensor, offset: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Table positions 0..length-1 of rounded ``values`` whose tables start at ``offset`` (clamped to the range)."""
+    return torch.round(values.double().cpu()).long().clamp(offset, offset + length - 1) - offset
+
+
+def _by_index(tables, indexes: torch.Tensor) -> tuple[np.ndarray, list[slice]]:
+    """The raster positions sorted by table index (stably) and, for each Gaussian table, its slice of them."""
+    flat = indexes.flatten().numpy()
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(len(tables.get("gc_length")) + 1))
+    return order, [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def bottleneck_encode(tables, z: torch.Tensor) -> tuple[bytes, torch.Tensor]:
     """Code a 1 x C x h x w hyper-latent per channel; returns the stream and z_hat on the fixed-point grid
     (integers, scale 2**FRACTIONAL_BITS) that the decoder also gets."""
     med = tables.get("eb_median_fixed").double().view(1, -1, 1, 1) / MEDIAN_SCALE
     offset = tables.get("eb_offset").long().view(1, -1, 1, 1)
-    length = tables.get("eb_length").long().view(1, -1, 1, 1)
-    sym = torch.round(z.double().cpu() - med).long()
-    sym = torch.minimum(torch.maximum(sym, offset), offset + length - 1) - offset
+    sym = _symbols(z.double().cpu() - med, offset, tables.get("eb_length").long().view(1, -1, 1, 1))
     groups = [(sym[0, c].flatten().numpy(), _row(tables, "eb", c)) for c in range(z.shape[1])]
     return encode_groups(groups), _fixed_z(tables, sym)
 
@@ -95,24 +106,17 @@ def scale_indexes(tables, z_fixed: torch.Tensor) -> torch.Tensor:
 
 def gaussian_encode(tables, y: torch.Tensor, indexes: torch.Tensor) -> bytes:
     """Code round(y) (1 x M x H x W, the gained latent) with the table of each position's index."""
-    offset = tables.get("gc_offset").long()[indexes]
-    length = tables.get("gc_length").long()[indexes]
-    sym = torch.round(y.double().cpu()).long()
-    sym = (torch.minimum(torch.maximum(sym, offset), offset + length - 1) - offset).flatten().numpy()
-    flat = indexes.flatten().numpy()
-    order = np.argsort(flat, kind="stable")
-    bounds = np.searchsorted(flat[order], np.arange(len(tables.get("gc_length")) + 1))
-    groups = [(sym[order[bounds[i] : bounds[i + 1]]], _row(tables, "gc", i)) for i in range(len(bounds) - 1)]
-    return encode_groups(groups)
+    offset, length = tables.get("gc_offset").long()[indexes], tables.get("gc_length").long()[indexes]
+    sym = _symbols(y, offset, length).flatten().numpy()
+    order, parts = _by_index(tables, indexes)
+    return encode_groups([(sym[order[part]], _row(tables, "gc", i)) for i, part in enumerate(parts)])
 
 
 def gaussian_decode(tables, data: bytes, indexes: torch.Tensor) -> torch.Tensor:
     """y_hat (float32, 1 x M x H x W) of a stream written by :func:`gaussian_encode` with the same indexes."""
-    flat = indexes.flatten().numpy()
-    order = np.argsort(flat, kind="stable")
-    bounds = np.searchsorted(flat[order], np.arange(len(tables.get("gc_length")) + 1))
-    specs = [(int(bounds[i + 1] - bounds[i]), _row(tables, "gc", i)) for i in range(len(bounds) - 1)]
-    sym = np.empty(len(flat), dtype=np.int64)
+    order, parts = _by_index(tables, indexes)
+    specs = [(part.stop - part.start, _row(tables, "gc", i)) for i, part in enumerate(parts)]
+    sym = np.empty(len(order), dtype=np.int64)
     sym[order] = np.concatenate(decode_groups(data, specs)).astype(np.int64)
     values = torch.from_numpy(sym) + tables.get("gc_offset").long()[indexes.flatten()]
     return values.view(indexes.shape).float()

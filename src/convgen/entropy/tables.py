@@ -58,12 +58,10 @@ def bottleneck_tables(eb: nn.Module) -> dict[str, torch.Tensor]:
     med = med_fixed.double() / MEDIAN_SCALE
     lower = torch.floor(q[:, 0] - med).clamp_max(-1).to(torch.int64)
     upper = torch.ceil(q[:, 2] - med).clamp_min(1).to(torch.int64)
-    rows = []
-    for c in range(len(med)):
-        symbols = torch.arange(int(lower[c]), int(upper[c]) + 1, dtype=torch.float64) + med[c]
-        lik = eb.likelihood(symbols.float().view(1, 1, 1, -1).expand(1, 1, 1, -1).repeat(1, len(med), 1, 1))
-        rows.append(quantize_pmf(lik[0, c, 0].double().numpy()))
-    pmf, length = _pad(rows)
+    lengths = (upper - lower + 1).tolist()
+    grid = lower[:, None] + torch.arange(max(lengths))[None] + med[:, None]  # channel c's symbols in row c
+    lik = eb.likelihood(grid.float()[None, :, None, :])[0, :, 0].double()  # all channels in one pass
+    pmf, length = _pad([quantize_pmf(lik[c, :n].numpy()) for c, n in enumerate(lengths)])
     return {"eb_pmf": pmf, "eb_length": length, "eb_offset": lower.to(torch.int32), "eb_median_fixed": med_fixed}
 
 
@@ -94,9 +92,6 @@ class CodecTables(nn.Module):
 
     def get(self, key: str) -> torch.Tensor:
         return getattr(self, key.replace(".", "__"))
-
-    def has(self, key: str) -> bool:
-        return hasattr(self, key.replace(".", "__"))
 
 
 def build_codec_tables(net: nn.Module) -> CodecTables:

@@ -112,33 +112,25 @@ class ImageCodec(nn.Module):
     def synthesis(self, y_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         return self.g_s(y_hat * self.gains(quality)[1]) + 0.5
 
-    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training pass: the reconstruction (from rounded latents, straight-through) and the likelihoods of the
-        noisy latents (the rate proxy)."""
-        y = self.analysis(x, quality)
-        if not self.hyperprior:
-            _, lik_y = self.entropy_bottleneck(y, "noise")
-            y_hat = quantize(y, "ste", self.entropy_bottleneck.medians.view(1, -1, 1, 1))
-            return {"x_hat": self.synthesis(y_hat, quality), "likelihoods": [lik_y]}
-        z = self.h_a(y.abs())
-        z_tilde, lik_z = self.entropy_bottleneck(z, "noise")
-        scales = self.h_s(z_tilde)
-        lik_y = gaussian_likelihood(quantize(y, "noise"), scales)
-        x_hat = self.synthesis(quantize(y, "ste"), quality)
-        return {"x_hat": x_hat, "likelihoods": [lik_y, lik_z]}
-
-    def estimate(self, x: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Validation pass: rounded latents, their likelihoods and the reconstruction (what coding gives, rate
-        estimated from the continuous model rather than the integer tables)."""
+    def forward(self, x: torch.Tensor, quality: torch.Tensor, mode: str = "noise") -> dict[str, torch.Tensor]:
+        """The reconstruction and the latents' likelihoods. ``noise`` (training): the rate from noise-perturbed
+        latents, the reconstruction from rounded ones with a straight-through gradient; ``round`` (validation):
+        both from the rounded latents, what coding gives (rate estimated from the continuous model rather than the
+        integer tables)."""
+        rec = "ste" if mode == "noise" else "round"
         y = self.analysis(x, quality)
         eb = self.entropy_bottleneck
         if not self.hyperprior:
-            y_hat, lik_y = eb(y, "round")
+            _, lik_y = eb(y, mode)
+            y_hat = quantize(y, rec, eb.medians.view(1, -1, 1, 1))
             return {"x_hat": self.synthesis(y_hat, quality), "likelihoods": [lik_y]}
-        z_hat, lik_z = eb(self.h_a(y.abs()), "round")
-        y_hat = torch.round(y)
-        lik_y = gaussian_likelihood(y_hat, self.h_s(z_hat))
-        return {"x_hat": self.synthesis(y_hat, quality), "likelihoods": [lik_y, lik_z]}
+        z_tilde, lik_z = eb(self.h_a(y.abs()), mode)
+        lik_y = gaussian_likelihood(quantize(y, mode), self.h_s(z_tilde))
+        return {"x_hat": self.synthesis(quantize(y, rec), quality), "likelihoods": [lik_y, lik_z]}
+
+    def estimate(self, x: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The validation pass: :meth:`forward` with rounded latents."""
+        return self.forward(x, quality, "round")
 
     def aux_loss(self) -> torch.Tensor:
         return self.entropy_bottleneck.aux_loss()

@@ -9,6 +9,7 @@ and call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,16 @@ class Pipeline:
     def class_names(self) -> list[str]:
         n = getattr(self.cfg.model, "num_classes", 0)
         return self.meta.get("class_names") or [str(i) for i in range(n)]
+
+
+def check_distinct_targets(files: Sequence[Path], targets: Sequence[Path]) -> None:
+    """Two inputs that would be written to one output (``x.jpg`` and ``x.png`` both -> ``x.png``) are an error,
+    before anything is written."""
+    seen: dict[Path, Path] = {}
+    for f, t in zip(files, targets, strict=True):
+        if t in seen:
+            raise ConvgenError(f"{seen[t].name} and {f.name} would both be written as {t}; rename one of them")
+        seen[t] = f
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -26,7 +26,7 @@ from convgen.entropy.tables import CodecTables
 from convgen.errors import ConvgenError
 from convgen.io.atomic import atomic_write_bytes, refuse_existing
 from convgen.io.images import convert_channels, read_image, resolve_inputs, write_image
-from convgen.pipelines.base import Pipeline
+from convgen.pipelines.base import Pipeline, check_distinct_targets
 from convgen.registry import PIPELINES
 
 
@@ -95,10 +95,13 @@ class CodecPipeline(Pipeline):
             streams = [z_stream, coder.gaussian_encode(self.tables, y, coder.scale_indexes(self.tables, z_fixed))]
         return bitstream.pack(bitstream.Header(q, c, self.digest, h, w), streams)
 
-    @torch.no_grad()
     def decompress_bytes(self, data: bytes, name: str = "file") -> np.ndarray:
         """The H x W x C float32 image of a ``.cvgc`` file written with this model."""
-        head, streams = bitstream.unpack(data, name)
+        return self.decode(*bitstream.unpack(data, name), name)
+
+    @torch.no_grad()
+    def decode(self, head: bitstream.Header, streams: list[bytes], name: str = "file") -> np.ndarray:
+        """The image of an unpacked ``.cvgc`` file (:func:`convgen.entropy.bitstream.unpack`)."""
         if head.digest != self.digest:
             raise ConvgenError(f"{name}: written by another codec model (digest {head.digest.hex()})")
         if len(streams) != (2 if self.net.hyperprior else 1) or head.quality > self.qualities:
@@ -131,12 +134,7 @@ class CodecPipeline(Pipeline):
         """Each image of ``inputs`` (a file or folder) -> ``output/<stem>.cvgc``; returns the written files."""
         q = self.check_quality(quality)
         files = resolve_inputs(inputs)
-        output = Path(output)
-        if output.exists() and not output.is_dir():
-            raise ConvgenError(f"{output} is a file; `output` is the folder the compressed files go in")
-        targets = _targets(files, output, bitstream.SUFFIX)
-        refuse_existing(targets, overwrite)
-        output.mkdir(parents=True, exist_ok=True)
+        targets = _plan(files, Path(output), bitstream.SUFFIX, overwrite, "the compressed files")
         for f, t in _progress(list(zip(files, targets, strict=True)), "compress"):
             image = read_image(f)
             image = convert_channels(image, 1 if image.shape[-1] in (1, 2) else 3, str(f))
@@ -144,14 +142,15 @@ class CodecPipeline(Pipeline):
         return targets
 
 
-def _targets(files: Sequence[Path], output: Path, suffix: str) -> list[Path]:
-    targets, seen = [], {}
-    for f in files:
-        t = output / (f.stem + suffix)
-        if t in seen:
-            raise ConvgenError(f"{seen[t].name} and {f.name} would both be written as {t}; rename one of them")
-        seen[t] = f
-        targets.append(t)
+def _plan(files: Sequence[Path], output: Path, suffix: str, overwrite: bool, what: str) -> list[Path]:
+    """``output/<stem><suffix>`` for each input, checked before any work: ``output`` is a folder (created), no two
+    inputs share a target, nothing existing is replaced without ``overwrite``."""
+    if output.exists() and not output.is_dir():
+        raise ConvgenError(f"{output} is a file; `output` is the folder {what} go in")
+    targets = [output / (f.stem + suffix) for f in files]
+    check_distinct_targets(files, targets)
+    refuse_existing(targets, overwrite)
+    output.mkdir(parents=True, exist_ok=True)
     return targets
 
 
@@ -187,16 +186,11 @@ def decompress(inputs: str | Path, output: str | Path, model: str | Path | None 
         files = [inputs]
     else:
         raise ConvgenError(f"{inputs}: file or directory not found")
-    if output.exists() and not output.is_dir():
-        raise ConvgenError(f"{output} is a file; `output` is the folder the decoded images go in")
-    targets = _targets(files, output, ".png")
-    refuse_existing(targets, overwrite)
+    targets = _plan(files, output, ".png", overwrite, "the decoded images")
     pipes: dict[bytes, CodecPipeline] = {}
-    output.mkdir(parents=True, exist_ok=True)
     for f, t in _progress(list(zip(files, targets, strict=True)), "decompress"):
-        data = f.read_bytes()
-        head, _ = bitstream.unpack(data, str(f))
+        head, streams = bitstream.unpack(f.read_bytes(), str(f))
         if head.digest not in pipes:
             pipes[head.digest] = find_codec(head.digest, model, device)
-        write_image(t, pipes[head.digest].decompress_bytes(data, str(f)))
+        write_image(t, pipes[head.digest].decode(head, streams, str(f)))
     return targets

@@ -31,7 +31,7 @@ from convgen.io.images import (
     stored_ndim,
 )
 from convgen.io.images import write_image as _write_image
-from convgen.pipelines.base import Pipeline
+from convgen.pipelines.base import Pipeline, check_distinct_targets
 from convgen.pipelines.tiling import check_tiling, run_tiled
 from convgen.registry import PIPELINES
 
@@ -223,11 +223,7 @@ def plan_outputs(files: Sequence[Path], inputs: Path, output: Path, overwrite: b
         targets = [output]
     if files[0].suffix.lower() == ".npy" and targets[0].suffix.lower() != ".npy" and not inputs.is_dir():
         print("convgen: warning: a .npy input written as an 8-bit image loses precision", file=sys.stderr)
-    seen: dict[Path, Path] = {}
-    for f, t in zip(files, targets, strict=True):
-        if t in seen:
-            raise ConvgenError(f"{seen[t].name} and {f.name} would both be written as {t}; rename one of them")
-        seen[t] = f
+    check_distinct_targets(files, targets)
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise ConvgenError(

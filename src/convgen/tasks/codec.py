@@ -19,7 +19,7 @@ import torch
 
 from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
 from convgen.engine.runtime import wrap_ddp
-from convgen.engine.task import Task
+from convgen.engine.task import Task, init_weights
 from convgen.errors import ConfigError
 from convgen.losses.rate_distortion import bits_per_pixel, rate_distortion_loss
 from convgen.models import build_model
@@ -153,10 +153,6 @@ class CodecTask(Task):
 
 
 def _init_from(net: torch.nn.Module, source: str) -> None:
-    from convgen import modeldir
     from convgen.io.weights import fit_state
 
-    saved = modeldir.open_model(source)
-    if not saved.has("codec"):
-        raise ConfigError(f"task.init_from {source}: no codec.safetensors (not a codec model or checkpoint)")
-    fit_state(net, saved.weights("codec"), source)
+    fit_state(net, init_weights(source, "codec", "codec model or checkpoint"), source)

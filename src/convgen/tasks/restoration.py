@@ -15,12 +15,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from convgen import modeldir
 from convgen.data.degradations import build_degradation_config, make_degradation
 from convgen.data.transforms import dihedral
 from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
 from convgen.engine.runtime import wrap_ddp
-from convgen.engine.task import Task
+from convgen.engine.task import Task, init_weights
 from convgen.errors import ConfigError
 from convgen.losses.pixel import restoration_loss
 from convgen.metrics.reference import psnr, ssim
@@ -85,11 +84,8 @@ class RestorationTask(Task):
 
     @staticmethod
     def _init_from(net: torch.nn.Module, source: str) -> None:
-        saved = modeldir.open_model(source)
-        if not saved.has("restorer"):
-            raise ConfigError(f"task.init_from {source}: no restorer.safetensors (not a restoration model)")
         own = net.state_dict()
-        state = saved.weights("restorer")
+        state = init_weights(source, "restorer", "restoration model")
         if hasattr(net, "adapt_state"):
             state = net.adapt_state(state)
         state = {k: _inflate(v, own[k]) if k in own else v for k, v in state.items()}
