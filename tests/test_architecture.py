@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, ...]] = [
     ("convgen.errors", "convgen.schema", "convgen.classical"),
     ("convgen.registry", "convgen.io"),
-    ("convgen.config", "convgen.zoo", "convgen.entropy", "convgen.models", "convgen.losses"),
+    ("convgen.config", "convgen.zoo", "convgen.entropy", "convgen.diffusion", "convgen.models", "convgen.losses"),
     ("convgen.data",),
     ("convgen.modeldir", "convgen.viz"),
     ("convgen.engine", "convgen.metrics"),

@@ -1,0 +1,218 @@
+"""Reverse-process samplers over a :class:`~convgen.diffusion.schedule.NoiseSchedule`.
+
+A sampler is given ``predict(x_t, t) -> (x0, eps)``: the model's estimate of the clean image and of the noise at
+integer timestep ``t`` (:func:`guided_predictor` builds one from a network, with classifier-free guidance), and
+``noise(like) -> tensor``, the standard-normal draws (:class:`ImageNoise` gives every image its own generator, so
+image ``i`` of a seed does not depend on how images are batched).
+
+- :func:`ddpm_step` / :func:`ddpm_sample`: ancestral sampling from the posterior q(x_{t-1} | x_t, x0_hat) over all
+  T steps (Ho et al. 2020).
+- :func:`ddim_step` / :func:`ddim_sample`: DDIM (Song et al. 2021) on a strided grid of timesteps; ``eta = 0`` is
+  deterministic, ``eta = 1`` over all T steps draws from the same per-step distribution as DDPM.
+- :func:`repaint_sample`: inpainting by conditioning the reverse process on the known pixels, with RePaint's
+  resampling (Lugmayr et al. 2022) on the strided grid: known pixels are re-noised to every level from the image,
+  and every ``jump`` steps the merged image is diffused back ``jump`` levels and denoised again, ``resample`` times.
+- :func:`denoise_from`: denoising a noisy image by entering the reverse process at the level of its noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from convgen.diffusion.schedule import NoiseSchedule
+
+Predict = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+Noise = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ImageNoise:
+    """Standard-normal draws with one generator per image (seeded from ``seeds``): ``noise(like)`` returns a tensor
+    like ``like`` (B x ...), row ``i`` from generator ``i``."""
+
+    def __init__(self, seeds: Sequence[int]) -> None:
+        self.generators = [torch.Generator().manual_seed(int(s) % 2**64) for s in seeds]
+
+    def __call__(self, like: torch.Tensor) -> torch.Tensor:
+        if len(like) != len(self.generators):
+            raise ValueError(f"noise for {len(like)} images from {len(self.generators)} generators")
+        rows = [torch.randn(like.shape[1:], generator=g, dtype=torch.float32) for g in self.generators]
+        return torch.stack(rows).to(device=like.device, dtype=like.dtype)
+
+    def initial(self, shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+        """x_T: one (C, H, W) draw per image."""
+        return self(torch.empty(len(self.generators), *shape)).to(device)
+
+
+def image_seeds(seed: int, start: int, n: int) -> list[int]:
+    """The generator seeds of images ``start .. start + n - 1`` of a sampling seed."""
+    return [(int(seed) * 1_000_003 + 7_919 * (start + i) + 17) % 2**64 for i in range(n)]
+
+
+def guided_predictor(
+    net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    schedule: NoiseSchedule,
+    parameterization: str,
+    labels: torch.Tensor | None,
+    guidance: float,
+    null_label: int | None,
+    clip: bool = True,
+) -> Predict:
+    """``predict`` for a network ``net(x_t, t_batch, labels) -> output``, with classifier-free guidance (Ho &
+    Salimans 2022): out = out(null) + ``guidance`` * (out(labels) - out(null)). Guidance 0 is the unconditional
+    model, 1 the conditional one (one network pass for either); above 1 both passes run in one batch. Without
+    ``labels`` (or without a null class) the network runs as it is."""
+
+    def predict(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tb = torch.full((len(x),), t, dtype=torch.long, device=x.device)
+        if labels is None or null_label is None or guidance == 1:
+            out = net(x, tb, labels)
+        elif guidance == 0:
+            out = net(x, tb, torch.full_like(labels, null_label))
+        else:
+            both = net(torch.cat([x, x]), torch.cat([tb, tb]), torch.cat([labels, torch.full_like(labels, null_label)]))
+            cond, uncond = both.chunk(2)
+            out = uncond + guidance * (cond - uncond)
+        return schedule.split(parameterization, x, out.float(), tb, clip=clip)
+
+    return predict
+
+
+def ddim_timesteps(T: int, steps: int, last: int | None = None) -> list[int]:
+    """``steps`` timesteps from ``last`` (default T - 1) down to 0, evenly spaced (all of them when steps = last+1)."""
+    last = T - 1 if last is None else last
+    if not 1 <= steps <= last + 1:
+        raise ValueError(f"steps must be in 1..{last + 1}, got {steps}")
+    if steps == 1:
+        return [last]
+    grid = torch.linspace(0, last, steps, dtype=torch.float64).round().long().tolist()
+    return sorted(set(grid), reverse=True)
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    x: torch.Tensor,
+    t: int,
+    t_prev: int,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    eta: float,
+    noise: Noise | None,
+) -> torch.Tensor:
+    """x_{t_prev} from x_t (t_prev < t; -1 = clean): sqrt(abar') x0 + sqrt(1 - abar' - s^2) eps + s z with
+    s = eta * sqrt((1 - abar') / (1 - abar) * (1 - abar / abar'))."""
+    ab, ab_prev = float(schedule.abar(t)), float(schedule.abar(t_prev))
+    s2 = eta**2 * (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)
+    out = ab_prev**0.5 * x0 + max(1 - ab_prev - s2, 0.0) ** 0.5 * eps
+    if s2 > 0:
+        if noise is None:
+            raise ValueError("eta > 0 needs a noise source")
+        out = out + s2**0.5 * noise(x)
+    return out
+
+
+def ddpm_step(schedule: NoiseSchedule, x: torch.Tensor, t: int, x0: torch.Tensor, noise: Noise) -> torch.Tensor:
+    """One ancestral step: a draw from q(x_{t-1} | x_t, x0) (its mean at t = 0)."""
+    mean, var = schedule.posterior(x0, x, torch.tensor(t))
+    if t == 0:
+        return mean
+    return mean + var.sqrt() * noise(x)
+
+
+def ddim_sample(
+    predict: Predict,
+    x: torch.Tensor,
+    schedule: NoiseSchedule,
+    steps: int,
+    eta: float = 0.0,
+    noise: Noise | None = None,
+    timesteps: list[int] | None = None,
+    progress=None,
+) -> torch.Tensor:
+    """Run DDIM from x (at ``timesteps[0]``, default T - 1) to a clean image estimate."""
+    ts = timesteps if timesteps is not None else ddim_timesteps(schedule.T, steps)
+    for i, t in enumerate(ts):
+        x0, eps = predict(x, t)
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        x = ddim_step(schedule, x, t, t_prev, x0, eps, eta, noise)
+        if progress is not None:
+            progress.update(len(x))
+    return x
+
+
+def ddpm_sample(predict: Predict, x: torch.Tensor, schedule: NoiseSchedule, noise: Noise, progress=None):
+    """Ancestral sampling over all T steps."""
+    for t in range(schedule.T - 1, -1, -1):
+        x0, _ = predict(x, t)
+        x = ddpm_step(schedule, x, t, x0, noise)
+        if progress is not None:
+            progress.update(len(x))
+    return x
+
+
+def repaint_schedule(steps: int, jump: int, resample: int) -> list[int]:
+    """The sequence of grid positions RePaint visits on a grid of ``steps`` levels (position ``steps`` is pure
+    noise, 0 the clean image): down one level at a time; after reaching a multiple of ``jump`` (below
+    ``steps - jump``) it goes back up ``jump`` levels, ``resample - 1`` times per such point (Lugmayr et al.'s
+    ``get_schedule_jump``)."""
+    if steps < 1 or jump < 1 or resample < 1:
+        raise ValueError("steps, jump and resample must be >= 1")
+    jumps = {j: resample - 1 for j in range(0, steps - jump, jump)}
+    t, seq = steps, [steps]
+    while t >= 1:
+        t -= 1
+        seq.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            for _ in range(jump):
+                t += 1
+                seq.append(t)
+    return seq
+
+
+def repaint_sample(
+    predict: Predict,
+    known: torch.Tensor,
+    keep: torch.Tensor,
+    schedule: NoiseSchedule,
+    noise: Noise,
+    steps: int = 25,
+    jump: int = 5,
+    resample: int = 4,
+    progress=None,
+) -> torch.Tensor:
+    """Inpaint: ``known`` images (model range) where ``keep`` is 1, generated where it is 0. Returns images whose
+    kept pixels equal ``known`` exactly."""
+    levels = [-1, *sorted(ddim_timesteps(schedule.T, steps))]  # position p -> timestep levels[p]
+    seq = repaint_schedule(len(levels) - 1, jump, resample)
+    keep = keep.to(known.dtype)
+    x = keep * schedule.q_sample(known, torch.tensor(levels[-1]), noise(known)) + (1 - keep) * noise(known)
+    for p, q in zip(seq[:-1], seq[1:], strict=True):
+        if q < p:  # one reverse step, then the known pixels at the new level
+            x0, eps = predict(x, levels[p])
+            x = ddim_step(schedule, x, levels[p], levels[q], x0, eps, 1.0, noise)
+            seen = known if levels[q] < 0 else schedule.q_sample(known, torch.tensor(levels[q]), noise(known))
+            x = keep * seen + (1 - keep) * x
+            if progress is not None:
+                progress.update(len(x))
+        else:  # back up one level of the forward process
+            x = schedule.q_jump(x, levels[p], levels[q], noise(x))
+    return x
+
+
+def repaint_cost(steps: int, jump: int, resample: int) -> int:
+    """Network evaluations per image of :func:`repaint_sample`."""
+    seq = repaint_schedule(steps, jump, resample)
+    return sum(1 for p, q in zip(seq[:-1], seq[1:], strict=True) if q < p)
+
+
+def denoise_from(
+    predict: Predict, noisy: torch.Tensor, schedule: NoiseSchedule, sigma: float, steps: int, progress=None
+) -> torch.Tensor:
+    """Denoise ``noisy`` = x0 + sigma * n (model range, sigma on that range): scale it to x_t at the timestep whose
+    noise level is ``sigma`` and run deterministic DDIM from there with ``steps`` steps (fewer if t is small)."""
+    t = schedule.timestep_for_sigma(sigma)
+    x = float(schedule.abar(t).sqrt()) * noisy
+    ts = ddim_timesteps(schedule.T, min(steps, t + 1), last=t)
+    return ddim_sample(predict, x, schedule, len(ts), 0.0, None, timesteps=ts, progress=progress)
