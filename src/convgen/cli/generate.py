@@ -14,7 +14,7 @@ def _sampler(model: str, device: str):
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     pipe = _sampler(args.model, args.device)
-    options = {"sampler": args.sampler} if args.sampler else {}
+    options = {k: getattr(args, k) for k in ("sampler", "steps", "guidance", "eta") if getattr(args, k) is not None}
     written = pipe.save_samples(
         args.out, args.n, args.per_class, args.seed, args.classes, args.batch_size, args.grid, args.overwrite, **options
     )
@@ -51,6 +51,13 @@ def add_commands(sub) -> None:
     sm.add_argument("--overwrite", action="store_true", help="replace an existing --grid file")
     sm.add_argument(
         "--sampler", choices=["prior", "gmm"], help="VAEs: latents from the prior (default) or the ex-post GMM"
+    )
+    sm.add_argument("--steps", type=int, help="diffusion models: DDIM steps (default: the model's, <= 100)")
+    sm.add_argument(
+        "--guidance", type=float, help="diffusion models: classifier-free guidance scale (0 unconditional, 1 plain)"
+    )
+    sm.add_argument(
+        "--eta", type=float, help="diffusion models: DDIM eta (0 deterministic; 1 with --steps = T is DDPM ancestral)"
     )
     sm.add_argument("--batch-size", type=int, default=500)
     sm.add_argument("--device", default="auto")

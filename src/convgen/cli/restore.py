@@ -31,8 +31,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     pipe = load(args.model, device=args.device, expect=RestorePipeline, role="a restoration model")
     pipe.check_verb(args.verb, args.model)
     options = {"sigma": args.sigma, "tile": None if args.tile == 0 else args.tile, "overlap": args.overlap}
-    if args.ensemble is not None:
-        options["ensemble"] = args.ensemble
+    for key in ("ensemble", "steps", "jump", "resample", "seed"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
     options = {k: v for k, v in options.items() if v is not None or k == "tile"}
     written = pipe.restore_files(
         args.input, args.output, mask=args.mask, overwrite=args.overwrite, verb=args.verb, **options
@@ -66,6 +67,10 @@ def add_commands(sub, with_verbs: bool = True) -> None:
             help="average the model over this many flips/rotations (x time; default: the model's own setting, "
             "8 for denoise-color-blind, else 1)",
         )
+        r.add_argument("--steps", type=int, help="diffusion models: reverse-process steps")
+        r.add_argument("--jump", type=int, help="diffusion inpainting: RePaint jump length (levels)")
+        r.add_argument("--resample", type=int, help="diffusion inpainting: RePaint resamplings per jump")
+        r.add_argument("--seed", type=int, help="diffusion models: the noise seed (default 0)")
         r.add_argument("--overwrite", action="store_true", help="replace existing output files")
         r.add_argument("--device", default="auto")
         r.set_defaults(func=_cmd_restore, verb=verb)

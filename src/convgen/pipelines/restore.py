@@ -99,22 +99,35 @@ class RestorePipeline(Pipeline):
             probe_image(f)
         written: list[Path] = []
         bar = tqdm(total=len(files), desc=verb, unit="img", file=sys.stderr, disable=len(files) < 5)
-        for f, target, m in zip(files, targets, masks, strict=True):
+        jobs = list(zip(files, targets, masks, strict=True))
+        for start in range(0, len(jobs), self.file_batch):
+            group = jobs[start : start + self.file_batch]
             try:
-                arr = read_image(f)
-                mk = read_mask(m, arr.shape[:2]).astype(np.float32) if m is not None else None
-                out = self.restore(arr, mask=mk, name=str(f), **options)
+                arrays = [read_image(f) for f, _, _ in group]
+                mks = [None if m is None else read_mask(m, a.shape[:2]).astype(np.float32)
+                       for (_, _, m), a in zip(group, arrays, strict=True)]  # fmt: skip
+                outs = self.restore_batch(arrays, mks, [str(f) for f, _, _ in group], **options)
             except ConvgenError as e:
                 if not written:
                     raise
                 raise type(e)(f"{e.template} (stopped there: {len(written)} of {len(files)} outputs written, "
                               f"{written[0].name} to {written[-1].name})") from None  # fmt: skip
-            if stored_ndim(f) == 2 and out.shape[-1] == 1:
-                out = out[..., 0]
-            written.append(_write_image(target, out))
-            bar.update(1)
+            for (f, target, _), out in zip(group, outs, strict=True):
+                if stored_ndim(f) == 2 and out.shape[-1] == 1:
+                    out = out[..., 0]
+                written.append(_write_image(target, out))
+                bar.update(1)
         bar.close()
         return written
+
+    #: files :meth:`restore_files` reads and restores together (a family that batches sets more)
+    file_batch: int = 1
+
+    def restore_batch(
+        self, images: list[np.ndarray], masks: list[np.ndarray | None], names: list[str], **options
+    ) -> list[np.ndarray]:
+        """:meth:`restore` of several images (a family may run them as one batch; the results must be the same)."""
+        return [self.restore(a, mask=m, name=n, **options) for a, m, n in zip(images, masks, names, strict=True)]
 
 
 @PIPELINES.register("restoration")

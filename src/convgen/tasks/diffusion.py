@@ -47,7 +47,7 @@ class DiffusionTask(Task):
         guidance: float = 2.0  # ... and this classifier-free guidance scale (0 unconditional, 1 conditional)
         eta: float = 0.0  # ... and this DDIM eta (0 deterministic, 1 ancestral)
         eval_samples: int = 1000
-        eval_batch_size: int = 500
+        eval_batch_size: int = 64  # images per network batch when sampling (small batches are faster on a CPU)
         fd_extractor: str = "auto"  # auto | none | a classifier (zoo name or model dir)
         sample_grid: int = 100
 

@@ -1,0 +1,326 @@
+"""Diffusion models: sampling (DDIM or ancestral, classifier-free guidance), DDIM latent interpolation, and
+restoration by reverse diffusion: ``inpaint`` (RePaint-style conditioning on the known pixels, with resampling)
+and ``denoise`` (the reverse process entered at the step whose noise level is the input's).
+
+``convgen.load("mnist-ddpm")`` returns a :class:`DiffusionPipeline`; it uses the EMA U-Net. Its default sampler is
+the model's ``meta.json`` ``inference`` section (steps, guidance, eta: what its card was measured with).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from convgen.diffusion import NoiseSchedule, ddim_sample, denoise_from, guided_predictor, repaint_sample
+from convgen.diffusion.samplers import ImageNoise, image_seeds, repaint_cost
+from convgen.errors import ConvgenError, ImageError
+from convgen.io.images import convert_channels
+from convgen.pipelines.restore import RestorePipeline, as_float_image
+from convgen.pipelines.sample import Sampler, lerp, slerp
+from convgen.pipelines.tiling import check_tiling
+from convgen.registry import PIPELINES
+
+MAX_SIDE = 256  # the U-Net attends over every pixel at 1/4 scale: memory grows with the fourth power of the side
+REPAINT_DEFAULTS = {"steps": 25, "jump": 5, "resample": 4}
+#: images per network batch: on a CPU the time per image grows with the batch (cache), 2x from 64 to 1,000
+NET_BATCH = 32
+
+
+@PIPELINES.register("diffusion")
+class DiffusionPipeline(Sampler, RestorePipeline):
+    """A trained diffusion U-Net (the EMA weights when saved)."""
+
+    restores = ("inpaint", "denoise")
+    verb_help = {
+        "inpaint": "fill missing regions given by --mask (255 = missing) by reverse diffusion (diffusion models: "
+        "--steps, --jump, --resample)",
+        "denoise": "remove noise of level --sigma (0-255; estimated when not given) by entering the reverse process "
+        "at that noise level",
+    }
+
+    def select_networks(self, saved) -> tuple[str, ...]:
+        return ("unet_ema",) if saved.has("unet_ema") else ("unet",)
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.models[self.networks[0]]
+
+    @functools.cached_property
+    def schedule(self) -> NoiseSchedule:
+        return NoiseSchedule.make(self.cfg.task.schedule, self.cfg.task.timesteps)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        m = self.cfg.model
+        return m.channels, m.image_size, m.image_size
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        """The default sampler: ``meta.json`` ``inference`` (steps, guidance, eta), else the training config's."""
+        t = self.cfg.task
+        return {"steps": t.sample_steps, "guidance": t.guidance, "eta": t.eta, **self.meta.get("inference", {})}
+
+    # -- the network ----------------------------------------------------------------------------------------------
+    def _net(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.net(x, t.to(self.device), None if labels is None else labels.to(self.device))
+
+    def predictor(self, labels: torch.Tensor | None, guidance: float):
+        null = self.num_classes if self.num_classes else None
+        return guided_predictor(self._net, self.schedule, self.cfg.task.prediction, labels, guidance, null)
+
+    def sampler_options(self, steps=None, guidance=None, eta=None) -> tuple[int, float, float]:
+        """(steps, guidance, eta) with the model's defaults filled in, checked."""
+        d = self.defaults
+        steps = int(d["steps"] if steps is None else steps)
+        if not 1 <= steps <= self.schedule.T:
+            raise ConvgenError(f"`steps` {steps}: must be in 1..{self.schedule.T} (the model's timesteps)")
+        if guidance is not None and not self.num_classes:
+            raise ConvgenError(f"{self.model_dir} is an unconditional model; `guidance` needs a conditional one")
+        guidance = float(d["guidance"] if guidance is None else guidance)
+        if not (math.isfinite(guidance) and 0 <= guidance <= 100):
+            raise ConvgenError(f"`guidance` {guidance}: must be in [0, 100] (0 = unconditional, 1 = conditional)")
+        eta = float(d["eta"] if eta is None else eta)
+        if not 0 <= eta <= 1:
+            raise ConvgenError(f"`eta` {eta}: must be in [0, 1] (0 = deterministic DDIM, 1 = ancestral)")
+        return steps, guidance, eta
+
+    # -- sampling -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_images(self, n, seed, labels, batch_size, steps=None, guidance=None, eta=None, **options):
+        """DDIM with ``steps`` steps (``steps`` = T with ``eta`` = 1 is DDPM's ancestral sampler), guidance scale
+        ``guidance``; defaults: :attr:`defaults`. Image ``i`` has its own noise generator from (seed, i)."""
+        if options:
+            raise ConvgenError(f"a diffusion model takes no {', '.join(f'`{k}`' for k in options)}")
+        steps, guidance, eta = self.sampler_options(steps, guidance, eta)
+        out = []
+        with tqdm(total=n * steps, desc="sample", unit="img-step", file=sys.stderr, disable=n * steps < 2000) as bar:
+            step = min(batch_size, NET_BATCH)
+            for i in range(0, n, step):
+                k = min(step, n - i)
+                noise = ImageNoise(image_seeds(seed, i, k))
+                y = None if labels is None else labels[i : i + k]
+                x = noise.initial(self.image_shape, self.device)
+                x = ddim_sample(self.predictor(y, guidance), x, self.schedule, steps, eta, noise, progress=bar)
+                out.append(((x.float().cpu() + 1) / 2).clamp(0, 1))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def walk(self, steps, rows, seed, mode, classes, label):
+        """DDIM latent interpolation (Song et al. 2021): deterministic DDIM (eta 0) from noise images interpolated
+        between two draws; with ``classes`` (A, B), one noise image and the conditional prediction blended from
+        class A's to class B's (guidance applied to the blend)."""
+        n_steps, guidance, _ = self.sampler_options()
+        t = torch.linspace(0, 1, steps)
+        ends = ImageNoise(image_seeds(seed, 0, 2 * rows)).initial(self.image_shape)
+        flat = ends.reshape(2 * rows, -1)
+        if classes is not None:
+            x = flat[:rows].repeat_interleave(steps, 0).reshape(rows * steps, *self.image_shape)
+            w = t.repeat(rows).to(self.device)[:, None, None, None]
+            a, b = (torch.full((rows * steps,), c) for c in classes)
+            null = torch.full((rows * steps,), self.num_classes)
+
+            def predict(xt: torch.Tensor, step: int):
+                tb = torch.full((len(xt),), step, dtype=torch.long)
+                out = (1 - w) * self._net(xt, tb, a) + w * self._net(xt, tb, b)
+                if guidance != 1:
+                    uncond = self._net(xt, tb, null)
+                    out = uncond + guidance * (out - uncond)
+                return self.schedule.split(self.cfg.task.prediction, xt, out.float(), tb)
+
+        else:
+            f = slerp if mode == "slerp" else lerp
+            x = f(flat[:rows], flat[rows:], t).transpose(0, 1).reshape(rows * steps, *self.image_shape)
+            labels = None
+            if self.num_classes:
+                per_row = torch.full((rows,), label) if label is not None else torch.arange(rows) % self.num_classes
+                labels = per_row.repeat_interleave(steps)
+            predict = self.predictor(labels, guidance)
+        total = len(x) * n_steps
+        with tqdm(total=total, desc="interpolate", unit="img-step", file=sys.stderr, disable=total < 2000) as bar:
+            x = ddim_sample(predict, x.to(self.device), self.schedule, n_steps, 0.0, None, progress=bar)
+        return ((x.float().cpu() + 1) / 2).clamp(0, 1)
+
+    # -- restoration ----------------------------------------------------------------------------------------------
+    def check_options(
+        self, verb, mask=None, sigma=None, tile=512, overlap=64, steps=None, jump=None, resample=None, **options
+    ) -> None:
+        super().check_options(verb, mask)
+        for key in ("seed", "label"):
+            options.pop(key, None)
+        if options:
+            raise ConvgenError(f"{verb} does not take {', '.join(f'`{k}`' for k in options)}")
+        check_tiling(tile, overlap)  # accepted for the CLI's sake; a diffusion model restores whole images
+        if sigma is not None and verb != "denoise":
+            raise ConvgenError(f"`sigma` is for denoising, not {verb}")
+        if sigma is not None and not (math.isfinite(sigma) and 0 < sigma <= 255):
+            raise ConvgenError(f"`sigma` {sigma}: must be in (0, 255] (the 0-255 scale)")
+        if verb != "inpaint" and (jump is not None or resample is not None):
+            raise ConvgenError(f"`jump` and `resample` are for inpainting, not {verb}")
+        for key, value in (("steps", steps), ("jump", jump), ("resample", resample)):
+            if value is not None and not 1 <= value <= self.schedule.T:
+                raise ConvgenError(f"`{key}` {value}: must be in 1..{self.schedule.T}")
+
+    def prepare(self, image: np.ndarray, name: str = "image") -> torch.Tensor:
+        """One H x W (x C) image in [0, 1] as a 1 x C x H x W tensor in the model's range [-1, 1] (checked)."""
+        arr = convert_channels(as_float_image(image, name), self.image_shape[0], name)
+        h, w = arr.shape[:2]
+        if max(h, w) > MAX_SIDE or min(h, w) < 4:
+            raise ImageError(f"{name}: {w}x{h} pixels; a diffusion model restores images of 4 to {MAX_SIDE} px a side")
+        return torch.from_numpy(arr).permute(2, 0, 1)[None] * 2 - 1
+
+    @torch.no_grad()
+    def restore(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray | None = None,
+        name: str = "image",
+        verb: str | None = None,
+        sigma: float | None = None,
+        steps: int | None = None,
+        jump: int | None = None,
+        resample: int | None = None,
+        seed: int = 0,
+        label: int | str | None = None,
+        tile: int | None = 512,
+        overlap: int = 64,
+    ) -> np.ndarray:
+        """Inpaint (``mask`` given: True/1 = missing) or denoise one H x W (x C) image in [0, 1]; returns float32
+        H x W x C. Inpainting keeps every known pixel exactly; ``label`` conditions on a class (default: none,
+        the unconditional model). Deterministic for a given ``seed``."""
+        verb = verb or ("inpaint" if mask is not None else "denoise")
+        if (mask is None) == (verb == "inpaint"):
+            raise ConvgenError("give a `mask` to inpaint, and none to denoise")
+        options = {"sigma": sigma, "steps": steps, "jump": jump, "resample": resample, "seed": seed, "label": label}
+        self.check_options(verb, mask, tile=tile, overlap=overlap, **options)
+        return self.restore_batch([image], [mask], [name], **options)[0]
+
+    file_batch = 64  # restore_files runs up to this many same-size files as one batch
+
+    @torch.no_grad()
+    def restore_batch(self, images, masks, names, **options) -> list[np.ndarray]:
+        """Same-size files (and, for blind denoising, the same estimated sigma) as one batch; every file draws the
+        noise a single :meth:`restore` call would, so batching does not change its result."""
+        verb = "inpaint" if masks[0] is not None else "denoise"
+        sigma = options.pop("sigma", None)
+        seed, steps, label = options.pop("seed", 0), options.pop("steps", None), options.pop("label", None)
+        jump, resample = options.pop("jump", None), options.pop("resample", None)
+        self.check_options(verb, masks[0], sigma, steps=steps, jump=jump, resample=resample, **options)
+        xs = [(self.prepare(a, n) + 1) / 2 for a, n in zip(images, names, strict=True)]
+        sigmas = [sigma if sigma is not None or verb == "inpaint" else estimate_sigma(a) for a in images]
+        groups: dict[tuple, list[int]] = {}
+        for i, (x, s) in enumerate(zip(xs, sigmas, strict=True)):
+            groups.setdefault((tuple(x.shape), s), []).append(i)
+        out: list[np.ndarray | None] = [None] * len(xs)
+        for (_, s), idx in groups.items():
+            x = torch.cat([xs[i] for i in idx])
+            labels = None if label is None else [label] * len(idx)
+            if verb == "inpaint":
+                m = torch.stack([torch.from_numpy(np.asarray(masks[i], np.float32))[None] for i in idx])
+                if m.shape[-2:] != x.shape[-2:]:
+                    raise ImageError(f"{names[idx[0]]}: the mask is not the image's size")
+                res = self.inpaint_batch(x, m, seed, steps, jump, resample, labels, same_noise=True)
+            else:
+                res = self.denoise_batch(x, s, seed, steps, labels)
+            for j, i in enumerate(idx):
+                out[i] = res[j].permute(1, 2, 0).numpy()
+        return out
+
+    def _restore_labels(self, labels, n: int) -> torch.Tensor | None:
+        if labels is None:
+            return None
+        y = torch.tensor([self.class_index(c) for c in labels])
+        if len(y) != n:
+            raise ConvgenError(f"{len(y)} labels for {n} images")
+        return y
+
+    def _batches(self, n: int, batch_size: int, cost: int, desc: str):
+        if batch_size < 1:
+            raise ConvgenError(f"`batch_size` {batch_size}: must be >= 1")
+        bar = tqdm(total=n * cost, desc=desc, unit="img-step", file=sys.stderr, disable=n * cost < 5000)
+        return range(0, n, batch_size), bar
+
+    @torch.no_grad()
+    def inpaint_batch(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        seed: int = 0,
+        steps: int | None = None,
+        jump: int | None = None,
+        resample: int | None = None,
+        labels=None,
+        batch_size: int = NET_BATCH,
+        same_noise: bool = False,
+    ) -> torch.Tensor:
+        """Fill a B x C x H x W batch in [0, 1] where ``masks`` (B x 1 x H x W) is 1, by RePaint on the DDIM grid
+        (defaults :data:`REPAINT_DEFAULTS`); known pixels are returned exactly. Without ``labels`` the
+        unconditional model fills (guidance 0); with them, the conditional one. Image ``i`` draws its noise from
+        (seed, i); with ``same_noise`` every image draws image 0's (as one image restored alone does)."""
+        opts = {**REPAINT_DEFAULTS, **{k: v for k, v in (("steps", steps), ("jump", jump), ("resample", resample))
+                                        if v is not None}}  # fmt: skip
+        self.check_options("inpaint", True, steps=opts["steps"], jump=opts["jump"], resample=opts["resample"])
+        y = self._restore_labels(labels, len(images))
+        images = images.float()
+        masks = masks.float().expand(len(images), 1, *images.shape[-2:])
+        starts, bar = self._batches(len(images), batch_size, repaint_cost(**opts), "inpaint")
+        out = []
+        for i in starts:
+            x, m = images[i : i + batch_size], masks[i : i + batch_size]
+            yi = None if y is None else y[i : i + batch_size]
+            seeds = image_seeds(seed, 0, 1) * len(x) if same_noise else image_seeds(seed, i, len(x))
+            noise = ImageNoise(seeds)
+            keep = (1 - m).to(self.device)
+            filled = repaint_sample(self.predictor(yi, 0.0 if yi is None else 1.0), (x * 2 - 1).to(self.device), keep,
+                                    self.schedule, noise, progress=bar, **opts)  # fmt: skip
+            filled = ((filled.float().cpu() + 1) / 2).clamp(0, 1)
+            out.append(torch.where(m.bool(), filled, x))
+        bar.close()
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def denoise_batch(
+        self, images: torch.Tensor, sigma: float, seed: int = 0, steps: int | None = None, labels=None,
+        batch_size: int = NET_BATCH,
+    ) -> torch.Tensor:  # fmt: skip
+        """Denoise a B x C x H x W batch in [0, 1] with noise of standard deviation ``sigma`` (0-255 scale):
+        deterministic DDIM from the timestep whose noise level is ``sigma`` (``steps``: at most the model's
+        default)."""
+        self.check_options("denoise", None, sigma, steps=steps)
+        y = self._restore_labels(labels, len(images))
+        steps = int(self.defaults["steps"] if steps is None else steps)
+        starts, bar = self._batches(len(images), batch_size, steps, "denoise")
+        out = []
+        for i in starts:
+            x = images[i : i + batch_size].float()
+            yi = None if y is None else y[i : i + batch_size]
+            predict = self.predictor(yi, 0.0 if yi is None else 1.0)
+            den = denoise_from(predict, (x * 2 - 1).to(self.device), self.schedule, 2 * sigma / 255, steps, bar)
+            out.append(((den.float().cpu() + 1) / 2).clamp(0, 1))
+        bar.close()
+        return torch.cat(out)
+
+    def inpaint(self, image: np.ndarray, mask: np.ndarray, **options) -> np.ndarray:
+        return self.restore(image, mask=mask, verb="inpaint", **options)
+
+    def denoise(self, image: np.ndarray, sigma: float | None = None, **options) -> np.ndarray:
+        return self.restore(image, verb="denoise", sigma=sigma, **options)
+
+    @staticmethod
+    def inpaint_cost(steps: int = 25, jump: int = 5, resample: int = 4) -> int:
+        """Network evaluations per inpainted image."""
+        return repaint_cost(steps, jump, resample)
+
+
+def estimate_sigma(image: np.ndarray) -> float:
+    """The noise level (0-255 scale) of an image in [0, 1] by the wavelet median-absolute-deviation estimate."""
+    from skimage.restoration import estimate_sigma as _estimate
+
+    arr = np.asarray(image, dtype=np.float64)
+    s = float(np.mean(_estimate(arr, channel_axis=-1 if arr.ndim == 3 else None)))
+    return max(255 * s, 0.5)
