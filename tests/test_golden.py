@@ -80,6 +80,14 @@ def outputs(codec_streams: dict[str, bytes] | None = None) -> dict[str, np.ndarr
     cvae = convgen.load("mnist-cvae", device="cpu")
     out["mnist-cvae/per_class"] = np.stack([v.numpy() for v in cvae.sample_per_class(1, seed=1).values()])
     out["mnist-cvae/reconstruct"] = cvae.reconstruct(digits, label=3)
+    ddpm = convgen.load("mnist-ddpm", device="cpu")  # few steps: chained steps would amplify rounding between CPUs
+    out["mnist-ddpm/sample"] = ddpm.sample(4, seed=0, steps=4).numpy()
+    guided = ddpm.sample_per_class(1, seed=1, steps=3, guidance=3.0)
+    out["mnist-ddpm/per_class_guided"] = np.stack([v.numpy() for v in guided.values()])
+    top = np.zeros((28, 28), np.float32)
+    top[:14] = 1
+    out["mnist-ddpm/inpaint"] = ddpm.inpaint(np.where(top > 0, 1.0, digits), top, steps=4, jump=2, resample=2)
+    out["mnist-ddpm/denoise"] = ddpm.denoise(_noisy(digits, 50), sigma=50, steps=3)
 
     gray, colour = _gray_crop(), _colour_crop()
     out["denoise-gray-s25/restore"] = convgen.load("denoise-gray-s25").restore(_noisy(gray, 25), sigma=25)
