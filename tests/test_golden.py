@@ -28,6 +28,9 @@ SHARED_DATA = HERE.parents[0].parent / "shared" / "data"
 SET12 = SHARED_DATA / "denoise" / "set12" / "01.png"
 PHOTO = SHARED_DATA / "bsds500" / "test" / "100007.jpg"
 ATOL = 2e-4
+#: wider for diffusion samples from pure noise: the first DDIM step divides the network's output by sqrt(abar) of
+#: the last timestep (5e-5), so float sums that differ with the thread count (3e-4 here, 1 vs 2 threads) show
+ATOL_BY_KEY = {"mnist-ddpm/sample": 2e-3, "mnist-ddpm/per_class_guided": 2e-3}
 
 
 def _gray_crop() -> np.ndarray:
@@ -226,7 +229,7 @@ def test_every_zoo_model_reproduces_its_golden_outputs():
     for key, value in got.items():
         assert value.shape == want[key].shape, key
         assert value.dtype == np.float32, key
-        np.testing.assert_allclose(value, want[key], rtol=0, atol=ATOL, err_msg=key)
+        np.testing.assert_allclose(value, want[key], rtol=0, atol=ATOL_BY_KEY.get(key, ATOL), err_msg=key)
     probs = got["mnist-classifier/probs"]
     assert (probs.argmax(1) == want["mnist-classifier/probs"].argmax(1)).all()
 

@@ -311,11 +311,6 @@ class DiffusionPipeline(Sampler, RestorePipeline):
     def denoise(self, image: np.ndarray, sigma: float | None = None, **options) -> np.ndarray:
         return self.restore(image, verb="denoise", sigma=sigma, **options)
 
-    @staticmethod
-    def inpaint_cost(steps: int = 25, jump: int = 5, resample: int = 4) -> int:
-        """Network evaluations per inpainted image."""
-        return repaint_cost(steps, jump, resample)
-
 
 def estimate_sigma(image: np.ndarray) -> float:
     """The noise level (0-255 scale) of an image in [0, 1] by the wavelet median-absolute-deviation estimate."""
