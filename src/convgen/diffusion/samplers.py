@@ -79,6 +79,37 @@ def guided_predictor(
     return predict
 
 
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Images in the model range [-1, 1] as CPU float32 in [0, 1] (clamped)."""
+    return ((x.float().cpu() + 1) / 2).clamp(0, 1)
+
+
+def sample_images(
+    predictor: Callable[[torch.Tensor | None], Predict],
+    shape: Sequence[int],
+    n: int,
+    seed: int,
+    labels: torch.Tensor | None,
+    schedule: NoiseSchedule,
+    steps: int,
+    eta: float,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    progress=None,
+) -> torch.Tensor:
+    """``n`` DDIM samples in [0, 1] (CPU float32, n x C x H x W), ``batch_size`` at a time: image ``i`` starts from
+    and draws its noise from (seed, i), with class ``labels[i]``; ``predictor(labels_of_the_batch)`` gives the
+    batch's ``predict`` (e.g. :func:`guided_predictor`)."""
+    out = []
+    for i in range(0, n, batch_size):
+        k = min(batch_size, n - i)
+        noise = ImageNoise(image_seeds(seed, i, k))
+        y = None if labels is None else labels[i : i + k].to(device)
+        x = noise.initial(shape, device)
+        out.append(to_unit(ddim_sample(predictor(y), x, schedule, steps, eta, noise, progress=progress)))
+    return torch.cat(out)
+
+
 def ddim_timesteps(T: int, steps: int, last: int | None = None) -> list[int]:
     """``steps`` timesteps from ``last`` (default T - 1) down to 0, evenly spaced (all of them when steps = last+1)."""
     last = T - 1 if last is None else last

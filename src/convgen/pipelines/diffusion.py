@@ -17,9 +17,10 @@ import torch
 from tqdm import tqdm
 
 from convgen.diffusion import NoiseSchedule, ddim_sample, denoise_from, guided_predictor, repaint_sample
-from convgen.diffusion.samplers import ImageNoise, image_seeds, repaint_cost
+from convgen.diffusion.samplers import ImageNoise, image_seeds, repaint_cost, sample_images, to_unit
 from convgen.errors import ConvgenError, ImageError
 from convgen.io.images import convert_channels
+from convgen.pipelines.base import check_batch_size
 from convgen.pipelines.restore import RestorePipeline, as_float_image
 from convgen.pipelines.sample import Sampler, lerp, slerp
 from convgen.pipelines.tiling import check_tiling
@@ -98,17 +99,11 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         if options:
             raise ConvgenError(f"a diffusion model takes no {', '.join(f'`{k}`' for k in options)}")
         steps, guidance, eta = self.sampler_options(steps, guidance, eta)
-        out = []
         with tqdm(total=n * steps, desc="sample", unit="img-step", file=sys.stderr, disable=n * steps < 2000) as bar:
-            step = min(batch_size, NET_BATCH)
-            for i in range(0, n, step):
-                k = min(step, n - i)
-                noise = ImageNoise(image_seeds(seed, i, k))
-                y = None if labels is None else labels[i : i + k]
-                x = noise.initial(self.image_shape, self.device)
-                x = ddim_sample(self.predictor(y, guidance), x, self.schedule, steps, eta, noise, progress=bar)
-                out.append(((x.float().cpu() + 1) / 2).clamp(0, 1))
-        return torch.cat(out)
+            return sample_images(
+                lambda y: self.predictor(y, guidance), self.image_shape, n, seed, labels, self.schedule, steps, eta,
+                min(batch_size, NET_BATCH), self.device, progress=bar,
+            )  # fmt: skip
 
     @torch.no_grad()
     def walk(self, steps, rows, seed, mode, classes, label):
@@ -144,7 +139,7 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         total = len(x) * n_steps
         with tqdm(total=total, desc="interpolate", unit="img-step", file=sys.stderr, disable=total < 2000) as bar:
             x = ddim_sample(predict, x.to(self.device), self.schedule, n_steps, 0.0, None, progress=bar)
-        return ((x.float().cpu() + 1) / 2).clamp(0, 1)
+        return to_unit(x)
 
     # -- restoration ----------------------------------------------------------------------------------------------
     def check_options(
@@ -167,12 +162,12 @@ class DiffusionPipeline(Sampler, RestorePipeline):
                 raise ConvgenError(f"`{key}` {value}: must be in 1..{self.schedule.T}")
 
     def prepare(self, image: np.ndarray, name: str = "image") -> torch.Tensor:
-        """One H x W (x C) image in [0, 1] as a 1 x C x H x W tensor in the model's range [-1, 1] (checked)."""
+        """One H x W (x C) image in [0, 1] as a 1 x C x H x W tensor in [0, 1], its channels and size checked."""
         arr = convert_channels(as_float_image(image, name), self.image_shape[0], name)
         h, w = arr.shape[:2]
         if max(h, w) > MAX_SIDE or min(h, w) < 4:
             raise ImageError(f"{name}: {w}x{h} pixels; a diffusion model restores images of 4 to {MAX_SIDE} px a side")
-        return torch.from_numpy(arr).permute(2, 0, 1)[None] * 2 - 1
+        return torch.from_numpy(arr).permute(2, 0, 1)[None]
 
     @torch.no_grad()
     def restore(
@@ -194,8 +189,6 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         H x W x C. Inpainting keeps every known pixel exactly; ``label`` conditions on a class (default: none,
         the unconditional model). Deterministic for a given ``seed``."""
         verb = verb or ("inpaint" if mask is not None else "denoise")
-        if (mask is None) == (verb == "inpaint"):
-            raise ConvgenError("give a `mask` to inpaint, and none to denoise")
         options = {"sigma": sigma, "steps": steps, "jump": jump, "resample": resample, "seed": seed, "label": label}
         self.check_options(verb, mask, tile=tile, overlap=overlap, **options)
         return self.restore_batch([image], [mask], [name], **options)[0]
@@ -205,13 +198,13 @@ class DiffusionPipeline(Sampler, RestorePipeline):
     @torch.no_grad()
     def restore_batch(self, images, masks, names, **options) -> list[np.ndarray]:
         """Same-size files (and, for blind denoising, the same estimated sigma) as one batch; every file draws the
-        noise a single :meth:`restore` call would, so batching does not change its result."""
+        noise a single :meth:`restore` call would, so batching does not change its result. The options were
+        checked by the caller (:meth:`restore`, :meth:`restore_files`)."""
         verb = "inpaint" if masks[0] is not None else "denoise"
-        sigma = options.pop("sigma", None)
-        seed, steps, label = options.pop("seed", 0), options.pop("steps", None), options.pop("label", None)
-        jump, resample = options.pop("jump", None), options.pop("resample", None)
-        self.check_options(verb, masks[0], sigma, steps=steps, jump=jump, resample=resample, **options)
-        xs = [(self.prepare(a, n) + 1) / 2 for a, n in zip(images, names, strict=True)]
+        sigma = options.get("sigma")
+        seed, steps, label = options.get("seed", 0), options.get("steps"), options.get("label")
+        jump, resample = options.get("jump"), options.get("resample")
+        xs = [self.prepare(a, n) for a, n in zip(images, names, strict=True)]
         sigmas = [sigma if sigma is not None or verb == "inpaint" else estimate_sigma(a) for a in images]
         groups: dict[tuple, list[int]] = {}
         for i, (x, s) in enumerate(zip(xs, sigmas, strict=True)):
@@ -240,8 +233,7 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         return y
 
     def _batches(self, n: int, batch_size: int, cost: int, desc: str):
-        if batch_size < 1:
-            raise ConvgenError(f"`batch_size` {batch_size}: must be >= 1")
+        check_batch_size(batch_size)
         bar = tqdm(total=n * cost, desc=desc, unit="img-step", file=sys.stderr, disable=n * cost < 5000)
         return range(0, n, batch_size), bar
 
@@ -278,8 +270,7 @@ class DiffusionPipeline(Sampler, RestorePipeline):
             keep = (1 - m).to(self.device)
             filled = repaint_sample(self.predictor(yi, 0.0 if yi is None else 1.0), (x * 2 - 1).to(self.device), keep,
                                     self.schedule, noise, progress=bar, **opts)  # fmt: skip
-            filled = ((filled.float().cpu() + 1) / 2).clamp(0, 1)
-            out.append(torch.where(m.bool(), filled, x))
+            out.append(torch.where(m.bool(), to_unit(filled), x))
         bar.close()
         return torch.cat(out)
 
@@ -301,7 +292,7 @@ class DiffusionPipeline(Sampler, RestorePipeline):
             yi = None if y is None else y[i : i + batch_size]
             predict = self.predictor(yi, 0.0 if yi is None else 1.0)
             den = denoise_from(predict, (x * 2 - 1).to(self.device), self.schedule, 2 * sigma / 255, steps, bar)
-            out.append(((den.float().cpu() + 1) / 2).clamp(0, 1))
+            out.append(to_unit(den))
         bar.close()
         return torch.cat(out)
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from convgen.diffusion import NoiseSchedule, ddim_sample, guided_predictor
-from convgen.diffusion.samplers import ImageNoise, image_seeds
+from convgen.diffusion import NoiseSchedule, guided_predictor
+from convgen.diffusion.samplers import sample_images
 from convgen.engine.ema import EMA
 from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
 from convgen.engine.runtime import wrap_ddp
@@ -137,21 +137,21 @@ class DiffusionTask(Task):
         """``n`` EMA samples in [0, 1] (CPU) with the default sampler; conditional models cycle through the
         classes."""
         t = self.cfg.task
-        net = self.ema.average.eval()
+        ema = self.ema.average.eval()
         y = torch.arange(n) % self.net.num_classes if self.conditional else None
         shape = (self.cfg.model.channels, self.cfg.model.image_size, self.cfg.model.image_size)
-        out = []
-        for i in range(0, n, t.eval_batch_size):
-            k = min(t.eval_batch_size, n - i)
-            noise = ImageNoise(image_seeds(seed, i, k))
-            yi = None if y is None else y[i : i + k].to(self.ctx.device)
-            predict = guided_predictor(
-                net, self.schedule, t.prediction, yi, t.guidance, self.net.num_classes if yi is not None else None
-            )
-            x = self.ctx.to_device(noise.initial(shape))
-            x = ddim_sample(predict, x, self.schedule, t.sample_steps, t.eta, noise)
-            out.append(((x.float().cpu() + 1) / 2).clamp(0, 1))
-        return torch.cat(out), y
+
+        def net(x, tb, labels):
+            return ema(self.ctx.to_device(x), tb, labels)
+
+        def predictor(labels):
+            null = self.net.num_classes if labels is not None else None
+            return guided_predictor(net, self.schedule, t.prediction, labels, t.guidance, null)
+
+        fakes = sample_images(
+            predictor, shape, n, seed, y, self.schedule, t.sample_steps, t.eta, t.eval_batch_size, self.ctx.device
+        )
+        return fakes, y
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
