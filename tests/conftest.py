@@ -80,3 +80,4 @@ def _private_cache(tmp_path_factory, monkeypatch):
     """Tests never read or write the user's ~/.cache/convgen (statistics cache, downloaded weights)."""
     monkeypatch.setenv("CONVGEN_CACHE", str(tmp_path_factory.getbasetemp() / "convgen-cache"))
     monkeypatch.delenv("CONVGEN_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.delenv("CONVGEN_VGG_WEIGHTS", raising=False)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from convgen import __version__
-from convgen.cli import autoencode, classify, codec, data, evaluate, generate, models, restore, train
+from convgen.cli import autoencode, classify, codec, data, evaluate, generate, models, restore, stylize, train
 from convgen.cli.common import Parser
 from convgen.errors import ConvgenError
 
@@ -28,6 +28,7 @@ def build_parser(argv: Sequence[str] | None = None):
     restore.add_commands(sub, with_verbs=argv is None or (len(argv) > 0 and argv[0] == "restore"))
     autoencode.add_commands(sub)
     codec.add_commands(sub)
+    stylize.add_commands(sub)
     models.add_commands(sub)
     evaluate.add_commands(sub)
     data.add_commands(sub)

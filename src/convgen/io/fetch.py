@@ -7,6 +7,7 @@ place, so an interrupted or tampered download never leaves a file that looks val
 from __future__ import annotations
 
 import hashlib
+import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -16,6 +17,11 @@ from tqdm import tqdm
 
 from convgen.errors import DataError
 from convgen.io.atomic import atomic_write
+
+
+def cache_root() -> Path:
+    """Where downloads and caches live: ``$CONVGEN_CACHE``, else ``~/.cache/convgen``."""
+    return Path(os.environ.get("CONVGEN_CACHE") or Path.home() / ".cache" / "convgen")
 
 
 @dataclass(frozen=True)

@@ -224,8 +224,9 @@ def to_uint8(arr: np.ndarray) -> np.ndarray:
     return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_image(path: str | Path, arr: np.ndarray) -> Path:
-    """Write HxW or HxWxC float data atomically: ``.npy`` keeps float32 values, anything else is an 8-bit image."""
+def write_image(path: str | Path, arr: np.ndarray, metadata: dict[str, str] | None = None) -> Path:
+    """Write HxW or HxWxC float data atomically: ``.npy`` keeps float32 values, anything else is an 8-bit image.
+    ``metadata`` becomes PNG text chunks (other formats ignore it)."""
     path = Path(path)
     arr = np.asarray(arr)
     if path.suffix.lower() == ".npy":
@@ -234,7 +235,15 @@ def write_image(path: str | Path, arr: np.ndarray) -> Path:
         arr = arr[..., 0]
     pixels = to_uint8(arr) if arr.dtype != np.uint8 else arr
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(path.suffix.lower(), "PNG")
-    return atomic_write(path, lambda p: Image.fromarray(pixels).save(p, format=fmt))
+    extra = {}
+    if metadata and fmt == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for k, v in metadata.items():
+            info.add_text(k, v)
+        extra["pnginfo"] = info
+    return atomic_write(path, lambda p: Image.fromarray(pixels).save(p, format=fmt, **extra))
 
 
 def list_images(directory: str | Path, suffixes: Iterable[str] = READABLE_SUFFIXES) -> list[Path]:

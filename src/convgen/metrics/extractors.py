@@ -30,12 +30,9 @@ from convgen import modeldir
 from convgen.data.transforms import resize_arrays
 from convgen.engine.runtime import pick_device
 from convgen.errors import ConvgenError, ImageError
+from convgen.io.fetch import cache_root
 from convgen.io.images import list_images, read_image
 from convgen.registry import EXTRACTORS
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CONVGEN_CACHE") or Path.home() / ".cache" / "convgen")
 
 
 class FeatureExtractor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from convgen.models import autoencoders, classifier, codec, diffusion, gan, restorers  # noqa: F401  (registers the models)
+from convgen.models import autoencoders, classifier, codec, diffusion, gan, restorers, style  # noqa: F401  (registers the models)
 from convgen.registry import MODELS
 
 

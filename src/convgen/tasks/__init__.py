@@ -3,4 +3,4 @@
 Importing this package registers the tasks (the registry imports it by name on the first lookup).
 """
 
-from convgen.tasks import classification, codec, diffusion, gan, restoration, vae  # noqa: F401  (registers the tasks)
+from convgen.tasks import classification, codec, diffusion, gan, restoration, style, vae  # noqa: F401  (registers the tasks)

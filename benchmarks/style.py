@@ -1,0 +1,206 @@
+"""Style-transfer benchmark: how far each method moves held-out photos towards each painting, what it keeps of
+the photo, the perceptual losses it reaches, and the seconds per 512 x 512 image.
+
+Independent statistics (none of them is a loss any method optimises): **colour** -- the Frechet distance between
+the CIE Lab pixel distributions (mean and covariance) of an image and the painting; **texture** -- the L2 distance
+of a vector of luminance statistics: log mean energy of oriented (0, 45, 90, 135 degree) derivative-of-Gaussian
+responses at three scales, and the uniform local-binary-pattern histogram (P = 8, R = 1). ``progress`` =
+1 - d(result, painting) / d(photo, painting): 0 = the photo's statistics, 1 = the painting's. **Structure**: SSIM of
+the result's and the photo's luminance after a Gaussian blur (sigma 2 px), beside the same SSIM between the photo
+and the painting resized to it (what no structure at all scores).
+
+Parts: ``features`` (the offline fallback against the alternatives tried, with Gatys' optimisation at a small
+size), ``quality`` (the zoo fast models and Gatys at 512 px on held-out BSDS500 test photos), ``speed`` (seconds
+per 512 x 512 photo). Prints one JSON object.
+
+    python benchmarks/style.py --only features --out docs/style_benchmark.json
+    python benchmarks/style.py --only quality speed --out docs/style_benchmark.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import print_report
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+STYLES = {"starry-night": "starry_night.jpg", "shipwreck": "shipwreck.jpg", "scream": "the_scream.jpg"}
+
+
+# -- independent statistics ------------------------------------------------------------------------------------
+def lab_stats(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(np.clip(img, 0, 1)).reshape(-1, 3)
+    return lab.mean(0), np.cov(lab, rowvar=False)
+
+
+def frechet(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    from scipy import linalg
+
+    (m1, c1), (m2, c2) = a, b
+    covmean = linalg.sqrtm(c1 @ c2).real
+    return float(np.sqrt(max(0.0, ((m1 - m2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))))
+
+
+def texture_stats(img: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+    from skimage.feature import local_binary_pattern
+
+    y = np.clip(img, 0, 1) @ np.array([0.299, 0.587, 0.114])
+    feats = []
+    for sigma in (1.0, 2.0, 4.0):
+        gy = ndimage.gaussian_filter(y, sigma, order=(1, 0)) * sigma
+        gx = ndimage.gaussian_filter(y, sigma, order=(0, 1)) * sigma
+        for theta in np.deg2rad([0, 45, 90, 135]):
+            feats.append(np.log(np.abs(np.cos(theta) * gx + np.sin(theta) * gy).mean() + 1e-4))
+    lbp = local_binary_pattern((y * 255).astype(np.uint8), 8, 1, method="uniform")
+    hist = np.bincount(lbp.astype(int).ravel(), minlength=10)[:10] / lbp.size
+    return np.concatenate([np.array(feats), 3 * np.sqrt(hist)])
+
+
+def structure(result: np.ndarray, photo: np.ndarray) -> float:
+    from scipy import ndimage
+    from skimage.metrics import structural_similarity
+
+    def lum(a):
+        return ndimage.gaussian_filter(np.clip(a, 0, 1) @ np.array([0.299, 0.587, 0.114]), 2.0)
+
+    return float(structural_similarity(lum(result), lum(photo), data_range=1.0))
+
+
+class Judge:
+    """The independent statistics of one painting, against which results are scored."""
+
+    def __init__(self, painting: np.ndarray) -> None:
+        self.painting = painting
+        self.lab, self.tex = lab_stats(painting), texture_stats(painting)
+
+    def score(self, result: np.ndarray, photo: np.ndarray) -> dict[str, float]:
+        d_col, d_tex = frechet(lab_stats(result), self.lab), float(np.linalg.norm(texture_stats(result) - self.tex))
+        p_col, p_tex = frechet(lab_stats(photo), self.lab), float(np.linalg.norm(texture_stats(photo) - self.tex))
+        painting = resize(self.painting, photo.shape[:2])
+        return {
+            "color_progress": 1 - d_col / p_col,
+            "texture_progress": 1 - d_tex / p_tex,
+            "structure_ssim": structure(result, photo),
+            "painting_ssim": structure(painting, photo),
+        }
+
+
+def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+
+
+def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """H x W x 3 -> size (antialiased bilinear)."""
+    x = torch.from_numpy(np.ascontiguousarray(img, np.float32)).permute(2, 0, 1)[None]
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x[0].permute(1, 2, 0).numpy()
+
+
+def load(path: Path, side: int | None = None) -> np.ndarray:
+    from convgen.io.images import read_image
+
+    img = read_image(path, channels=3)
+    if side:
+        h, w = img.shape[:2]
+        s = side / max(h, w)
+        img = resize(img, (round(h * s), round(w * s)))
+    return img
+
+
+def photos(n: int) -> list[Path]:
+    return sorted((DATA / "bsds500" / "test").glob("*.jpg"))[:n]
+
+
+# -- parts -----------------------------------------------------------------------------------------------------
+class ShallowRandom(torch.nn.Module):
+    """Ustyuzhaninov et al. (2016): one layer of random filters at several sizes (3 ... 15 px), 64 each, ReLU."""
+
+    def __init__(self, sizes=(3, 5, 7, 11, 15), filters: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.convs = torch.nn.ModuleList()
+        for k in sizes:
+            conv = torch.nn.Conv2d(3, filters, k, padding=k // 2, padding_mode="reflect")
+            with torch.no_grad():
+                w = torch.randn(conv.weight.shape, generator=g)
+                conv.weight.copy_(w - w.mean((1, 2, 3), keepdim=True))
+                conv.weight /= conv.weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+                conv.bias.zero_()
+            self.convs.append(conv)
+        self.sizes = sizes
+        self.name = "shallow-random-multiscale"
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+
+    def forward(self, x, layers):
+        out = {f"k{k}": conv(x - self.mean).relu() for k, conv in zip(self.sizes, self.convs, strict=True)}
+        out["all"] = torch.cat([out[f"k{k}"] for k in self.sizes], 1)
+        return {k: out[k] for k in layers}
+
+
+def part_features(args) -> dict:
+    """Gatys at ``--features-size`` px with each candidate feature network, judged by the independent statistics."""
+    from convgen.models.backbones.vgg import random_vgg19
+    from convgen.pipelines.style import GatysOptions, gatys, to_array, to_tensor
+
+    candidates = {
+        "random-vgg19 (the fallback)": (lambda: random_vgg19(), {}),
+        "random-vgg19, per-channel activation normalisation": (lambda: random_vgg19(normalise=True), {}),
+        "random-vgg19, average pooling": (lambda: random_vgg19(pool="avg"), {}),
+        "shallow random multiscale filters": (
+            lambda: ShallowRandom(),
+            {"style_layers": ("k3", "k5", "k7", "k11", "k15"), "content_layers": ("all",)},
+        ),
+    }
+    out = {}
+    content = [load(p, args.features_size) for p in photos(args.features_photos)]
+    for label, (make, layers) in candidates.items():
+        net = make()
+        rows, t0 = [], time.perf_counter()
+        for fname in STYLES.values():
+            painting = load(DATA / "styles" / fname, 512)
+            judge = Judge(painting)
+            for img in content:
+                opts = GatysOptions(iterations=args.features_iterations, **layers)
+                res = to_array(gatys(to_tensor(img), [to_tensor(painting)], net, opts))
+                rows.append(judge.score(res, img))
+        out[label] = {**mean_rows(rows), "seconds": round(time.perf_counter() - t0, 1)}
+        print(label, out[label], file=sys.stderr)
+    return {"features": {"size": args.features_size, "iterations": args.features_iterations,
+                         "photos": len(content), "candidates": out}}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=["features", "quality", "speed"], default=["quality", "speed"])
+    p.add_argument("--features-size", type=int, default=128)
+    p.add_argument("--features-photos", type=int, default=4)
+    p.add_argument("--features-iterations", type=int, default=100)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results: dict = {}
+    if "features" in args.only:
+        results.update(part_features(args))
+    if args.out:
+        path = Path(args.out)
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        merged = {**old.get("results", {}), **results}
+        path.write_text(json.dumps({**old, "results": merged}, indent=1) + "\n")
+    print_report("style", results, threads=torch.get_num_threads())
+
+
+if __name__ == "__main__":
+    main()

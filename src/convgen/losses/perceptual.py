@@ -1,0 +1,93 @@
+"""Perceptual losses over a frozen feature network (:mod:`convgen.models.backbones.vgg`): content (feature
+mean squared error, Gatys et al. 2016), style (Gram matrices, Gatys et al. 2015), and total variation.
+
+Gram matrices are normalised by the number of positions and channels, so a layer's style loss does not depend on
+the image size and images of different sizes (a 512 px photo, a 1024 px painting) compare directly. Style targets
+of several paintings mix their Grams with the given weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYERS = ("relu4_2",)
+
+
+def gram(f: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W -> B x C x C, ``F F^T / (C H W)``."""
+    b, c, h, w = f.shape
+    f = f.reshape(b, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels (anisotropic TV^2), per batch."""
+    return (x[..., 1:, :] - x[..., :-1, :]).square().mean() + (x[..., :, 1:] - x[..., :, :-1]).square().mean()
+
+
+@dataclass
+class LossWeights:
+    content: float = 1.0
+    style: float = 1.0
+    tv: float = 0.0
+
+
+class PerceptualLoss(nn.Module):
+    """Content + style + TV loss of images against fixed targets.
+
+    ``style_grams`` are per-layer C x C targets (from :meth:`style_targets`); ``layer_scale`` divides each style
+    layer's loss by the squared norm of its target Gram, so every layer counts alike whatever the feature
+    network's scale (the default; Gatys et al. tune per-layer weights by hand for the ImageNet VGG instead).
+    """
+
+    def __init__(self, net: nn.Module, style_grams: dict[str, torch.Tensor], content_layers: Sequence[str] =
+                 CONTENT_LAYERS, weights: LossWeights | None = None, layer_scale: bool = True) -> None:  # fmt: skip
+        super().__init__()
+        self.net = net
+        self.style_layers = tuple(style_grams)
+        self.content_layers = tuple(content_layers)
+        self.weights = weights or LossWeights()
+        self.grams = {k: v.detach() for k, v in style_grams.items()}
+        self.scale = {k: (1.0 / v.square().sum().clamp_min(1e-12).item() if layer_scale else 1.0)
+                      for k, v in self.grams.items()}  # fmt: skip
+
+    @staticmethod
+    @torch.no_grad()
+    def style_targets(net: nn.Module, styles: Sequence[torch.Tensor], layers: Sequence[str] = STYLE_LAYERS,
+                      mix: Sequence[float] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Per-layer target Grams of one or more style images (each 1 x 3 x H x W), mixed by ``mix``."""
+        mix = [1.0 / len(styles)] * len(styles) if mix is None else [m / sum(mix) for m in mix]
+        out: dict[str, torch.Tensor] = {}
+        for s, m in zip(styles, mix, strict=True):
+            feats = net(s, tuple(layers))
+            for k in layers:
+                out[k] = out.get(k, 0) + m * gram(feats[k])[0]
+        return out
+
+    def content_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {k: v.detach() for k, v in self.net(x, self.content_layers).items()}
+
+    def forward(self, x: torch.Tensor, content: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """Loss parts of ``x`` (B x 3 x H x W in [0, 1]) against the style targets and ``content`` features (from
+        :meth:`content_features`, per image; None: no content term). Returns ``total``, ``style``, ``content``,
+        ``tv`` (unweighted parts, mean over the batch)."""
+        layers = tuple(dict.fromkeys(self.style_layers + (self.content_layers if content is not None else ())))
+        feats = self.net(x, layers)
+        style = sum(self.scale[k] * (gram(feats[k]) - self.grams[k]).square().sum((1, 2)).mean()
+                    for k in self.style_layers) / len(self.style_layers)  # fmt: skip
+        zero = x.new_zeros(())
+        cont = zero
+        if content is not None:  # relative squared error, so layers of any scale compare
+            rel = [(feats[k] - content[k]).square().mean() / content[k].square().mean().clamp_min(1e-12)
+                   for k in self.content_layers]  # fmt: skip
+            cont = sum(rel) / len(rel)
+        tv = total_variation(x) if self.weights.tv else zero
+        w = self.weights
+        total = w.style * style + w.content * cont + w.tv * tv
+        return {"total": total, "style": style, "content": cont, "tv": tv}
