@@ -83,7 +83,7 @@ def add_commands(sub) -> None:
     g.add_argument("--style-layers", nargs="+", help="default relu1_1 relu2_1 relu3_1 relu4_1 relu5_1")
     g.add_argument("--content-layers", nargs="+", help="default relu4_2")
     g.add_argument("--style-size", type=int, help="the painting's longer side for its Grams (default: --size)")
-    g.add_argument("--coarse-side", type=int, help="coarse-to-fine passes start at this side (default 384)")
+    g.add_argument("--coarse-side", type=int, help="coarse-to-fine passes start at this side (default 256)")
     g.add_argument("--init", choices=["content", "noise"], help="start from the photo (default) or noise")
     g.add_argument("--seed", type=int, help="noise seed for --init noise")
     g.add_argument("--feature-net", choices=["auto", "vgg19-imagenet", "random-vgg19"], help="default auto")

@@ -104,7 +104,7 @@ class GatysOptions:
     preserve_color: bool = False
     size: int | None = None
     style_size: int | None = None
-    coarse_side: int = 384  # larger results are made coarse to fine, from this side upwards by factors of 2
+    coarse_side: int = 256  # larger results are made coarse to fine, from this side upwards by factors of 2
     init: str = "content"  # or "noise"
     seed: int = 0
     history: list[dict[str, float]] = field(default_factory=list)

@@ -20,7 +20,7 @@ from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task
 from convgen.errors import ConfigError
-from convgen.losses.perceptual import CONTENT_LAYERS, STYLE_LAYERS, LossWeights, PerceptualLoss
+from convgen.losses.perceptual import STYLE_LAYERS, LossWeights, PerceptualLoss
 from convgen.models import build_model
 from convgen.registry import TASKS
 from convgen.schema import check
@@ -35,6 +35,9 @@ def read_style(path: str | Path, side: int) -> torch.Tensor:
     return resize_to(x, side)
 
 
+FAST_CONTENT_LAYERS = ("relu2_2",)  # Johnson et al.'s content layer (Gatys et al. use relu4_2)
+
+
 @TASKS.register("style")
 class StyleTask(Task):
     @dataclass
@@ -45,10 +48,10 @@ class StyleTask(Task):
         feature_net: str = "auto"  # vgg19-imagenet, random-vgg19, or auto (ImageNet VGG19 when its file is found)
         vgg_weights: str | None = None
         content_weight: float = 1.0
-        style_weight: float = 1000.0
-        tv_weight: float = 10.0
+        style_weight: float = 30.0  # the zoo presets' (a heavier style loses the photo's structure)
+        tv_weight: float = 20.0
         style_layers: list[str] = field(default_factory=lambda: list(STYLE_LAYERS))
-        content_layers: list[str] = field(default_factory=lambda: list(CONTENT_LAYERS))
+        content_layers: list[str] = field(default_factory=lambda: list(FAST_CONTENT_LAYERS))
         eval_batch_size: int = 4
 
         def __post_init__(self) -> None:
