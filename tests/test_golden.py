@@ -105,6 +105,10 @@ def outputs(codec_streams: dict[str, bytes] | None = None) -> dict[str, np.ndarr
     mask = _mask(64, 64)
     out["inpaint/restore"] = convgen.load("inpaint").restore(colour * (1 - mask[..., None]), mask=mask)
     out.update(_codec_outputs(gray, colour, codec_streams))
+    for style in ("starry-night", "shipwreck", "scream"):
+        fast = convgen.load(f"style-{style}")
+        out[f"style-{style}/stylize"] = fast.stylize(colour)
+        out[f"style-{style}/stylize_odd"] = fast.stylize(colour[:7, :45], preserve_color=True)
     return out
 
 
