@@ -14,7 +14,8 @@ size), ``quality`` (the zoo fast models and Gatys at 512 px on held-out BSDS500 
 per 512 x 512 photo). Prints one JSON object.
 
     python benchmarks/style.py --only features --out docs/style_benchmark.json
-    python benchmarks/style.py --only quality speed --out docs/style_benchmark.json
+    python benchmarks/style.py --only quality speed --images docs/style --grid docs/style_grid.jpg \
+        --out docs/style_benchmark.json
 """
 
 from __future__ import annotations
@@ -180,9 +181,144 @@ def part_features(args) -> dict:
                          "photos": len(content), "candidates": out}}  # fmt: skip
 
 
+def reinhard(photo: np.ndarray, painting: np.ndarray) -> np.ndarray:
+    """Reinhard et al. (2001) colour transfer: match each Lab channel's mean and spread to the painting's (the
+    classical baseline: colour only, no texture)."""
+    from skimage.color import lab2rgb, rgb2lab
+
+    a, b = rgb2lab(np.clip(photo, 0, 1)), rgb2lab(np.clip(painting, 0, 1))
+    out = (a - a.mean((0, 1))) / (a.std((0, 1)) + 1e-6) * b.std((0, 1)) + b.mean((0, 1))
+    return np.clip(lab2rgb(out), 0, 1).astype(np.float32)
+
+
+def perceptual_losses(result: np.ndarray, photo: np.ndarray, painting: np.ndarray, net) -> dict[str, float]:
+    """The style and content losses of the fallback feature network, with the painting's Grams taken at the
+    result's longer side: the same yardstick for every method."""
+    from convgen.losses.perceptual import PerceptualLoss
+    from convgen.models.backbones.vgg import resize_to
+    from convgen.pipelines.style import to_tensor
+
+    x, c = to_tensor(result), to_tensor(photo)
+    s = resize_to(to_tensor(painting), max(x.shape[-2:]))
+    loss = PerceptualLoss(net, PerceptualLoss.style_targets(net, [s]))
+    with torch.no_grad():
+        parts = loss(x, loss.content_features(c))
+    return {"style_loss": float(parts["style"]), "content_loss": float(parts["content"])}
+
+
+def part_quality(args) -> dict:
+    """Each zoo style on ``--photos`` held-out BSDS500 test photos at ``--side`` px, Gatys on the first
+    ``--gatys-photos`` of them, Reinhard colour transfer as the colour-only baseline."""
+    import convgen
+    from convgen.io.images import write_image
+    from convgen.models.backbones.vgg import random_vgg19
+    from convgen.pipelines.style import Gatys
+
+    net = random_vgg19()
+    out: dict = {}
+    images = Path(args.images) if args.images else None
+    for style, fname in STYLES.items():
+        painting = load(DATA / "styles" / fname, 512)
+        judge = Judge(painting)
+        fast = convgen.load(f"style-{style}", device="cpu")
+        gat = Gatys([DATA / "styles" / fname])
+        rows: dict[str, list] = {"fast": [], "gatys": [], "fast (same photos as gatys)": [], "reinhard": []}
+        for i, path in enumerate(photos(args.photos)):
+            img = load(path, args.side)
+            res = fast.stylize(img)
+            row = {**judge.score(res, img), **perceptual_losses(res, img, painting, net)}
+            rows["fast"].append(row)
+            rows["reinhard"].append(judge.score(reinhard(img, painting), img))
+            if images is not None and i < 2:
+                write_image(images / f"{path.stem}_{style}_fast.png", res)
+                write_image(images / f"{path.stem}.png", img)
+            if i < args.gatys_photos:
+                rows["fast (same photos as gatys)"].append(row)
+                t0 = time.perf_counter()
+                g = gat.stylize(img, iterations=args.gatys_iterations)
+                grow = {**judge.score(g, img), **perceptual_losses(g, img, painting, net),
+                        "seconds": time.perf_counter() - t0}  # fmt: skip
+                rows["gatys"].append(grow)
+                if images is not None and i < 2:
+                    write_image(images / f"{path.stem}_{style}_gatys.png", g)
+            print(style, i, row, file=sys.stderr)
+        if images is not None:
+            write_image(images / f"painting_{style}.png", load(DATA / "styles" / fname, args.side))
+        out[style] = {k: mean_rows(v) for k, v in rows.items() if v}
+    return {"quality": {"photos": args.photos, "side": args.side, "gatys_photos": args.gatys_photos,
+                        "gatys_iterations": args.gatys_iterations, "feature_net": "random-vgg19",
+                        "styles": out}}  # fmt: skip
+
+
+def part_speed(args) -> dict:
+    """Seconds per 512 x 512 photo: each fast zoo model (median of 5 after a warm-up) and one default Gatys run."""
+    import convgen
+    from convgen.pipelines.style import Gatys
+
+    img = load(photos(1)[0])
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    img = torch.nn.functional.interpolate(x, size=(512, 512), mode="bilinear")[0].permute(1, 2, 0).numpy().copy()
+    out = {}
+    for style in STYLES:
+        fast = convgen.load(f"style-{style}", device="cpu")
+        fast.stylize(img)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fast.stylize(img)
+            times.append(time.perf_counter() - t0)
+        out[f"fast style-{style}"] = round(float(np.median(times)), 3)
+    if args.gatys_speed_iterations:
+        gat = Gatys([DATA / "styles" / STYLES["starry-night"]])
+        t0 = time.perf_counter()
+        gat.stylize(img, iterations=args.gatys_speed_iterations)
+        out[f"gatys, {args.gatys_speed_iterations} L-BFGS iterations (256 then 512 px)"] = round(
+            time.perf_counter() - t0, 1)
+    return {"speed_s_per_512x512": out}
+
+
+def part_grid(args) -> None:
+    """The README picture: per style, the painting, then each of two photos with its Gatys and fast results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convgen.io.images import read_image
+
+    images = Path(args.images)
+    stems = [p.stem for p in photos(2)]
+    fig, axes = plt.subplots(len(STYLES), 7, figsize=(21, 3 * len(STYLES) * 0.75 + 0.6))
+    titles = ["photo", "Gatys (optimisation)", "fast (zoo model)"] * 2
+    for r, style in enumerate(STYLES):
+        tiles = [images / f"painting_{style}.png"]
+        for stem in stems:
+            tiles += [images / f"{stem}.png", images / f"{stem}_{style}_gatys.png", images / f"{stem}_{style}_fast.png"]
+        for c, path in enumerate(tiles):
+            ax = axes[r, c]
+            ax.imshow(read_image(path, channels=3))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c - 1] if c else "painting", fontsize=11)
+            if c == 0:
+                ax.set_ylabel(style, fontsize=12)
+    fig.suptitle("convgen stylize, offline feature network random-vgg19 (not the ImageNet VGG19)", fontsize=13)
+    fig.tight_layout()
+    fig.savefig(args.grid, dpi=60, pil_kwargs={"quality": 88} if str(args.grid).endswith(".jpg") else None)
+    print(f"wrote {args.grid}", file=sys.stderr)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", choices=["features", "quality", "speed"], default=["quality", "speed"])
+    p.add_argument("--photos", type=int, default=20, help="held-out BSDS500 test photos for the fast models")
+    p.add_argument("--side", type=int, default=512, help="longer side the photos are stylised at")
+    p.add_argument("--gatys-photos", type=int, default=2)
+    p.add_argument("--gatys-iterations", type=int, default=300)
+    p.add_argument("--gatys-speed-iterations", type=int, default=300, help="0: skip the Gatys timing")
+    p.add_argument("--images", help="write the results of the first two photos here (for --grid)")
+    p.add_argument("--grid", help="compose the README picture from --images into this PNG")
     p.add_argument("--features-size", type=int, default=128)
     p.add_argument("--features-photos", type=int, default=4)
     p.add_argument("--features-iterations", type=int, default=100)
@@ -194,6 +330,12 @@ def main() -> None:
     results: dict = {}
     if "features" in args.only:
         results.update(part_features(args))
+    if "quality" in args.only:
+        results.update(part_quality(args))
+    if "speed" in args.only:
+        results.update(part_speed(args))
+    if args.grid:
+        part_grid(args)
     if args.out:
         path = Path(args.out)
         old = json.loads(path.read_text()) if path.is_file() else {}
