@@ -46,6 +46,23 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ConvgenError(f"{path}: not a valid safetensors file ({e})") from None
 
 
+def load_public_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a public weights file: a ``.pth`` read with torch's restricted ``weights_only`` unpickler
+    (never a full unpickle) or a ``.safetensors``; anything else is a one-line error naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvgenError(f"{path}: {what} weights file not found")
+    if path.suffix == ".safetensors":
+        return load_weights(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ConvgenError(f"{path}: not a readable weights file ({type(e).__name__})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConvgenError(f"{path}: expected a state dict of tensors")
+    return state
+
+
 def fit_state(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path, ignore=()) -> None:
     """Load ``state`` into ``module`` after checking that it fits: the same tensor names (but those ending in one of
     ``ignore``), the same shapes, finite values. Anything else is a one-line error naming ``source``."""

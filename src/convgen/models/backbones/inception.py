@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convgen.errors import ConvgenError
-from convgen.io.weights import fit_state, load_weights
+from convgen.io.weights import fit_state, load_public_weights
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URLS = ["https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"]
@@ -226,18 +226,7 @@ class FIDInceptionV3(nn.Module):
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.pth`` (read with torch's restricted ``weights_only`` unpickler) or ``.safetensors`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConvgenError(f"{path}: InceptionV3 weights file not found")
-    if path.suffix == ".safetensors":
-        return load_weights(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConvgenError(f"{path}: not a readable weights file ({type(e).__name__})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConvgenError(f"{path}: expected a state dict of tensors")
-    return state
+    return load_public_weights(path, "InceptionV3")
 
 
 def build_fid_inception(weights: str | Path) -> FIDInceptionV3:

@@ -107,7 +107,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``features.*`` tensors of a VGG19 file: torchvision's ``.pth`` (read with torch's restricted
     ``weights_only`` unpickler, checked against the SHA-256 prefix its name carries) or a ``.safetensors``."""
     from convgen.io.fetch import file_digest
-    from convgen.io.weights import load_weights
+    from convgen.io.weights import load_public_weights
 
     path = Path(path)
     if not path.is_file():
@@ -116,15 +116,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if prefix and not file_digest(path, "sha256").startswith(prefix):
         raise ConvgenError(f"{path}: SHA-256 does not start with {prefix} as its name says (a damaged or "
                            "different file); delete it and download it again")  # fmt: skip
-    if path.suffix == ".safetensors":
-        state = load_weights(path)
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-            raise ConvgenError(f"{path}: not a readable weights file ({type(e).__name__})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConvgenError(f"{path}: expected a state dict of tensors")
+    state = load_public_weights(path, "VGG19")
     return {k: v for k, v in state.items() if k.startswith("features.")}
 
 
