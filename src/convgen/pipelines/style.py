@@ -3,8 +3,9 @@
 
 Feature network. Both methods measure style and content through VGG19 features
 (:mod:`convgen.models.backbones.vgg`): the ImageNet VGG19 when its torchvision file is given (``vgg_weights``,
-``$CONVGEN_VGG_WEIGHTS``, or the cache), else the offline fallback ``random-vgg19-norm`` (random weights with
-per-layer normalisation). Every output's metadata names the one used; they give different pictures.
+``$CONVGEN_VGG_WEIGHTS``, or the cache), else the offline fallback ``random-vgg19`` (seeded random weights, each
+layer's style term normalised in the loss). Every output's metadata names the one used; they give different
+pictures.
 
 Optimisation. The image starts from the content photo and minimises ``content * L_content(relu4_2) + style *
 L_style(relu1_1 ... relu5_1) + tv * TV`` with L-BFGS (or Adam). Large images are done coarse to fine: the result at
@@ -35,6 +36,7 @@ from convgen.registry import PIPELINES
 
 MAX_SIDE = 4096  # stylised images are at most this many pixels on a side
 YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+YCBCR_INV = torch.linalg.inv(YCBCR.double())
 
 
 def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +45,7 @@ def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
 
 
 def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(YCBCR.double()).to(x), x)
+    return torch.einsum("ij,bjhw->bihw", YCBCR_INV.to(x), x)
 
 
 def luminance3(x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +81,12 @@ def to_tensor(image: np.ndarray, name: str = "image") -> torch.Tensor:
         raise ConvgenError(f"{name}: the image has NaN or infinite values")
     arr = convert_channels(np.clip(arr.astype(np.float32), 0, 1), 3, name)
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].contiguous()
+
+
+def is_gray(image: np.ndarray) -> bool:
+    """An H x W or H x W x 1 image (stylised as RGB, returned as gray)."""
+    arr = np.asarray(image)
+    return arr.ndim == 2 or arr.shape[-1] == 1
 
 
 def to_array(x: torch.Tensor, gray: bool = False) -> np.ndarray:
@@ -209,14 +217,10 @@ def _optimise(x, loss_fn, cont, n, opts, progress) -> torch.Tensor:
         return x
     opt = torch.optim.LBFGS([x], lr=opts.lr or 1.0, max_iter=n, max_eval=n * 5 // 4 + 1, history_size=50,
                             tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")  # fmt: skip
-    evals = 0
-
     def closure():
-        nonlocal evals
         opt.zero_grad(set_to_none=True)
         parts = loss_fn(x, cont)
         parts["total"].backward()
-        evals += 1
         record(parts)
         return parts["total"]
 
@@ -232,7 +236,6 @@ class _Stylizer:
 
     method = ""
     feature_net = ""
-    unit = "img"
 
     def stylize(self, image: np.ndarray, name: str = "image", **options) -> np.ndarray:
         raise NotImplementedError
@@ -300,7 +303,7 @@ class StylePipeline(Pipeline, _Stylizer):
         """H x W (x C) float image in [0, 1] -> the stylised float32 H' x W' x C image (H' x W' = the input's size,
         or its longer side resized to ``size``). A gray input gives a gray result."""
         self.check_options(preserve_color=preserve_color, size=size)
-        gray = np.asarray(image).ndim == 2 or np.asarray(image).shape[-1] == 1
+        gray = is_gray(image)
         x = to_tensor(image, name)
         if size is not None:
             x = resize_to(x, size)
@@ -352,7 +355,7 @@ class Gatys(_Stylizer):
         """Stylise one H x W (x C) float image; ``options``: the :class:`GatysOptions` fields. The loss parts of
         each iteration are left in :attr:`last_history`."""
         opts = self.options(**options)
-        gray = np.asarray(image).ndim == 2 or np.asarray(image).shape[-1] == 1
+        gray = is_gray(image)
         x = to_tensor(image, name)
         with tqdm(total=opts.iterations, desc=f"gatys {Path(name).name}", unit="it", file=sys.stderr,
                   leave=False, disable=opts.iterations < 20) as bar:  # fmt: skip

@@ -86,7 +86,7 @@ class StyleTask(Task):
             if not Path(s).is_file():
                 raise ConfigError(f"task.style {s}: file not found")
         net = build_model(cfg.model)
-        if not isinstance(net, torch.nn.Module) or cfg.model.registry_name != "style-transform":
+        if cfg.model.registry_name != "style-transform":
             raise ConfigError(f"model type {cfg.model.registry_name!r} is not a style network (style-transform)")
         self.features = feature_network(t.feature_net, t.vgg_weights).to(ctx.device)
         styles = [read_style(s, t.style_size).to(ctx.device) for s in t.style]
