@@ -19,10 +19,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("convgen.modeldir", "convgen.viz"),
     ("convgen.engine", "convgen.metrics"),
     ("convgen.tasks", "convgen.pipelines"),
-    ("convgen.cli", "convgen.__main__", "convgen"),
+    ("convgen.cli", "convgen.app", "convgen.__main__", "convgen"),
 ]
 #: siblings on one layer that must not lean on each other
-APART = [("convgen.tasks", "convgen.pipelines"), ("convgen.pipelines", "convgen.tasks")]
+APART = [("convgen.tasks", "convgen.pipelines"), ("convgen.pipelines", "convgen.tasks"), ("convgen.app", "convgen.cli")]
 
 
 def module_name(path: Path) -> str:

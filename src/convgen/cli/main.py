@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from convgen import __version__
-from convgen.cli import autoencode, classify, codec, data, evaluate, generate, models, restore, stylize, train
+from convgen.cli import autoencode, classify, codec, data, evaluate, generate, models, restore, serve, stylize, train
 from convgen.cli.common import Parser
 from convgen.errors import ConvgenError
 
@@ -32,6 +32,7 @@ def build_parser(argv: Sequence[str] | None = None):
     models.add_commands(sub)
     evaluate.add_commands(sub)
     data.add_commands(sub)
+    serve.add_commands(sub)
     return p
 
 

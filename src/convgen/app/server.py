@@ -1,0 +1,353 @@
+"""The web app: FastAPI routes over the pipeline API, the study runner, and the local pages.
+
+The HTTP contract is ../shared/BENCHMARKS.md ("Web app and human study"). User errors are 4xx with a JSON body
+``{"error": "one line"}`` (unknown model or study 404, a foreign token or trial 403, a repeated answer 409, a body
+over the upload limit 413, a full queue 429, a job over the time limit 503); nothing a client sends gives a 500.
+Pages and scripts are files of this package (no CDN, no telemetry), served with a content security policy that
+allows only this origin. Study results are only shown to clients on this machine (loopback).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+import traceback
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from convgen import __version__
+from convgen.app import tools
+from convgen.app.catalog import Catalog, UnknownModel
+from convgen.app.jobs import JobPool, JobTimeout, QueueFull
+from convgen.app.study import DuplicateAnswer, ForeignTrial, Study, StudyNotFound, UnknownRater, check_name
+from convgen.errors import ConvgenError
+from convgen.pipelines import RestorePipeline, Sampler
+
+STATIC = ("app.css", "app.js", "index.js", "generate.js", "restore.js", "tool.js", "study.js", "results.js")
+PAGES = ("index", "generate", "restore", "tool", "study", "results")
+SAMPLE_OPTIONS = ("sampler", "steps", "guidance", "eta")
+RESTORE_OPTIONS = {"sigma": float, "tile": int, "overlap": int, "ensemble": int, "steps": int, "jump": int,
+                   "resample": int, "seed": int}  # fmt: skip
+CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")  # fmt: skip
+STATUS = {UnknownModel: 404, StudyNotFound: 404, UnknownRater: 403, ForeignTrial: 403, DuplicateAnswer: 409,
+          QueueFull: 429, JobTimeout: 503}  # fmt: skip
+
+
+@dataclass
+class Settings:
+    """Limits of one server (``convgen serve`` flags)."""
+
+    models: list[Path] = field(default_factory=list)
+    studies: Path | None = None
+    workers: int = 2
+    queue: int = 32
+    timeout_s: float = 120.0
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 4096 * 4096
+    max_samples: int = 64
+    device: str = "auto"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before it is read into memory."""
+
+    def __init__(self, app, limit: int, shown: int) -> None:
+        self.app, self.limit, self.shown = app, limit, shown
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await _too_large(self.shown)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(self.shown)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"error": f"the request is larger than the server's upload limit of {limit / 2**20:g} MiB"},
+                        status_code=413)  # fmt: skip
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+
+
+def _is_local(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("testclient", "localhost")
+
+
+def _static(name: str) -> Path:
+    return Path(str(resources.files("convgen.app") / "static" / name))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for ``settings`` (models loaded now; studies opened per request from ``settings.studies``)."""
+    s = settings or Settings()
+    catalog = Catalog(s.models, device=s.device)
+    pool = JobPool(s.workers, s.queue, s.timeout_s)
+    app = FastAPI(title="convgen", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings, app.state.catalog, app.state.pool = s, catalog, pool
+    app.state.studies = {}
+    _errors(app)
+    _headers(app)
+    _pages(app)
+    _model_routes(app, s, catalog, pool)
+    _study_routes(app, s)
+    app.add_middleware(BodyLimit, limit=s.max_upload_bytes + 64 * 1024, shown=s.max_upload_bytes)  # form overhead
+    app.router.on_shutdown.append(pool.close)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ConvgenError)
+    async def user_error(request: Request, e: ConvgenError):
+        return _error(next((v for k, v in STATUS.items() if isinstance(e, k)), 400), str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException):
+        return _error(e.status_code, e.detail if isinstance(e.detail, str) else "request refused")
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, e: Exception):
+        if isinstance(e, RuntimeError | MemoryError) and "memory" in str(e):
+            return _error(503, "the server ran out of memory for this request; try a smaller image")
+        traceback.print_exception(e, file=sys.stderr)
+        return _error(500, "internal error in convgen (the traceback is in the server's log)")
+
+
+def _headers(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def _pages(app: FastAPI) -> None:
+    def page(name: str) -> HTMLResponse:
+        return HTMLResponse(_static(f"{name}.html").read_text(encoding="utf-8"))
+
+    app.get("/", include_in_schema=False)(lambda: page("index"))
+    app.get("/generate", include_in_schema=False)(lambda: page("generate"))
+    app.get("/restore", include_in_schema=False)(lambda: page("restore"))
+
+    @app.get("/tool/{name}", include_in_schema=False)
+    def tool_page(name: str):
+        if name not in tools.TOOLS:
+            raise UnknownModel(f"no tool {name!r} (tools: {', '.join(tools.TOOLS)})")
+        return page("tool")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        if name not in STATIC:
+            return _error(404, f"no file {name!r}")
+        kind = "text/css" if name.endswith(".css") else "text/javascript"
+        return FileResponse(_static(name), media_type=f"{kind}; charset=utf-8")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ConvgenError("the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ConvgenError("the request body must be a JSON object")
+    return body
+
+
+def _int(body: dict, key: str, default: Any, lo: int, hi: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConvgenError(f"`{key}` must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConvgenError(f"`{key}` {value}: must be in {lo}..{hi}")
+    return value
+
+
+async def _form(request: Request, files: tuple[str, ...]) -> tuple[dict[str, str], dict[str, tools.Upload]]:
+    """A multipart form: its text fields and its uploads (``files`` names the file fields it may have)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ConvgenError("send the image as multipart/form-data (fields: model, image, ...)")
+    form = await request.form(max_files=len(files), max_fields=32)
+    text, uploads = {}, {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            text[key] = value
+        elif key in files:
+            uploads[key] = tools.Upload(value.filename or key, await value.read())
+        else:
+            raise ConvgenError(f"unexpected file field {key!r}")
+    return text, uploads
+
+
+def _model_routes(app: FastAPI, s: Settings, catalog: Catalog, pool: JobPool) -> None:
+    @app.get("/api/health")
+    def health():
+        return {"status": "ok", "version": __version__, "models": catalog.names(), "jobs": pool.stats()}
+
+    @app.get("/api/models")
+    def models():
+        return {"models": [catalog.describe(n, tools.TOOLS) for n in catalog.names()],
+                "tools": [t.describe() for t in tools.TOOLS.values()],
+                "limits": {"max_samples": s.max_samples, "max_upload_bytes": s.max_upload_bytes,
+                           "max_pixels": s.max_pixels}}  # fmt: skip
+
+    @app.post("/api/sample")
+    async def sample(request: Request):
+        body = await _json(request)
+        pipe = catalog.get(body.get("model"), Sampler, "a generator")
+        n = _int(body, "n", 16, 1, s.max_samples)
+        seed = _int(body, "seed", 0, -(2**63), 2**63 - 1)
+        cls = body.get("class")
+        options = {k: body[k] for k in SAMPLE_OPTIONS if body.get(k) is not None}
+        if "steps" in options:
+            options["steps"] = _int(options, "steps", None, 1, 1000)
+        png = await pool.run(tools.sample_grid, pipe, n, seed, None if cls in (None, "") else [cls], options)
+        return Response(png, media_type="image/png")
+
+    @app.post("/api/interpolate")
+    async def interpolate(request: Request):
+        body = await _json(request)
+        pipe = catalog.get(body.get("model"), Sampler, "a generator")
+        steps = _int(body, "steps", 10, 2, 32)
+        seed = _int(body, "seed", 0, -(2**63), 2**63 - 1)
+        label = body.get("class") if body.get("class") not in (None, "") else None
+        classes = body.get("classes")
+        if classes is not None and (not isinstance(classes, list) or len(classes) != 2):
+            raise ConvgenError("`classes` must be a list of two classes [from, to]")
+        frames = await pool.run(tools.interpolation_frames, pipe, steps, seed, body.get("mode", "slerp"), label,
+                                tuple(classes) if classes else None)  # fmt: skip
+        return {"frames": frames}
+
+    @app.post("/api/restore/{verb}")
+    async def restore(verb: str, request: Request):
+        text, uploads = await _form(request, ("image", "mask"))
+        pipe = catalog.get(text.get("model"), RestorePipeline, "a restoration model")
+        pipe.check_verb(verb, text["model"])
+        if "image" not in uploads:
+            raise ConvgenError("no `image` file in the form")
+        options: dict[str, Any] = {"tile": 512, "overlap": 64}  # the CLI's defaults
+        for key, kind in RESTORE_OPTIONS.items():
+            if text.get(key, "") != "":
+                try:
+                    options[key] = kind(text[key])
+                except ValueError:
+                    raise ConvgenError(f"`{key}` {text[key]!r}: not a number") from None
+        if options.get("tile") == 0:
+            options["tile"] = None
+        png = await pool.run(tools.restore_upload, pipe, verb, uploads["image"], uploads.get("mask"), options,
+                             s.max_pixels)  # fmt: skip
+        return Response(png, media_type="image/png")
+
+    @app.post("/api/tool/{name}")
+    async def tool(name: str, request: Request):
+        if name not in tools.TOOLS:
+            raise UnknownModel(f"no tool {name!r} (tools: {', '.join(tools.TOOLS)})")
+        t = tools.TOOLS[name]
+        text, uploads = await _form(request, ("image",))
+        pipe = catalog.get(text.get("model"), t.pipeline, f"a model for {t.title.lower()}")
+        if "image" not in uploads:
+            raise ConvgenError("no `image` file in the form")
+        png, info = await pool.run(tools.run_tool, t, pipe, uploads["image"], text, s.max_pixels)
+        return Response(png, media_type="image/png", headers={f"X-Convgen-{k}": str(v) for k, v in info.items()})
+
+
+def _study_routes(app: FastAPI, s: Settings) -> None:
+    def study(name: str) -> Study:
+        check_name(name)
+        if s.studies is None:
+            raise StudyNotFound("this server runs no studies (start it with --studies DIR)")
+        if name not in app.state.studies:
+            app.state.studies[name] = Study.open(s.studies, name)
+        return app.state.studies[name]
+
+    @app.get("/study/{name}", include_in_schema=False)
+    def rater_page(name: str):
+        study(name)
+        return HTMLResponse(_static("study.html").read_text(encoding="utf-8"))
+
+    @app.get("/study/{name}/image/{image_id}", include_in_schema=False)
+    def image(name: str, image_id: str):
+        return FileResponse(study(name).image_path(image_id), media_type="image/png",
+                            headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
+
+    @app.get("/api/study/{name}")
+    def about(name: str):
+        d = study(name).design
+        return {k: d[k] for k in ("name", "kind", "exposure_ms", "trials", "practice", "catch")}
+
+    @app.post("/api/study/{name}/session")
+    async def session(name: str, request: Request):
+        st = study(name)
+        raw = await request.body()
+        body = await _json(request) if raw.strip() else {}
+        if body.get("token"):
+            return await run_in_threadpool(st.resume, body["token"])
+        return await run_in_threadpool(st.new_session)
+
+    @app.post("/api/study/{name}/answer")
+    async def answer(name: str, request: Request):
+        st = study(name)
+        body = await _json(request)
+        choice = body.get("choice", body.get("score"))
+        return await run_in_threadpool(st.answer, body.get("token"), body.get("trial"), choice, body.get("ms"))
+
+    @app.get("/study/{name}/results", include_in_schema=False)
+    def results_page(name: str, request: Request):
+        study(name)
+        if not _is_local(request):
+            return _error(403, "study results are only shown on the machine that runs the server")
+        return HTMLResponse(_static("results.html").read_text(encoding="utf-8"))
+
+    @app.get("/api/study/{name}/report")
+    def report(name: str, request: Request):
+        from convgen.app.study import report as make_report
+
+        st = study(name)
+        if not _is_local(request):
+            return _error(403, "study results are only shown on the machine that runs the server")
+        return make_report(st)
