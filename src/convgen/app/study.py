@@ -143,6 +143,8 @@ def create_study(
     for source, files in listed.items():
         if not files:
             raise ConvgenError(f"{real if source == 'real' else fakes[names.index(source)]}: no images found")
+    if database is not None:  # the tables exist (and the URL works) before any image is copied
+        Store(database, name).close()
     studies.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target) as tmp:
         images = tmp / "images"
@@ -178,8 +180,7 @@ def create_study(
             "files": {source: [f.name for f in files] for source, files in listed.items()},
         }
         atomic_write_text(tmp / "study.json", dump_json(design))
-    study = Study(target)
-    study.store().close()  # the tables exist (and a PostgreSQL URL is checked) before anyone is invited
+    Study(target).store().close()  # the SQLite file and its tables exist before anyone is invited
     return target
 
 

@@ -58,20 +58,27 @@
       convgen.status(status, "the browser cannot show this file; the server will still check it", true);
     }
   });
+  function dab(x, y, rad) {
+    for (let j = Math.max(0, Math.floor(y - rad)); j <= Math.min(height - 1, Math.ceil(y + rad)); j++)
+      for (let i = Math.max(0, Math.floor(x - rad)); i <= Math.min(width - 1, Math.ceil(x + rad)); i++)
+        if ((i + 0.5 - x) ** 2 + (j + 0.5 - y) ** 2 <= rad * rad) mask[j * width + i] = 1;
+  }
+  let last = null;
   function paint(ev) {
     if (!mask) return;
     const r = overlay.getBoundingClientRect();
     const x = (ev.clientX - r.left) * width / r.width, y = (ev.clientY - r.top) * height / r.height;
-    const rad = Number($("brush").value) * Math.max(width / r.width, 1e-6) / 2;
-    for (let j = Math.max(0, Math.floor(y - rad)); j <= Math.min(height - 1, Math.ceil(y + rad)); j++)
-      for (let i = Math.max(0, Math.floor(x - rad)); i <= Math.min(width - 1, Math.ceil(x + rad)); i++)
-        if ((i + 0.5 - x) ** 2 + (j + 0.5 - y) ** 2 <= rad * rad) mask[j * width + i] = 1;
+    const rad = Math.max(0.5, Number($("brush").value) * width / r.width / 2);
+    const from = last || [x, y];
+    const steps = Math.max(1, Math.ceil(Math.hypot(x - from[0], y - from[1]) / Math.max(rad / 2, 0.5)));
+    for (let s = 1; s <= steps; s++) dab(from[0] + (x - from[0]) * s / steps, from[1] + (y - from[1]) * s / steps, rad);
+    last = [x, y];
     drawMask();
   }
   let drawing = false;
-  overlay.addEventListener("pointerdown", (ev) => { drawing = true; overlay.setPointerCapture(ev.pointerId); paint(ev); });
+  overlay.addEventListener("pointerdown", (ev) => { drawing = true; last = null; overlay.setPointerCapture(ev.pointerId); paint(ev); });
   overlay.addEventListener("pointermove", (ev) => { if (drawing) paint(ev); });
-  overlay.addEventListener("pointerup", () => { drawing = false; });
+  overlay.addEventListener("pointerup", () => { drawing = false; last = null; });
   $("clear").addEventListener("click", () => { if (mask) { mask.fill(0); drawMask(); } });
 
   function maskPNG() {
