@@ -101,6 +101,13 @@ def test_no_import_runs_up_a_layer():
     assert not upward, "\n".join(upward)
 
 
+def test_nothing_but_the_cli_imports_the_web_app():
+    """The optional web layer stays optional: core modules never import ``convgen.app``."""
+    for name, deps in graph().items():
+        if not name.startswith(("convgen.app", "convgen.cli")):
+            assert not [d for d in deps if d.startswith("convgen.app")], name
+
+
 def test_registry_imports_no_members():
     assert graph()["convgen.registry"] <= {"convgen.errors"}
 

@@ -46,7 +46,7 @@ def server(tmp_path_factory):
     subprocess.run([*CONVGEN, "sample", "mnist-dcgan", "--n", "10", "--out", str(d / "mnist-dcgan")], check=True,
                    capture_output=True)  # fmt: skip
     subprocess.run([*CONVGEN, "study", "create", "pilot", "--real", str(d / "real"), "--fake", str(d / "mnist-dcgan"),
-                    "--trials", "4", "--practice", "2", "--catch", "1", "--exposure-ms", "300", "--dir",
+                    "--trials", "4", "--practice", "2", "--catch", "1", "--exposure-ms", "1500", "--dir",
                     str(d / "studies")], check=True, capture_output=True)  # fmt: skip
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -197,5 +197,6 @@ def test_a_study_completed_in_the_browser_is_in_the_report(server, page, tmp_pat
     out = subprocess.run([*CONVGEN, "study", "report", "pilot", "--dir", str(server["dir"] / "studies"), "--json"],
                          check=True, capture_output=True, text=True).stdout  # fmt: skip
     report = json.loads(out)
+    print("per_rater", report["per_rater"])
     assert report["answers"] == answered and report["raters"] == 1
     assert set(report["per_source"]) == {"mnist-dcgan"}
