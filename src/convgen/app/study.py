@@ -95,6 +95,25 @@ def _import_images(files: list[Path], images: Path, source: str, ids: set[str]) 
     return out, shape
 
 
+def _check_design(name, kind, trials, practice, catch, exposure_ms, min_catch_accuracy, fakes, database) -> None:
+    check_name(name)
+    if kind not in KINDS:
+        raise ConvgenError(f"`kind` {kind!r}: must be one of {', '.join(KINDS)}")
+    if not 1 <= trials <= MAX_TRIALS:
+        raise ConvgenError(f"`trials` {trials}: must be 1..{MAX_TRIALS}")
+    for opt, value in (("practice", practice), ("catch", catch)):
+        if not 0 <= value <= MAX_TRIALS:
+            raise ConvgenError(f"`{opt}` {value}: must be 0..{MAX_TRIALS}")
+    if not 0 <= exposure_ms <= 60_000:
+        raise ConvgenError(f"`exposure_ms` {exposure_ms}: must be 0 (until the answer) .. 60000")
+    if not 0.0 <= min_catch_accuracy <= 1.0:
+        raise ConvgenError(f"`min_catch_accuracy` {min_catch_accuracy}: must be in [0, 1]")
+    if not fakes:
+        raise ConvgenError("give at least one `fake` folder")
+    if database is not None and not database.startswith(("postgresql://", "postgres://")):
+        raise ConvgenError(f"`db` {database!r}: give a postgresql:// URL (SQLite, the default, needs none)")
+
+
 def create_study(
     name: str,
     real: str | Path,
@@ -115,22 +134,7 @@ def create_study(
     ``exposure_ms`` how long the images stay on screen (0: until the answer); ``practice`` trials with feedback
     first; ``catch`` attention trials mixed into the main ones. ``database`` a ``postgresql://`` URL (default: a
     SQLite file in the study folder)."""
-    check_name(name)
-    if kind not in KINDS:
-        raise ConvgenError(f"`kind` {kind!r}: must be one of {', '.join(KINDS)}")
-    if not 1 <= trials <= MAX_TRIALS:
-        raise ConvgenError(f"`trials` {trials}: must be 1..{MAX_TRIALS}")
-    for opt, value in (("practice", practice), ("catch", catch)):
-        if not 0 <= value <= MAX_TRIALS:
-            raise ConvgenError(f"`{opt}` {value}: must be 0..{MAX_TRIALS}")
-    if not 0 <= exposure_ms <= 60_000:
-        raise ConvgenError(f"`exposure_ms` {exposure_ms}: must be 0 (until the answer) .. 60000")
-    if not 0.0 <= min_catch_accuracy <= 1.0:
-        raise ConvgenError(f"`min_catch_accuracy` {min_catch_accuracy}: must be in [0, 1]")
-    if not fakes:
-        raise ConvgenError("give at least one `fake` folder")
-    if database is not None and not database.startswith(("postgresql://", "postgres://")):
-        raise ConvgenError(f"`db` {database!r}: give a postgresql:// URL (SQLite, the default, needs none)")
+    _check_design(name, kind, trials, practice, catch, exposure_ms, min_catch_accuracy, fakes, database)
     names = [Path(f).resolve().name for f in fakes]
     if len(set(names)) != len(names) or "real" in names:
         raise ConvgenError(f"fake folders need distinct names other than 'real' (got {', '.join(names)})")
