@@ -113,6 +113,8 @@ def test_create_refuses_bad_designs(sources, tmp_path):
         create_study("s", sources["real"], [sources["gan"], sources["gan"]], 4, st)
     with pytest.raises(ConvgenError, match="postgresql"):
         create_study("s", sources["real"], [sources["gan"]], 4, st, database="mysql://x")
+    with pytest.raises(ConvgenError, match="PGPASSWORD"):
+        create_study("s", sources["real"], [sources["gan"]], 4, st, database="postgresql://me:secret@db/x")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConvgenError, match="no images"):
         create_study("s", sources["real"], [tmp_path / "empty"], 4, st)
@@ -216,6 +218,7 @@ def test_study_answers_report_and_csv(db, sources, tmp_path):
     assert len(r["excluded_raters"]) == 1 and "catch" in r["attention_rule"]
     assert r["per_source"]["gan"]["judged_real_rate"] == 1.0 and r["per_source"]["vae"]["judged_real_rate"] == 0.0
     assert r["per_source"]["gan"]["n"] == 3 and r["per_source"]["gan"]["raters"] == 1
+    assert r["per_source"]["vae"]["all_raters"] == {"value": 0.5, "n": 6}  # the careless rater always picked fakes
     assert r["per_source"]["gan"]["response_time"]["median_ms"] == 700
     rows = write_csv(study, tmp_path / "answers.csv")
     assert rows == 20 and len((tmp_path / "answers.csv").read_text().splitlines()) == 21

@@ -294,6 +294,15 @@ def test_models_dirs_are_served_by_name(tmp_path):
         create_app(Settings(models=[tmp_path / "dup"]))
 
 
+def test_serve_refuses_bad_settings(tmp_path, capsys):
+    assert main(["serve", "--studies", str(tmp_path / "missing")]) == 2
+    assert "--studies directory not found" in capsys.readouterr().err
+    assert main(["serve", "--workers", "0"]) == 2
+    assert "--workers 0" in capsys.readouterr().err
+    assert main(["serve", "--models", str(tmp_path / "none")]) == 2
+    assert "--models directory not found" in capsys.readouterr().err
+
+
 def test_job_pool_refuses_when_full_and_times_out():
     async def scenario():
         pool = JobPool(workers=1, queue=1, timeout_s=0.3)

@@ -53,7 +53,7 @@ class Settings:
     timeout_s: float = 120.0
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 4096 * 4096
-    max_samples: int = 64
+    max_samples: int = 100  # what `convgen sample --grid` shows at most
     device: str = "auto"
 
 

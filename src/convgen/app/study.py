@@ -112,6 +112,9 @@ def _check_design(name, kind, trials, practice, catch, exposure_ms, min_catch_ac
         raise ConvgenError("give at least one `fake` folder")
     if database is not None and not database.startswith(("postgresql://", "postgres://")):
         raise ConvgenError(f"`db` {database!r}: give a postgresql:// URL (SQLite, the default, needs none)")
+    if database is not None and "@" in database and ":" in database.split("://", 1)[1].split("@", 1)[0]:
+        raise ConvgenError("`db`: leave the password out of the URL (it would be saved in study.json); PostgreSQL "
+                           "reads it from PGPASSWORD or ~/.pgpass")  # fmt: skip
 
 
 def create_study(
@@ -402,6 +405,12 @@ def report(study: Study, seed: int = 0) -> dict[str, Any]:
                 values[r["rater"]].append(r["judged_real"] if study.kind == "2afc" else int(r["choice"]))
         summary = human.judged_real(values, seed) if study.kind == "2afc" else human.opinion_score(values, seed)
         summary["response_time"] = human.time_summary([r["ms"] for r in kept if r["source"] == src])
+        everyone = [r for r in rows if r["phase"] == "main" and r["source"] == src]
+        value = (lambda r: r["judged_real"]) if study.kind == "2afc" else (lambda r: int(r["choice"]))
+        summary["all_raters"] = {  # before the attention rule, to see what the exclusions change
+            "value": sum(map(value, everyone)) / len(everyone) if everyone else None,
+            "n": len(everyone),
+        }
         per_source[src] = summary
     rule = (f"raters who got less than {threshold:.0%} of their catch trials right are excluded "
             "(raters with no catch answers are kept)")  # fmt: skip

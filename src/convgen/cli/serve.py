@@ -90,7 +90,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         (lo, hi), (blo, bhi) = v["ci95"], v["bootstrap_ci95"]
         print(
             f"  {source}: {what} {f(value)}  95% CI {f(lo)}-{f(hi)}  bootstrap over raters {f(blo)}-{f(bhi)}  "
-            f"(n={v['n']}, raters={v['raters']})"
+            f"(n={v['n']}, raters={v['raters']}; before exclusions {f(v['all_raters']['value'])}, "
+            f"n={v['all_raters']['n']})"
         )
     return 0
 
@@ -112,7 +113,7 @@ def add_commands(sub) -> None:
     sv.add_argument("--timeout", type=float, default=120.0, help="seconds a job may take (then HTTP 503)")
     sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body")
     sv.add_argument("--max-megapixels", type=float, default=16.8, help="largest uploaded image (about 4096x4096)")
-    sv.add_argument("--max-samples", type=int, default=64, help="most images one sample request may ask for")
+    sv.add_argument("--max-samples", type=int, default=100, help="most images one sample request may ask for")
     sv.add_argument("--max-connections", type=int, default=256, help="open connections before HTTP 503")
     sv.add_argument("--device", default="auto")
     sv.set_defaults(func=_cmd_serve)

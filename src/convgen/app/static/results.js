@@ -21,8 +21,11 @@
       $("summary").textContent = `${r.raters} raters, ${r.answers} answers (${r.answers_by_phase.main} main, ` +
         `${r.answers_by_phase.catch} catch, ${r.answers_by_phase.practice} practice), ${r.excluded_raters.length} excluded.`;
       const mos = r.kind === "mos";
-      table($("sources"), ["source", mos ? "MOS" : "judged real", "95% CI (Wilson / t)", "95% CI (bootstrap, raters)", "answers", "raters", "median ms"],
-        Object.entries(r.per_source).map(([s, v]) => [s, fmt(mos ? v.mos : v.judged_real_rate), ci(v.ci95), ci(v.bootstrap_ci95), v.n, v.raters, fmt(v.response_time.median_ms, 0)]));
+      table($("sources"), ["source", mos ? "MOS" : "judged real", "95% CI (Wilson / t)", "95% CI (bootstrap, raters)",
+                           "answers", "raters", "median ms", "before exclusions (answers)"],
+        Object.entries(r.per_source).map(([s, v]) => [s, fmt(mos ? v.mos : v.judged_real_rate), ci(v.ci95),
+          ci(v.bootstrap_ci95), v.n, v.raters, fmt(v.response_time.median_ms, 0),
+          `${fmt(v.all_raters.value)} (${v.all_raters.n})`]));
       $("note").textContent = mos ? "Mean opinion score, 1 (bad) to 5 (excellent)." : "0.5 = raters could not tell this source from real images.";
       $("rule").textContent = `Attention rule: ${r.attention_rule}.`;
       table($("raters"), ["rater", "answers", "catch accuracy", mos ? "" : "accuracy", "median ms", "excluded"],
