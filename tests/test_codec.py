@@ -282,3 +282,29 @@ def test_an_image_too_large_for_the_codec_is_refused_before_any_work(pipe):
     head.height = head.width = 60000  # a crafted header with a valid checksum
     with pytest.raises(ConvgenError, match="impossible header"):
         pipe.decompress_bytes(bitstream.pack(head, streams))
+
+
+def test_overlapping_decodes_put_the_thread_count_back():
+    """The web app decodes on several worker threads: the global torch thread count must not stay at 1."""
+    import threading
+    import time
+
+    import torch
+
+    from convgen.pipelines.codec import _one_thread
+
+    before = torch.get_num_threads()
+    entered = threading.Barrier(2)
+
+    def decode(hold: float) -> None:
+        with _one_thread():
+            entered.wait()
+            assert torch.get_num_threads() == 1
+            time.sleep(hold)
+
+    workers = [threading.Thread(target=decode, args=(h,)) for h in (0.05, 0.15)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert torch.get_num_threads() == before

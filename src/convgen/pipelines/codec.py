@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,14 +39,29 @@ def model_digest(model_dir: Path) -> bytes:
     return h.digest()[:16]
 
 
+_THREADS = threading.Lock()
+_one_thread_users = 0
+_threads_before = 1
+
+
 @contextmanager
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Decode on one intra-op thread (the synthesis must give the same pixels on every machine). Torch's thread
+    count is global: overlapping decodes (the web app's workers) keep it at 1 until the last one ends, which then
+    puts back the count from before the first, instead of each restoring what another one set."""
+    global _one_thread_users, _threads_before
+    with _THREADS:
+        if _one_thread_users == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _one_thread_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS:
+            _one_thread_users -= 1
+            if _one_thread_users == 0:
+                torch.set_num_threads(_threads_before)
 
 
 @PIPELINES.register("codec")
