@@ -279,3 +279,11 @@ def test_zoo_mixture_is_what_the_preset_refits_and_the_sampler_benchmark_runs(tm
     x_real = torch.rand(200, 1, 28, 28)
     row = vae_sampler.evaluate_model(str(copy), 100, 10, extractor, x_real, sampler="prior")
     assert row["fd_mnistcls"] > 0 and len(row["class_shares"]) == 10
+
+
+def test_vae_refuses_other_families_sampling_options(tmp_path, capsys):
+    """`--guidance` / `--steps` / `--eta` belong to diffusion models: a VAE says so instead of a traceback."""
+    from convgen.cli import main
+
+    assert main(["sample", "mnist-vae", "--n", "2", "--out", str(tmp_path / "s"), "--guidance", "2"]) == 2
+    assert "a VAE takes no --guidance" in capsys.readouterr().err

@@ -57,6 +57,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
             assert main(["sample", "mnist-dcgan", "--n", "12", "--out", str(d / name)]) == 0
     create_study("pilot", d / "real", [d / "fake"], 4, d / "studies", practice=2, catch=2, exposure_ms=0)
     create_study("scores", d / "real", [d / "fake"], 3, d / "studies", kind="mos", practice=1, catch=1)
+    create_study("odd", d / "real", [d / "fake"], 2, d / "studies", practice=0, catch=0)
     return {"dir": d, "photo": d / "photo.jpg", "gray": d / "gray.png", "mask": d / "mask.png",
             "studies": d / "studies"}  # fmt: skip
 
@@ -191,6 +192,26 @@ def test_bad_json_requests(client):
     assert r.status_code == 400 and "JSON" in r.json()["error"]
     r = client.post("/api/sample", json=[1, 2])
     assert r.status_code == 400
+
+
+ODD = [None, True, False, "", "x", "../etc", -1, 0, 2**70, 1e308, -0.5, [], [1, 2], {}, {"a": 1}]
+
+
+@pytest.mark.parametrize(
+    "url,base",
+    [("/api/sample", {"model": "mnist-cgan", "n": 2}), ("/api/sample", {"model": "mnist-ddpm", "n": 1, "steps": 2}),
+     ("/api/sample", {"model": "mnist-vae", "n": 2}), ("/api/interpolate", {"model": "mnist-cgan", "steps": 3}),
+     ("/api/study/odd/session", {}), ("/api/study/odd/answer", {"trial": "x", "choice": "left", "ms": 1})],
+)  # fmt: skip
+def test_odd_json_values_never_give_a_500(client, url, base):
+    keys = ["model", "n", "seed", "class", "classes", "mode", "steps", "guidance", "eta", "sampler", "token",
+            "trial", "choice", "ms", "score"]  # fmt: skip
+    for key in keys:
+        for value in ODD:
+            r = client.post(url, json={**base, key: value})
+            assert r.status_code < 500, (url, key, value, r.status_code, r.text)
+            if r.status_code >= 400:
+                assert r.json()["error"], (url, key, value)
 
 
 def test_names_reach_nothing_outside_what_the_server_was_given(client):

@@ -48,6 +48,9 @@ def server(tmp_path_factory):
     subprocess.run([*CONVGEN, "study", "create", "pilot", "--real", str(d / "real"), "--fake", str(d / "mnist-dcgan"),
                     "--trials", "4", "--practice", "2", "--catch", "1", "--exposure-ms", "1500", "--dir",
                     str(d / "studies")], check=True, capture_output=True)  # fmt: skip
+    subprocess.run([*CONVGEN, "study", "create", "scores", "--kind", "mos", "--real", str(d / "real"), "--fake",
+                    str(d / "mnist-dcgan"), "--trials", "4", "--practice", "1", "--catch", "1", "--exposure-ms", "0",
+                    "--dir", str(d / "studies")], check=True, capture_output=True)  # fmt: skip
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -197,6 +200,33 @@ def test_a_study_completed_in_the_browser_is_in_the_report(server, page, tmp_pat
     out = subprocess.run([*CONVGEN, "study", "report", "pilot", "--dir", str(server["dir"] / "studies"), "--json"],
                          check=True, capture_output=True, text=True).stdout  # fmt: skip
     report = json.loads(out)
-    print("per_rater", report["per_rater"])
     assert report["answers"] == answered and report["raters"] == 1
     assert set(report["per_source"]) == {"mnist-dcgan"}
+
+
+def test_a_mos_study_resumes_after_a_reload(server, page, tmp_path):
+    """Opinion scores by button and by key; a reload in the middle continues the same session."""
+    page.goto(server["url"] + "/study/scores")
+    page.wait_for_selector("#instructions p:has-text('1 (bad)')")
+    page.click("#start")
+    for score in (2, 4):
+        page.wait_for_selector("#answers button:not([disabled])")
+        page.get_by_role("button", name=f"score {score}").click()
+    page.wait_for_selector("#progress:has-text('3 of 6')")
+    page.reload()
+    page.click("#start")  # the token in localStorage resumes the session: 4 trials left
+    answered = 2
+    while True:
+        page.wait_for_selector("#answers button:not([disabled]), #done:not(.hidden)")
+        if page.is_visible("#done"):
+            break
+        page.keyboard.press(str(1 + answered % 5))
+        answered += 1
+        page.wait_for_selector(f"#progress:has-text('{answered + 1} of 6')" if answered < 6 else "#done:not(.hidden)")
+    assert answered == 1 + 4 + 1
+    assert page.console_errors == []
+    out = subprocess.run([*CONVGEN, "study", "report", "scores", "--dir", str(server["dir"] / "studies"), "--json"],
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    report = json.loads(out)
+    assert report["kind"] == "mos" and report["sessions"] == 1 and report["answers"] == 6
+    assert set(report["per_source"]) == {"real", "mnist-dcgan"}

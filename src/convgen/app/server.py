@@ -199,6 +199,28 @@ async def _json(request: Request) -> dict[str, Any]:
     return body
 
 
+def _class(value: Any) -> str | int | None:
+    """A class given by name or index (the pipeline checks it exists)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ConvgenError(f"`class` must be a class name or index, got {value!r}")
+    return value
+
+
+def _options(body: dict) -> dict[str, Any]:
+    """The sampling options a family may take, type-checked (their ranges are the pipeline's to check)."""
+    options = {k: body[k] for k in SAMPLE_OPTIONS if body.get(k) is not None}
+    if "steps" in options:
+        options["steps"] = _int(options, "steps", None, 1, 1000)
+    for key in ("guidance", "eta"):
+        if key in options and (isinstance(options[key], bool) or not isinstance(options[key], int | float)):
+            raise ConvgenError(f"`{key}` must be a number, got {options[key]!r}")
+    if "sampler" in options and not isinstance(options["sampler"], str):
+        raise ConvgenError(f"`sampler` must be a string, got {options['sampler']!r}")
+    return options
+
+
 def _int(body: dict, key: str, default: Any, lo: int, hi: int) -> int:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -242,11 +264,8 @@ def _model_routes(app: FastAPI, s: Settings, catalog: Catalog, pool: JobPool) ->
         pipe = catalog.get(body.get("model"), Sampler, "a generator")
         n = _int(body, "n", 16, 1, s.max_samples)
         seed = _int(body, "seed", 0, -(2**63), 2**63 - 1)
-        cls = body.get("class")
-        options = {k: body[k] for k in SAMPLE_OPTIONS if body.get(k) is not None}
-        if "steps" in options:
-            options["steps"] = _int(options, "steps", None, 1, 1000)
-        png = await pool.run(tools.sample_grid, pipe, n, seed, None if cls in (None, "") else [cls], options)
+        cls = _class(body.get("class"))
+        png = await pool.run(tools.sample_grid, pipe, n, seed, None if cls is None else [cls], _options(body))
         return Response(png, media_type="image/png")
 
     @app.post("/api/interpolate")
@@ -255,12 +274,17 @@ def _model_routes(app: FastAPI, s: Settings, catalog: Catalog, pool: JobPool) ->
         pipe = catalog.get(body.get("model"), Sampler, "a generator")
         steps = _int(body, "steps", 10, 2, 32)
         seed = _int(body, "seed", 0, -(2**63), 2**63 - 1)
-        label = body.get("class") if body.get("class") not in (None, "") else None
+        label = _class(body.get("class"))
         classes = body.get("classes")
         if classes is not None and (not isinstance(classes, list) or len(classes) != 2):
             raise ConvgenError("`classes` must be a list of two classes [from, to]")
-        frames = await pool.run(tools.interpolation_frames, pipe, steps, seed, body.get("mode", "slerp"), label,
-                                tuple(classes) if classes else None)  # fmt: skip
+        classes = tuple(_class(c) for c in classes) if classes else None
+        if classes is not None and None in classes:
+            raise ConvgenError("`classes` must name two classes [from, to]")
+        mode = body.get("mode", "slerp")
+        if mode not in ("slerp", "lerp"):
+            raise ConvgenError(f"`mode` must be slerp or lerp, got {mode!r}")
+        frames = await pool.run(tools.interpolation_frames, pipe, steps, seed, mode, label, classes)
         return {"frames": frames}
 
     @app.post("/api/restore/{verb}")

@@ -63,10 +63,12 @@ class VAEPipeline(Sampler, RestorePipeline):
         else ``prior``."""
         return str(self.meta.get("inference", {}).get("sampler", "prior"))
 
-    def generate_images(self, n, seed, labels, batch_size, sampler: str | None = None):
+    def generate_images(self, n, seed, labels, batch_size, sampler: str | None = None, **options):
         """Decoder means of latents drawn from the prior N(0, I) (``sampler="prior"``) or from the ex-post
         Gaussian mixture fitted to the training images' codes (``"gmm"``, Ghosh et al. 2020); default
         :attr:`default_sampler`."""
+        if options:
+            raise ConvgenError(f"a VAE takes no {', '.join(f'`{k}`' for k in options)} (only `sampler`)")
         sampler = self.default_sampler if sampler is None else sampler
         if not self.net.variational:
             raise ConvgenError(f"{self.model_dir} is a plain autoencoder: it has no prior to sample from")

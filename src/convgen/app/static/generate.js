@@ -23,6 +23,8 @@
     convgen.fillSelect($("class"), [{name: ""}, ...items], (x) => x.name || "every class in turn");
     convgen.fillSelect($("to-class"), [{name: ""}, ...items], (x) => x.name || "(latent walk)");
     $("class-box").classList.toggle("hidden", !items.length);
+    for (const el of document.querySelectorAll(".diffusion")) el.classList.toggle("hidden", !m || m.task !== "diffusion");
+    for (const el of document.querySelectorAll(".vae")) el.classList.toggle("hidden", !m || m.task !== "vae");
     $("to-box").classList.toggle("hidden", !items.length);
   }
   $("model").addEventListener("change", showClasses);
@@ -31,6 +33,11 @@
   $("generate").addEventListener("click", () => convgen.busy($("generate"), status, async () => {
     const body = {model: $("model").value, n: Number($("count").value), seed: Number($("seed").value)};
     if ($("class").value) body.class = $("class").value;
+    if (current().task === "diffusion") {
+      if ($("steps").value !== "") body.steps = Number($("steps").value);
+      if ($("guidance").value !== "") body.guidance = Number($("guidance").value);
+    }
+    if (current().task === "vae" && $("sampler").value) body.sampler = $("sampler").value;
     const url = await convgen.imageURL(await convgen.postJSON("/api/sample", body));
     $("grid").src = url;
     $("grid").classList.remove("hidden");
