@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ENV_PYTHONPATH = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
 
 
@@ -81,3 +85,34 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CONVGEN_CACHE", str(tmp_path_factory.getbasetemp() / "convgen-cache"))
     monkeypatch.delenv("CONVGEN_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.delenv("CONVGEN_VGG_WEIGHTS", raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL 15 cluster on a free loopback port, stopped and removed after the test session."""
+    pytest.importorskip("psycopg")
+    if not (PG_BIN / "initdb").exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must have PostgreSQL 15 (Debian's postgresql package)")
+        pytest.skip("PostgreSQL 15 is not installed")
+    root = Path(tempfile.mkdtemp(prefix="convgen-pg-"))  # not under pytest's 0700 folder: postgres must enter it
+    data, port = root / "data", free_port()
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
+        shutil.chown(root, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    run = lambda *cmd: subprocess.run([*prefix, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")  # fmt: skip
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
@@ -21,8 +17,7 @@ from convgen.app.study import ForeignTrial, Study, UnknownRater, create_study, p
 from convgen.cli import main
 from convgen.errors import ConvgenError
 from convgen.metrics import human
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+from tests.conftest import free_port
 
 
 # -- statistics ------------------------------------------------------------------------------------------------
@@ -125,37 +120,6 @@ def test_create_refuses_bad_designs(sources, tmp_path):
 
 
 # -- the store on both databases ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL 15 cluster on a free loopback port, stopped and removed after the module's tests."""
-    pytest.importorskip("psycopg")
-    if not (PG_BIN / "initdb").exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must have PostgreSQL 15 (Debian's postgresql package)")
-        pytest.skip("PostgreSQL 15 is not installed")
-    root = Path(tempfile.mkdtemp(prefix="convgen-pg-"))  # not under pytest's 0700 folder: postgres must enter it
-    data, port = root / "data", _free_port()
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
-        shutil.chown(root, "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    run = lambda *cmd: subprocess.run([*prefix, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
-    run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")  # fmt: skip
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request, tmp_path) -> str | None:
     """None: the study's own SQLite file; else a PostgreSQL URL."""
@@ -255,5 +219,5 @@ def test_a_broken_postgres_url_is_one_line(sources, tmp_path):
     pytest.importorskip("psycopg")
     with pytest.raises(ConvgenError, match="PostgreSQL database"):
         create_study("s", sources["real"], [sources["gan"]], 4, tmp_path / "st",
-                     database=f"postgresql://nobody@127.0.0.1:{_free_port()}/none")  # fmt: skip
+                     database=f"postgresql://nobody@127.0.0.1:{free_port()}/none")  # fmt: skip
     assert not (tmp_path / "st" / "s").exists()

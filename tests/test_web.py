@@ -324,6 +324,59 @@ def test_serve_refuses_bad_settings(tmp_path, capsys):
     assert "--models directory not found" in capsys.readouterr().err
 
 
+def test_a_chunked_upload_over_the_limit_is_413(client, files):
+    def chunks():
+        for _ in range(40):
+            yield b"\0" * 100_000  # 4 MB in chunks, no Content-Length
+
+    headers = {"content-type": "multipart/form-data; boundary=x"}
+    r = client.post("/api/restore/denoise", content=chunks(), headers=headers)
+    assert r.status_code == 413 and "upload limit" in r.json()["error"]
+
+
+def test_a_stalled_upload_is_408():
+    from convgen.app.server import BodyLimit
+
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        await receive()
+        await receive()  # never comes
+
+    async def scenario():
+        chunks = iter([{"type": "http.request", "body": b"x", "more_body": True}])
+
+        async def receive():
+            try:
+                return next(chunks)
+            except StopIteration:
+                await asyncio.sleep(10)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "headers": [], "method": "POST", "path": "/"}
+        await BodyLimit(app, 1000, 1000, read_timeout=0.1)(scope, receive, send)
+
+    asyncio.run(scenario())
+    assert sent[0]["status"] == 408 and b"stopped arriving" in sent[1]["body"]
+
+
+def test_answers_over_http_in_postgresql(postgres, files, tmp_path):
+    create_study("pg", files["dir"] / "real", [files["dir"] / "fake"], 3, tmp_path / "st", practice=1, catch=1,
+                 database=postgres)  # fmt: skip
+    with TestClient(create_app(Settings(studies=tmp_path / "st"))) as c:
+        s = c.post("/api/study/pg/session").json()
+        for t in s["trials"]:
+            assert c.post("/api/study/pg/answer", json={"token": s["token"], "trial": t["id"], "choice": "left",
+                                                        "ms": 250}).status_code == 200  # fmt: skip
+        repeat = {"token": s["token"], "trial": s["trials"][0]["id"], "choice": "right", "ms": 1}
+        assert c.post("/api/study/pg/answer", json=repeat).status_code == 409
+        report = c.get("/api/study/pg/report").json()
+    assert report["answers"] == 5 and report["raters"] == 1
+    assert not (tmp_path / "st" / "pg" / "answers.sqlite").exists()  # the answers went to PostgreSQL
+
+
 def test_job_pool_refuses_when_full_and_times_out():
     async def scenario():
         pool = JobPool(workers=1, queue=1, timeout_s=0.3)

@@ -9,6 +9,7 @@ allows only this origin. Study results are only shown to clients on this machine
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import sys
 import traceback
@@ -38,8 +39,6 @@ RESTORE_OPTIONS = {"sigma": float, "tile": int, "overlap": int, "ensemble": int,
                    "resample": int, "seed": int}  # fmt: skip
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")  # fmt: skip
-STATUS = {UnknownModel: 404, StudyNotFound: 404, UnknownRater: 403, ForeignTrial: 403, DuplicateAnswer: 409,
-          QueueFull: 429, JobTimeout: 503}  # fmt: skip
 
 
 @dataclass
@@ -51,6 +50,7 @@ class Settings:
     workers: int = 2
     queue: int = 32
     timeout_s: float = 120.0
+    read_timeout_s: float = 30.0
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 4096 * 4096
     max_samples: int = 100  # what `convgen sample --grid` shows at most
@@ -58,10 +58,11 @@ class Settings:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes gets 413 before it is read into memory."""
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before it is read into memory, and a client
+    that stops sending its body for ``read_timeout`` seconds gets 408 (a slow upload cannot hold a connection)."""
 
-    def __init__(self, app, limit: int, shown: int) -> None:
-        self.app, self.limit, self.shown = app, limit, shown
+    def __init__(self, app, limit: int, shown: int, read_timeout: float = 30.0) -> None:
+        self.app, self.limit, self.shown, self.read_timeout = app, limit, shown, read_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -73,25 +74,39 @@ class BodyLimit:
 
         async def counted():
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except asyncio.TimeoutError:
+                raise BodyTimeout(f"the request body stopped arriving for {self.read_timeout:g} s") from None
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _BodyTooLarge
+                raise BodyTooLarge(_too_large_message(self.shown))
             return message
 
         try:
             await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await _too_large(self.shown)(scope, receive, send)
+        except (BodyTooLarge, BodyTimeout) as e:  # raised where no route turned it into a response
+            await _error(STATUS[type(e)], str(e))(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(ConvgenError):
+    """The request body is over the upload limit (413)."""
+
+
+class BodyTimeout(ConvgenError):
+    """The client stopped sending its request body (408)."""
+
+
+STATUS = {UnknownModel: 404, StudyNotFound: 404, UnknownRater: 403, ForeignTrial: 403, DuplicateAnswer: 409,
+          QueueFull: 429, JobTimeout: 503, BodyTooLarge: 413, BodyTimeout: 408}  # fmt: skip
+
+
+def _too_large_message(limit: int) -> str:
+    return f"the request is larger than the server's upload limit of {limit / 2**20:g} MiB"
 
 
 def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"error": f"the request is larger than the server's upload limit of {limit / 2**20:g} MiB"},
-                        status_code=413)  # fmt: skip
+    return _error(413, _too_large_message(limit))
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -123,7 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _pages(app)
     _model_routes(app, s, catalog, pool)
     _study_routes(app, s)
-    app.add_middleware(BodyLimit, limit=s.max_upload_bytes + 64 * 1024, shown=s.max_upload_bytes)  # form overhead
+    app.add_middleware(BodyLimit, limit=s.max_upload_bytes + 64 * 1024, shown=s.max_upload_bytes,  # + form overhead
+                       read_timeout=s.read_timeout_s)  # fmt: skip
     app.router.on_shutdown.append(pool.close)
     return app
 
@@ -234,7 +250,10 @@ async def _form(request: Request, files: tuple[str, ...]) -> tuple[dict[str, str
     """A multipart form: its text fields and its uploads (``files`` names the file fields it may have)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ConvgenError("send the image as multipart/form-data (fields: model, image, ...)")
-    form = await request.form(max_files=len(files), max_fields=32)
+    try:
+        form = await request.form(max_files=len(files), max_fields=32)
+    except Exception as e:  # the multipart parser runs in a task group: our error arrives inside a group
+        raise _convgen_inside(e) or e from None
     text, uploads = {}, {}
     for key, value in form.multi_items():
         if isinstance(value, str):
@@ -244,6 +263,17 @@ async def _form(request: Request, files: tuple[str, ...]) -> tuple[dict[str, str
         else:
             raise ConvgenError(f"unexpected file field {key!r}")
     return text, uploads
+
+
+def _convgen_inside(e: BaseException) -> ConvgenError | None:
+    """The first ConvgenError in ``e`` or the exception group it is."""
+    if isinstance(e, ConvgenError):
+        return e
+    for inner in getattr(e, "exceptions", ()):
+        found = _convgen_inside(inner)
+        if found is not None:
+            return found
+    return None
 
 
 def _model_routes(app: FastAPI, s: Settings, catalog: Catalog, pool: JobPool) -> None:
