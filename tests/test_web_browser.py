@@ -181,8 +181,7 @@ def test_style_page(server, page, tmp_path):
 
 def test_a_study_completed_in_the_browser_is_in_the_report(server, page, tmp_path):
     page.goto(server["url"] + "/study/pilot")
-    page.wait_for_selector("#instructions p:has-text('real')")
-    page.click("#start")
+    page.wait_for_selector("#instructions p:has-text('real')")  # the first trial follows with no click
     answered = 0
     while True:
         page.wait_for_selector("#answers button:not([disabled]), #done:not(.hidden)")
@@ -190,6 +189,9 @@ def test_a_study_completed_in_the_browser_is_in_the_report(server, page, tmp_pat
             break
         if answered == 2:
             page.screenshot(path=shots(tmp_path) / "web-study.png")
+        if answered == 3:  # --exposure-ms 1500: the images go, the buttons stay
+            page.wait_for_selector("#images .blank >> nth=1", timeout=5000)
+            assert page.locator("#images img").count() == 0
         page.get_by_role("button", name="left" if answered % 2 else "right").click()
         answered += 1
     assert answered == 2 + 4 + 1
@@ -208,13 +210,11 @@ def test_a_mos_study_resumes_after_a_reload(server, page, tmp_path):
     """Opinion scores by button and by key; a reload in the middle continues the same session."""
     page.goto(server["url"] + "/study/scores")
     page.wait_for_selector("#instructions p:has-text('1 (bad)')")
-    page.click("#start")
     for score in (2, 4):
         page.wait_for_selector("#answers button:not([disabled])")
         page.get_by_role("button", name=f"score {score}").click()
     page.wait_for_selector("#progress:has-text('3 of 6')")
-    page.reload()
-    page.click("#start")  # the token in localStorage resumes the session: 4 trials left
+    page.reload()  # the token in localStorage resumes the session: 4 trials left
     answered = 2
     while True:
         page.wait_for_selector("#answers button:not([disabled]), #done:not(.hidden)")

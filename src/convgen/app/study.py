@@ -124,7 +124,7 @@ def create_study(
     trials: int,
     studies: str | Path,
     kind: str = "2afc",
-    exposure_ms: int = 1000,
+    exposure_ms: int = 0,
     practice: int = 10,
     catch: int = 4,
     database: str | None = None,
@@ -134,7 +134,8 @@ def create_study(
     """Create ``studies/NAME`` (refused if it exists) and return its folder.
 
     ``trials`` main trials per rater, cycling over the fake sources (``mos``: over real and fake sources);
-    ``exposure_ms`` how long the images stay on screen (0: until the answer); ``practice`` trials with feedback
+    ``exposure_ms`` how long the images stay on screen (0, the default: until the answer, as HYPE-infinity; 1000
+    is the pix2pix protocol); ``practice`` trials with feedback
     first; ``catch`` attention trials mixed into the main ones. ``database`` a ``postgresql://`` URL (default: a
     SQLite file in the study folder)."""
     _check_design(name, kind, trials, practice, catch, exposure_ms, min_catch_accuracy, fakes, database)

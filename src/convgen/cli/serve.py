@@ -128,7 +128,8 @@ def add_commands(sub) -> None:
     cr.add_argument("--trials", required=True, type=int, help="main trials per rater")
     cr.add_argument("--dir", required=True, help="the studies folder")
     cr.add_argument("--kind", choices=["2afc", "mos"], default="2afc")
-    cr.add_argument("--exposure-ms", type=int, default=1000, help="how long images show (0 = until the answer)")
+    cr.add_argument("--exposure-ms", type=int, default=0,
+                    help="how long images show (0 = until the answer; 1000 = the pix2pix protocol)")
     cr.add_argument("--practice", type=int, default=10, help="practice trials first (2afc: with feedback)")
     cr.add_argument("--catch", type=int, default=4, help="attention trials with an obvious fake (noise)")
     cr.add_argument("--min-catch-accuracy", type=float, default=0.75, help="raters below this are excluded")

@@ -9,7 +9,7 @@
   function instructions(kind, exposure) {
     const t = exposure ? ` The images show for ${(exposure / 1000).toFixed(1)} s; answer when they are gone if you need to.` : "";
     return kind === "2afc"
-      ? `Each screen shows two images. One is a real photograph, the other was made by a computer. Choose the one you think is real.${t} The first few are practice: you will be told whether you were right.`
+      ? `Each screen shows two images. One is a real image, the other was made by a computer. Choose the one you think is real.${t} The first few are practice: you will be told whether you were right.`
       : `Each screen shows one image. Rate its quality from 1 (bad) to 5 (excellent).${t} The first few are practice.`;
   }
   function button(text, label, onClick) {
@@ -83,6 +83,7 @@
   }
   function finish() {
     $("trial").classList.add("hidden");
+    $("intro").classList.add("hidden");
     $("done").classList.remove("hidden");
     $("done-text").textContent = `All ${total} answers are saved. You can close this page.`;
     localStorage.removeItem(key);
@@ -93,8 +94,7 @@
     else if (session.kind === "2afc" && ev.key === "ArrowRight") answer("right");
     else if (session.kind === "mos" && /^[1-5]$/.test(ev.key)) answer(Number(ev.key));
   });
-  $("start").addEventListener("click", async () => {
-    $("start").disabled = true;
+  async function begin() {  // the first trial appears under the instructions: no extra click before it
     try {
       const saved = localStorage.getItem(key);
       session = saved ? await convgen.postJSON(`/api/study/${name}/session`, {token: saved}).catch(() => null) : null;
@@ -102,17 +102,16 @@
       localStorage.setItem(key, session.token);
       total = session.trials.length;
       queue = session.trials.filter((t) => !session.answered.includes(t.id));
-      $("intro").classList.add("hidden");
       $("trial").classList.remove("hidden");
       next();
     } catch (e) {
       convgen.status($("status"), e.message, true);
-      $("start").disabled = false;
     }
-  });
+  }
   convgen.api(`/api/study/${name}`).then((info) => {
     const p = document.createElement("p");
     p.textContent = instructions(info.kind, info.exposure_ms);
     $("instructions").replaceChildren(p);
+    begin();
   }).catch((e) => convgen.status($("status"), e.message, true));
 })();
