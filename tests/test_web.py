@@ -270,6 +270,16 @@ def test_study_session_answers_and_report(client):
     assert set(report["per_source"]) == {"fake"}
 
 
+def test_a_full_study_refuses_new_sessions(files, tmp_path):
+    create_study("tiny", files["dir"] / "real", [files["dir"] / "fake"], 2, tmp_path / "st", max_sessions=2)
+    with TestClient(create_app(Settings(studies=tmp_path / "st"))) as c:
+        first = c.post("/api/study/tiny/session").json()
+        assert c.post("/api/study/tiny/session").status_code == 200
+        r = c.post("/api/study/tiny/session")
+        assert r.status_code == 403 and "reached its 2 sessions" in r.json()["error"]
+        assert c.post("/api/study/tiny/session", json={"token": first["token"]}).status_code == 200  # resuming is fine
+
+
 def test_mos_study_takes_scores(client):
     s = client.post("/api/study/scores/session").json()
     assert s["kind"] == "mos" and all("image" in t for t in s["trials"])
@@ -282,6 +292,19 @@ def test_mos_study_takes_scores(client):
     assert bad.status_code in (400, 409)
     report = client.get("/api/study/scores/report").json()
     assert set(report["per_source"]) == {"real", "fake"} and report["answers"] == len(s["trials"])
+
+
+def test_other_sites_are_refused(files):
+    """DNS rebinding (a foreign Host) and cross-site posts (a foreign Origin) get nothing."""
+    app = create_app(Settings(studies=files["studies"], allowed_hosts=("127.0.0.1", "localhost", "::1")))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/health").status_code == 200
+        assert c.get("/api/health", headers={"host": "evil.example:8000"}).status_code == 400
+        assert c.get("/api/health", headers={"host": "[::1]:8000"}).status_code == 200
+        body = {"model": "mnist-dcgan", "n": 1}
+        assert c.post("/api/sample", json=body, headers={"origin": "http://127.0.0.1:8000"}).status_code == 200
+        r = c.post("/api/sample", json=body, headers={"origin": "http://evil.example"})
+        assert r.status_code == 403 and "cross-origin" in r.json()["error"]
 
 
 def test_results_only_for_this_machine(files):

@@ -28,7 +28,7 @@ from convgen import __version__
 from convgen.app import tools
 from convgen.app.catalog import Catalog, UnknownModel
 from convgen.app.jobs import JobPool, JobTimeout, QueueFull
-from convgen.app.study import DuplicateAnswer, ForeignTrial, Study, StudyNotFound, UnknownRater, check_name
+from convgen.app.study import DuplicateAnswer, ForeignTrial, Study, StudyFull, StudyNotFound, UnknownRater, check_name
 from convgen.errors import ConvgenError
 from convgen.pipelines import RestorePipeline, Sampler
 
@@ -55,6 +55,8 @@ class Settings:
     max_pixels: int = 4096 * 4096
     max_samples: int = 100  # what `convgen sample --grid` shows at most
     device: str = "auto"
+    #: Host header names answered (None: any); ``convgen serve`` on a loopback address sets the loopback names
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 class BodyLimit:
@@ -97,7 +99,8 @@ class BodyTimeout(ConvgenError):
     """The client stopped sending its request body (408)."""
 
 
-STATUS = {UnknownModel: 404, StudyNotFound: 404, UnknownRater: 403, ForeignTrial: 403, DuplicateAnswer: 409,
+STATUS = {UnknownModel: 404, StudyNotFound: 404, UnknownRater: 403, ForeignTrial: 403, StudyFull: 403,
+          DuplicateAnswer: 409,
           QueueFull: 429, JobTimeout: 503, BodyTooLarge: 413, BodyTimeout: 408}  # fmt: skip
 
 
@@ -134,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.catalog, app.state.pool = s, catalog, pool
     app.state.studies = {}
     _errors(app)
-    _headers(app)
+    _headers(app, s.allowed_hosts)
     _pages(app)
     _model_routes(app, s, catalog, pool)
     _study_routes(app, s)
@@ -167,10 +170,22 @@ def _errors(app: FastAPI) -> None:
         return _error(500, "internal error in convgen (the traceback is in the server's log)")
 
 
-def _headers(app: FastAPI) -> None:
+def _refusal(request: Request, allowed_hosts: tuple[str, ...] | None) -> JSONResponse | None:
+    """Requests a browser makes for another site: a Host this server is not (DNS rebinding onto 127.0.0.1), or a
+    POST whose Origin is another site (cross-site form posts need no CORS preflight)."""
+    host = request.headers.get("host", "")
+    if allowed_hosts is not None and host.rsplit(":", 1)[0].strip("[]").lower() not in allowed_hosts:
+        return _error(400, f"this server does not answer for host {host!r}")
+    origin = request.headers.get("origin")
+    if request.method == "POST" and origin not in (None, "null") and origin.split("://", 1)[-1] != host:
+        return _error(403, "cross-origin request refused (use the pages of this server)")
+    return None
+
+
+def _headers(app: FastAPI, allowed_hosts: tuple[str, ...] | None) -> None:
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
-        response = await call_next(request)
+        response = _refusal(request, allowed_hosts) or await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"

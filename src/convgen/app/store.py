@@ -25,6 +25,7 @@ SCHEMA = (
         choice TEXT NOT NULL, ms DOUBLE PRECISION NOT NULL, answered DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (token, trial))""",
     "CREATE INDEX IF NOT EXISTS answers_study ON answers (study)",
+    "CREATE INDEX IF NOT EXISTS sessions_study ON sessions (study)",
 )
 
 
@@ -119,6 +120,11 @@ class Store:
             return None
         seed, created, trials = rows[0]
         return {"token": token, "seed": int(seed), "created": float(created), "trials": json.loads(trials)}
+
+    def count_sessions(self) -> int:
+        with self._cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM sessions WHERE study = ?", (self.study,))
+            return int(cur.fetchall()[0][0])
 
     def sessions(self) -> list[dict[str, Any]]:
         with self._cursor() as cur:

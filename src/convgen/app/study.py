@@ -47,7 +47,9 @@ IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
 KINDS = ("2afc", "mos")
 STUDY_MAX_PIXELS = 4096 * 4096
 MAX_TRIALS = 1000
-MAX_MS = 3_600_000.0  # a response time over an hour is not a response time
+MAX_MS = 3_600_000.0
+#: a server left open on a network cannot be filled with sessions without end
+DEFAULT_MAX_SESSIONS = 10_000  # a response time over an hour is not a response time
 
 
 class StudyNotFound(ConvgenError):
@@ -60,6 +62,10 @@ class UnknownRater(ConvgenError):
 
 class ForeignTrial(ConvgenError):
     """The trial is not one of the token's own."""
+
+
+class StudyFull(ConvgenError):
+    """The study has as many sessions as it allows."""
 
 
 def check_name(name: str) -> str:
@@ -130,6 +136,7 @@ def create_study(
     database: str | None = None,
     min_catch_accuracy: float = 0.75,
     seed: int | None = None,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
 ) -> Path:
     """Create ``studies/NAME`` (refused if it exists) and return its folder.
 
@@ -137,7 +144,9 @@ def create_study(
     ``exposure_ms`` how long the images stay on screen (0, the default: until the answer, as HYPE-infinity; 1000
     is the pix2pix protocol); ``practice`` trials with feedback
     first; ``catch`` attention trials mixed into the main ones. ``database`` a ``postgresql://`` URL (default: a
-    SQLite file in the study folder)."""
+    SQLite file in the study folder). ``max_sessions`` raters (sessions) at most."""
+    if not 1 <= max_sessions <= 10**7:
+        raise ConvgenError(f"`max_sessions` {max_sessions}: must be 1..{10**7:,}")
     _check_design(name, kind, trials, practice, catch, exposure_ms, min_catch_accuracy, fakes, database)
     names = [Path(f).resolve().name for f in fakes]
     if len(set(names)) != len(names) or "real" in names:
@@ -182,6 +191,7 @@ def create_study(
             "catch": catch,
             "exposure_ms": exposure_ms,
             "min_catch_accuracy": min_catch_accuracy,
+            "max_sessions": max_sessions,
             "database": database or "sqlite",
             "sources": sources,
             "catch_images": catch_ids,
@@ -229,6 +239,9 @@ class Study:
 
     # -- sessions --------------------------------------------------------------------------------------------
     def new_session(self) -> dict[str, Any]:
+        limit = int(self.design.get("max_sessions", DEFAULT_MAX_SESSIONS))
+        if self.store().count_sessions() >= limit:
+            raise StudyFull(f"study {self.name!r} has reached its {limit} sessions (`max_sessions`); thank you")
         token = secrets.token_urlsafe(18)
         seed = secrets.randbits(63)
         trials = plan_trials(self.design, seed)

@@ -26,7 +26,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise ConvgenError(f"`{key}` {getattr(args, key)}: must be >= {0 if key == 'queue' else 1}")
     if args.timeout <= 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise ConvgenError("`timeout`, `max_upload_mb` and `max_megapixels` must be > 0")
+    try:
+        local = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        local = args.host == "localhost"
     settings = Settings(
+        allowed_hosts=("127.0.0.1", "localhost", "::1", args.host.lower()) if local else None,
         models=[Path(m) for m in args.models],
         studies=Path(args.studies) if args.studies else None,
         workers=args.workers,
@@ -38,10 +43,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
     )
     app = create_app(settings)
-    try:
-        local = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        local = args.host == "localhost"
     if not local:
         print(f"convgen serve: warning: listening on {args.host}, reachable from other machines on this network "
               "(no login; study results stay visible only on this machine)", file=sys.stderr)  # fmt: skip
@@ -61,7 +62,8 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
     path = create_study(args.name, args.real, args.fake, args.trials, args.dir, kind=args.kind,
                         exposure_ms=args.exposure_ms, practice=args.practice, catch=args.catch, database=args.db,
-                        min_catch_accuracy=args.min_catch_accuracy, seed=args.seed)  # fmt: skip
+                        min_catch_accuracy=args.min_catch_accuracy, seed=args.seed,
+                        max_sessions=args.max_sessions)  # fmt: skip
     print(f"created study {args.name} in {path}; raters open /study/{args.name} on `convgen serve --studies "
           f"{args.dir}`", file=sys.stderr)  # fmt: skip
     return 0
@@ -133,6 +135,8 @@ def add_commands(sub) -> None:
     cr.add_argument("--practice", type=int, default=10, help="practice trials first (2afc: with feedback)")
     cr.add_argument("--catch", type=int, default=4, help="attention trials with an obvious fake (noise)")
     cr.add_argument("--min-catch-accuracy", type=float, default=0.75, help="raters below this are excluded")
+    cr.add_argument("--max-sessions", type=int, default=10_000, help="raters (sessions) at most; then new ones "
+                    "are refused")  # fmt: skip
     cr.add_argument("--db", help="postgresql://USER@HOST:PORT/DB for the answers (default: SQLite in the study)")
     cr.add_argument("--seed", type=int, help="seed of the catch images")
     cr.set_defaults(func=_cmd_create)
