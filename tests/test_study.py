@@ -3,6 +3,7 @@ the CLI, and the answer store on SQLite and on a throwaway PostgreSQL server (th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -135,15 +136,18 @@ def test_store_refuses_repeats_and_keeps_every_answer_under_threads(db, tmp_path
     assert store.session("tok")["trials"] == trials and store.session("nope") is None
     errors: list[Exception] = []
 
-    def answer(i: int) -> None:
+    def answer(j: int) -> None:  # 20 threads, one connection each, 100 answers: every trial twice
+        own = Store(url, study)
         try:
-            Store(url, study).add_answer("tok", f"x{i % 50}", i % 50, "left", 100.0 + i)
-        except DuplicateAnswer:
-            pass
+            for i in range(j, 100, 20):
+                with contextlib.suppress(DuplicateAnswer):
+                    own.add_answer("tok", f"x{i % 50}", i % 50, "left", 100.0 + i)
         except Exception as e:  # pragma: no cover - shows in the assert
             errors.append(e)
+        finally:
+            own.close()
 
-    threads = [threading.Thread(target=answer, args=(i,)) for i in range(100)]  # every trial twice
+    threads = [threading.Thread(target=answer, args=(j,)) for j in range(20)]
     for t in threads:
         t.start()
     for t in threads:

@@ -412,7 +412,10 @@ def test_job_pool_refuses_when_full_and_times_out():
             await running[0]
         assert pool.pending == 2  # a timed-out job keeps its slot until its thread is done
         gate.set()
-        await asyncio.sleep(0.1)
+        for _ in range(500):  # both threads end (up to 5 s on a loaded machine)
+            if pool.pending == 0:
+                break
+            await asyncio.sleep(0.01)
         assert pool.pending == 0
         assert await pool.run(lambda: 42) == 42
         for job in running[1:]:
@@ -434,10 +437,11 @@ def test_busy_server_answers_429(files, monkeypatch):
         done = []
         t = threading.Thread(target=lambda: done.append(c.post("/api/sample", json={"model": "mnist-dcgan", "n": 1})))
         t.start()
-        for _ in range(100):
+        for _ in range(500):  # the first request holds the only worker (up to 10 s on a loaded machine)
             if app.state.pool.pending:
                 break
             threading.Event().wait(0.02)
+        assert app.state.pool.pending == 1
         r = c.post("/api/sample", json={"model": "mnist-dcgan", "n": 1})
         assert r.status_code == 429 and "busy" in r.json()["error"]
         gate.set()
