@@ -8,7 +8,6 @@ loaded once, at start, through ``convgen.load`` (the same code path as the CLI).
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ class Catalog:
                                        " rename the directory")  # fmt: skip
                 self.paths[d.name] = resolve(d)
         self._pipes: dict[str, Pipeline] = {}
-        self._lock = threading.Lock()
+        self._described: dict[str, dict[str, Any]] = {}
         for name in list(self.paths):
             try:
                 self._pipes[name] = load(self.paths[name], device=device)
@@ -67,7 +66,13 @@ class Catalog:
         return pipe
 
     def describe(self, name: str, tools: dict[str, Any]) -> dict[str, Any]:
-        """What the pages need to offer a model: what it does and its choices."""
+        """What the pages need to offer a model: what it does and its choices (read once, the models being fixed
+        at start)."""
+        if name not in self._described:
+            self._described[name] = self._describe(name, tools)
+        return self._described[name]
+
+    def _describe(self, name: str, tools: dict[str, Any]) -> dict[str, Any]:
         pipe = self._pipes[name]
         card = zoo.describe(name) if self.paths[name] == zoo.model_dir(name) else {}
         info: dict[str, Any] = {"name": name, "task": pipe.saved.task, "summary": card.get("summary", ""),

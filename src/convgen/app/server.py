@@ -33,7 +33,6 @@ from convgen.errors import ConvgenError
 from convgen.pipelines import RestorePipeline, Sampler
 
 STATIC = ("app.css", "app.js", "index.js", "generate.js", "restore.js", "tool.js", "study.js", "results.js")
-PAGES = ("index", "generate", "restore", "tool", "study", "results")
 SAMPLE_OPTIONS = ("sampler", "steps", "guidance", "eta")
 RESTORE_OPTIONS = {"sigma": float, "tile": int, "overlap": int, "ensemble": int, "steps": int, "jump": int,
                    "resample": int, "seed": int}  # fmt: skip
@@ -116,16 +115,31 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
 
 
-def _is_local(request: Request) -> bool:
-    host = request.client.host if request.client else ""
+def is_loopback(host: str) -> bool:
+    """An address (or ``localhost``) of this machine only."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return host in ("testclient", "localhost")
+        return host == "localhost"
+
+
+def _is_local(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    return is_loopback(host) or host == "testclient"
 
 
 def _static(name: str) -> Path:
     return Path(str(resources.files("convgen.app") / "static" / name))
+
+
+def _page(name: str) -> HTMLResponse:
+    return HTMLResponse(_static(f"{name}.html").read_text(encoding="utf-8"))
+
+
+def _tool(name: str) -> tools.Tool:
+    if name not in tools.TOOLS:
+        raise UnknownModel(f"no tool {name!r} (tools: {', '.join(tools.TOOLS)})")
+    return tools.TOOLS[name]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -195,18 +209,14 @@ def _headers(app: FastAPI, allowed_hosts: tuple[str, ...] | None) -> None:
 
 
 def _pages(app: FastAPI) -> None:
-    def page(name: str) -> HTMLResponse:
-        return HTMLResponse(_static(f"{name}.html").read_text(encoding="utf-8"))
-
-    app.get("/", include_in_schema=False)(lambda: page("index"))
-    app.get("/generate", include_in_schema=False)(lambda: page("generate"))
-    app.get("/restore", include_in_schema=False)(lambda: page("restore"))
+    app.get("/", include_in_schema=False)(lambda: _page("index"))
+    app.get("/generate", include_in_schema=False)(lambda: _page("generate"))
+    app.get("/restore", include_in_schema=False)(lambda: _page("restore"))
 
     @app.get("/tool/{name}", include_in_schema=False)
     def tool_page(name: str):
-        if name not in tools.TOOLS:
-            raise UnknownModel(f"no tool {name!r} (tools: {', '.join(tools.TOOLS)})")
-        return page("tool")
+        _tool(name)
+        return _page("tool")
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str):
@@ -354,9 +364,7 @@ def _model_routes(app: FastAPI, s: Settings, catalog: Catalog, pool: JobPool) ->
 
     @app.post("/api/tool/{name}")
     async def tool(name: str, request: Request):
-        if name not in tools.TOOLS:
-            raise UnknownModel(f"no tool {name!r} (tools: {', '.join(tools.TOOLS)})")
-        t = tools.TOOLS[name]
+        t = _tool(name)
         text, uploads = await _form(request, ("image",))
         pipe = catalog.get(text.get("model"), t.pipeline, f"a model for {t.title.lower()}")
         if "image" not in uploads:
@@ -377,7 +385,7 @@ def _study_routes(app: FastAPI, s: Settings) -> None:
     @app.get("/study/{name}", include_in_schema=False)
     def rater_page(name: str):
         study(name)
-        return HTMLResponse(_static("study.html").read_text(encoding="utf-8"))
+        return _page("study")
 
     @app.get("/study/{name}/image/{image_id}", include_in_schema=False)
     def image(name: str, image_id: str):
@@ -410,7 +418,7 @@ def _study_routes(app: FastAPI, s: Settings) -> None:
         study(name)
         if not _is_local(request):
             return _error(403, "study results are only shown on the machine that runs the server")
-        return HTMLResponse(_static("results.html").read_text(encoding="utf-8"))
+        return _page("results")
 
     @app.get("/api/study/{name}/report")
     def report(name: str, request: Request):

@@ -82,6 +82,15 @@ def _rater_id(token: str) -> str:
 
 
 # -- creation ----------------------------------------------------------------------------------------------------
+def _new_id(ids: set[str]) -> str:
+    """A random image id not in ``ids`` (added to it)."""
+    image_id = secrets.token_hex(8)
+    while image_id in ids:
+        image_id = secrets.token_hex(8)
+    ids.add(image_id)
+    return image_id
+
+
 def _import_images(files: list[Path], images: Path, source: str, ids: set[str]) -> tuple[list[str], tuple]:
     """Re-encode ``files`` into ``images/<id>.png`` (metadata dropped); returns the ids and the first image's
     shape."""
@@ -91,10 +100,7 @@ def _import_images(files: list[Path], images: Path, source: str, ids: set[str]) 
         if arr.shape[-1] in (2, 4):
             arr = convert_channels(arr, arr.shape[-1] - 1, str(f))
         shape = shape or arr.shape
-        image_id = secrets.token_hex(8)
-        while image_id in ids:
-            image_id = secrets.token_hex(8)
-        ids.add(image_id)
+        image_id = _new_id(ids)
         write_image(images / f"{image_id}.png", np.clip(arr, 0, 1))
         out.append(image_id)
     print(f"study: {source}: {len(out)} image(s)", file=sys.stderr)
@@ -177,9 +183,8 @@ def create_study(
         rng = np.random.default_rng(seed)
         h, w, c = shapes["real"]
         catch_ids = []
-        for _ in range(max(catch, 1 if catch else 0)):
-            image_id = secrets.token_hex(8)
-            ids.add(image_id)
+        for _ in range(catch):
+            image_id = _new_id(ids)
             write_image(images / f"{image_id}.png", rng.random((h, w, c), dtype=np.float32))
             catch_ids.append(image_id)
         design = {
@@ -366,10 +371,12 @@ def _correct(kind: str, trial: dict[str, Any], choice: str) -> bool | None:
     return None
 
 
-def answer_rows(study: Study) -> list[dict[str, Any]]:
-    """Every stored answer joined with its trial (what ``--csv`` writes)."""
+def answer_rows(study: Study, sessions: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every stored answer joined with its trial (what ``--csv`` writes); ``sessions``: the store's, if read
+    already."""
     store = study.store()
-    trials = {s["token"]: {t["id"]: t for t in s["trials"]} for s in store.sessions()}
+    sessions = store.sessions() if sessions is None else sessions
+    trials = {s["token"]: {t["id"]: t for t in s["trials"]} for s in sessions}
     rows = []
     for a in store.answers():
         t = trials.get(a["token"], {}).get(a["trial"])
@@ -390,8 +397,8 @@ def answer_rows(study: Study) -> list[dict[str, Any]]:
 
 def report(study: Study, seed: int = 0) -> dict[str, Any]:
     """The study's numbers (see the module docstring); JSON-ready."""
-    rows = answer_rows(study)
     sessions = study.store().sessions()
+    rows = answer_rows(study, sessions)
     by_rater: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_rater[r["rater"]].append(r)
@@ -412,15 +419,18 @@ def report(study: Study, seed: int = 0) -> dict[str, Any]:
     kept = [r for r in rows if r["phase"] == "main" and r["rater"] not in excluded]
     sources = [s for s in study.design["sources"] if study.kind == "mos" or s != "real"]
     per_source: dict[str, Any] = {}
+
+    def value(r: dict[str, Any]) -> int:  # what a main answer says of its source: took it for real, or the score
+        return r["judged_real"] if study.kind == "2afc" else int(r["choice"])
+
     for src in sources:
         values: dict[str, list] = defaultdict(list)
         for r in kept:
             if r["source"] == src:
-                values[r["rater"]].append(r["judged_real"] if study.kind == "2afc" else int(r["choice"]))
+                values[r["rater"]].append(value(r))
         summary = human.judged_real(values, seed) if study.kind == "2afc" else human.opinion_score(values, seed)
         summary["response_time"] = human.time_summary([r["ms"] for r in kept if r["source"] == src])
         everyone = [r for r in rows if r["phase"] == "main" and r["source"] == src]
-        value = (lambda r: r["judged_real"]) if study.kind == "2afc" else (lambda r: int(r["choice"]))
         summary["all_raters"] = {  # before the attention rule, to see what the exclusions change
             "value": sum(map(value, everyone)) / len(everyone) if everyone else None,
             "n": len(everyone),

@@ -74,13 +74,13 @@ def sample_grid(pipe: Sampler, n: int, seed: int, classes: list | None, options:
 
 def interpolation_frames(pipe: Sampler, steps: int, seed: int, mode: str, label, classes) -> list[str]:
     """One latent (or class) walk of ``steps`` frames, as PNG data URLs (``convgen interpolate --rows 1``)."""
+    from PIL import Image
+
     from convgen.io.images import to_uint8
 
     images = pipe.interpolate(steps, 1, seed, mode, classes, label)
     frames = []
     for img in images:
-        from PIL import Image
-
         arr = to_uint8(img.permute(1, 2, 0).numpy())
         buf = io.BytesIO()
         Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(buf, format="PNG")

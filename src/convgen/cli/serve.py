@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from convgen.app.server import Settings, create_app
+        from convgen.app.server import Settings, create_app, is_loopback
     except ImportError as e:
         raise ConvgenError(f"the web app needs its extra ({e.name} is missing): pip install 'convgen[web]'") from None
     if args.studies is not None and not Path(args.studies).is_dir():
@@ -26,10 +25,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise ConvgenError(f"`{key}` {getattr(args, key)}: must be >= {0 if key == 'queue' else 1}")
     if args.timeout <= 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise ConvgenError("`timeout`, `max_upload_mb` and `max_megapixels` must be > 0")
-    try:
-        local = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        local = args.host == "localhost"
+    local = is_loopback(args.host)
     settings = Settings(
         allowed_hosts=("127.0.0.1", "localhost", "::1", args.host.lower()) if local else None,
         models=[Path(m) for m in args.models],
