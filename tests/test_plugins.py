@@ -58,6 +58,43 @@ def test_plugin_family_trains_saves_and_restores(tmp_path: Path):
     r = run("restore", "denoise", str(tmp_path / "run"), "--input", str(tmp_path / "in.png"),
             "--output", str(tmp_path / "o2.png"), env=env)  # fmt: skip
     assert r.returncode == 2 and "not a denoise model" in r.stderr and "Traceback" not in r.stderr
+    # the plugin's own options, declared once: flags with their help, checks, and the web app's form description
+    r = run("restore", "identity", str(tmp_path / "run"), "--input", str(tmp_path / "in.png"),
+            "--output", str(tmp_path / "gain.png"), "--gain", "2", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doubled = np.asarray(Image.open(tmp_path / "gain.png"), np.float64)
+    assert np.abs(np.minimum(2 * out, 255) - doubled).mean() < 3
+    r = run("sample", str(tmp_path / "run"), "--n", "2", "--out", str(tmp_path / "s"), "--brightness", "0.5", env=env)
+    assert r.returncode == 0, r.stderr
+    assert np.abs(np.asarray(Image.open(tmp_path / "s" / "00000.png"), np.float64) - 64).max() < 8  # 0.5 x 0.5
+    for args, flag in ((["sample", "--help"], "--brightness"), (["restore", "identity", "--help"], "--gain")):
+        r = run(*args, env=env)
+        assert r.returncode == 0 and flag in r.stdout and "[toy-identitymodels]" in "".join(r.stdout.split()), r.stdout
+    for args, message in (
+        (["sample", str(tmp_path / "run"), "--n", "2", "--out", str(tmp_path / "s2"), "--brightness", "nan"],
+         "--brightness nan: must be a finite number"),
+        (["restore", "identity", str(tmp_path / "run"), "--input", str(tmp_path / "in.png"), "--output",
+          str(tmp_path / "g2.png"), "--gain", "-1"], "--gain -1: must be in [0, 4]"),
+    ):  # fmt: skip
+        r = run(*args, env=env)
+        assert r.returncode == 2 and r.stderr.strip() == f"convgen: error: {message}", r.stderr
+    assert not (tmp_path / "s2").exists() and not (tmp_path / "g2.png").exists()
+    script = (
+        "import json, sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from convgen.app.server import Settings, create_app\n"
+        "app = create_app(Settings(models=[sys.argv[1]]))\n"
+        "print(json.dumps(TestClient(app).get('/api/models').json()))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
+                       env=env, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    toy = next(m for m in json.loads(r.stdout)["models"] if m["name"] == "run")
+    (brightness,) = toy["options"]["sample"]
+    (gain,) = toy["options"]["restore"]["identity"]
+    assert brightness["name"] == "brightness" and brightness["type"] == "float" and brightness["default"] == 1.0
+    assert brightness["lo"] == 0 and brightness["hi"] == 4 and "brightness" in brightness["help"]
+    assert gain["name"] == "gain" and gain["type"] == "float" and gain["default"] == 1.0 and gain["help"]
     # the shipped models are still served next to the plugin
     r = run("restore", "denoise", "denoise-gray-s25", "--input", str(tmp_path / "in.png"),
             "--output", str(tmp_path / "o3.png"), env=env)  # fmt: skip

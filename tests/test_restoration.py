@@ -24,7 +24,7 @@ from convgen.models import build_model
 from convgen.pipelines.restore import RestorationPipeline
 from convgen.pipelines.tiling import _ramp
 from convgen.registry import DEGRADATIONS
-from convgen.tasks.restoration import restoration_loss
+from convgen.losses.pixel import restoration_loss
 from tests.conftest import SHARED_DATA, cli
 
 
@@ -390,7 +390,7 @@ def test_restore_cli_folder_png_and_npy(trained: Path, tmp_path: Path):
     r = cli(
         "restore", "denoise", str(trained), "--input", str(src), "--output", out_dir, "--overwrite", "--ensemble", "3"
     )
-    assert r.returncode == 2 and "invalid choice" in r.stderr
+    assert r.returncode == 2 and "--ensemble 3: must be 1, 2, 4 or 8" in r.stderr
 
 
 def test_restore_cli_errors(trained: Path, tmp_path: Path):
@@ -398,7 +398,7 @@ def test_restore_cli_errors(trained: Path, tmp_path: Path):
     Image.fromarray(smooth_images(1, 32, 3)[0]).save(img)
     cases = [
         (("denoise", str(trained), "--input", str(img)), "colour"),  # RGB into a gray model
-        (("inpaint", str(trained), "--input", str(img), "--mask", str(img)), "not a inpaint model"),
+        (("inpaint", str(trained), "--input", str(img), "--mask", str(img)), "not an inpaint model"),
         (("denoise", str(trained), "--input", str(tmp_path / "missing.png")), "not found"),
         (("denoise", "no-such-model", "--input", str(img)), "unknown model"),
         (("denoise", "mnist-classifier", "--input", str(img)), "not a restoration model"),

@@ -144,7 +144,7 @@ def test_ex_post_gaussian_mixture_recovers_clusters_and_samples(trained: Path):
     torch.testing.assert_close(ex_post, pipe.sample(8, seed=0, sampler="gmm"))
     with pytest.raises(ConvgenError, match="sampler"):
         pipe.sample(4, sampler="flow")
-    with pytest.raises(ConvgenError, match="a GAN takes no"):
+    with pytest.raises(ConvgenError, match="sampling with mnist-dcgan does not take"):
         convgen.load("mnist-dcgan").sample(2, sampler="gmm")
 
 
@@ -261,7 +261,7 @@ def test_latent_tool_commands(trained: Path, tmp_path: Path):
 
 
 def test_zoo_mixture_is_what_the_preset_refits_and_the_sampler_benchmark_runs(tmp_path: Path):
-    """The zoo's ex-post mixture is exactly what export fits with the preset's ``ex_post_components`` (so the recipe
+    """The zoo's ex-post mixture is what export fits with the preset's ``ex_post_components`` (so the recipe
     reproduces it), and ``benchmarks/vae_sampler.py`` scores a refitted mixture."""
     import sys
 
@@ -274,7 +274,8 @@ def test_zoo_mixture_is_what_the_preset_refits_and_the_sampler_benchmark_runs(tm
     copy = vae_sampler.refit("mnist-vae", preset.model.ex_post_components, tmp_path / "refit")
     zoo = Path(convgen.__file__).parent / "zoo" / "mnist-vae" / "gmm.safetensors"
     ours, theirs = load_file(copy / "gmm.safetensors"), load_file(zoo)
-    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # equal up to float rounding: the encoder's sums differ between CPUs (an AVX-512 machine gives 1e-4 off)
+    assert ours.keys() == theirs.keys() and all(torch.allclose(ours[k], theirs[k], atol=1e-3) for k in ours)
     extractor = vae_sampler.get_extractor("mnist-classifier")
     x_real = torch.rand(200, 1, 28, 28)
     row = vae_sampler.evaluate_model(str(copy), 100, 10, extractor, x_real, sampler="prior")
@@ -286,4 +287,4 @@ def test_vae_refuses_other_families_sampling_options(tmp_path, capsys):
     from convgen.cli import main
 
     assert main(["sample", "mnist-vae", "--n", "2", "--out", str(tmp_path / "s"), "--guidance", "2"]) == 2
-    assert "a VAE takes no --guidance" in capsys.readouterr().err
+    assert "sampling with mnist-vae does not take --guidance (it takes --sampler)" in capsys.readouterr().err

@@ -2,8 +2,9 @@
 
 Adding a model, dataset, task, loss, degradation, pipeline or feature extractor means decorating it with
 ``@MODELS.register("name")`` (etc.) in its own file. This module imports none of them: each registry names the
-package that holds convgen's own members (``home``), imported by name on the first lookup, and that package's
-``__init__`` imports its modules. Third-party plugins register the same way from their own modules, loaded on the
+package that holds convgen's own members (``home``); on the first lookup every module of that package is imported
+by name (:func:`import_package`, ``pkgutil`` over the package), so a family module registers by being there; no
+hand-kept list names it. Third-party plugins register the same way from their own modules, loaded on the
 first lookup too (:func:`load_plugins`): a Python entry point in the ``convgen.plugins`` group, or a module named in
 ``$CONVGEN_PLUGINS`` (comma-separated).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import sys
 from collections.abc import Callable
 from importlib import metadata
@@ -46,6 +48,16 @@ def load_plugins() -> list[str]:
     return sorted(_loaded_plugins)
 
 
+def import_package(name: str) -> list[str]:
+    """Import module ``name`` and, when it is a package, every module and sub-package in it; returns their names."""
+    module = importlib.import_module(name)
+    found = [name]
+    for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=f"{name}."):
+        importlib.import_module(info.name)
+        found.append(info.name)
+    return found
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str, home: str) -> None:
         self.kind = kind
@@ -65,7 +77,7 @@ class Registry(Generic[T]):
     def _discover(self) -> None:
         if not self._discovered:
             self._discovered = True
-            importlib.import_module(self.home)
+            import_package(self.home)
             load_plugins()
 
     def get(self, name: str) -> T:
@@ -87,6 +99,28 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         self._discover()
         return name in self._items
+
+    def subset(self, kind: str, keep: Callable[[T], bool]) -> RegistryView[T]:
+        """The members for which ``keep`` holds, looked up like a registry of their own (e.g. the pixel losses)."""
+        return RegistryView(self, kind, keep)
+
+
+class RegistryView(Generic[T]):
+    """A filtered view of a registry with the same lookups (what :func:`convgen.schema.build_typed` needs)."""
+
+    def __init__(self, registry: Registry[T], kind: str, keep: Callable[[T], bool]) -> None:
+        self.registry, self.kind, self.keep = registry, kind, keep
+
+    def names(self) -> list[str]:
+        return [name for name, obj in self.registry.items() if self.keep(obj)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def get(self, name: str) -> T:
+        if name not in self:
+            raise ConvgenError(f"unknown {self.kind} {name!r} (known: {', '.join(self.names()) or 'none'})")
+        return self.registry.get(name)
 
 
 MODELS: Registry[Any] = Registry("model type", "convgen.models")

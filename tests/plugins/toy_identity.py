@@ -1,9 +1,11 @@
 """A model family from outside convgen, registered the way a third-party plugin does it: a model, a task and a
-pipeline with a restore verb of its own (``convgen restore identity``). Loaded through ``$CONVGEN_PLUGINS`` or a
+pipeline with a restore verb of its own (``convgen restore identity``) and a sampler, each with an option of its own
+(``--gain``, ``--brightness``) declared as an options dataclass. Loaded through ``$CONVGEN_PLUGINS`` or a
 ``convgen.plugins`` entry point; nothing in convgen names it.
 
 The network is one gain and one offset per channel (``out = gain * x + offset``) that starts far from the identity
-(gain 0.3, offset 0.2) and learns it from images by mean squared error."""
+(gain 0.3, offset 0.2) and learns it from images by mean squared error. Its "samples" are the network applied to
+mid-gray images, times ``brightness``."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
+from convgen.engine.optim import optimizer_step
 from convgen.engine.task import Task
+from convgen.options import Options, option
 from convgen.pipelines.restore import RestorePipeline, as_float_image
+from convgen.pipelines.sample import Sampler
 from convgen.registry import MODELS, PIPELINES, TASKS
 from convgen.schema import check
 
@@ -52,8 +56,7 @@ class ToyIdentityTask(Task):
         super().__init__(cfg, data, ctx, total_steps)
         net = ctx.prepare(ToyIdentity(cfg.model))
         self.models = {"net": net}
-        self.optimizers = {"net": make_optimizer(net.parameters(), cfg.train)}
-        self.schedulers = {"net": make_scheduler(self.optimizers["net"], cfg.train, total_steps)}
+        self.add_optimizer("net", net.parameters())
 
     def train_step(self, batch, step):
         x = self.ctx.to_device(batch[0])
@@ -73,13 +76,31 @@ class ToyIdentityTask(Task):
         (model_dir / "tables.json").write_text('{"built": true}')  # what a codec's coding tables would be
 
 
+@dataclass
+class IdentityOptions(Options):
+    gain: float = option(1.0, "multiply the result by this", lo=0, hi=4)
+
+
+@dataclass
+class ToySampleOptions(Options):
+    brightness: float = option(1.0, "scale the samples' brightness", lo=0, hi=4)
+
+
 @PIPELINES.register("toy-identity")
-class ToyIdentityPipeline(RestorePipeline):
+class ToyIdentityPipeline(Sampler, RestorePipeline):
     networks = ("net",)
     restores = ("identity",)
     verb_help = {"identity": "return the image as it was (a plugin's own verb)"}
+    restore_options = {"identity": IdentityOptions}
+    sample_options = ToySampleOptions
 
     @torch.no_grad()
-    def restore(self, image: np.ndarray, mask=None, name: str = "image", **options) -> np.ndarray:
+    def restore_image(self, image: np.ndarray, mask=None, name: str = "image", verb: str = "identity",
+                      gain: float = 1.0) -> np.ndarray:  # fmt: skip
         x = torch.from_numpy(as_float_image(image, name)).permute(2, 0, 1)[None]
-        return self.models["net"](x.to(self.device))[0].permute(1, 2, 0).cpu().numpy()
+        return (gain * self.models["net"](x.to(self.device)))[0].permute(1, 2, 0).cpu().numpy()
+
+    @torch.no_grad()
+    def generate_images(self, n, seed, labels, batch_size, brightness: float = 1.0) -> torch.Tensor:
+        gray = torch.full((n, self.cfg.model.channels, 8, 8), 0.5)
+        return (brightness * self.models["net"](gray)).clamp(0, 1).cpu()

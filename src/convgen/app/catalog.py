@@ -14,6 +14,7 @@ from typing import Any
 from convgen import zoo
 from convgen.errors import ConvgenError
 from convgen.modeldir import resolve
+from convgen.options import Options
 from convgen.pipelines import Pipeline, RestorePipeline, Sampler, load
 
 
@@ -77,8 +78,16 @@ class Catalog:
         card = zoo.describe(name) if self.paths[name] == zoo.model_dir(name) else {}
         info: dict[str, Any] = {"name": name, "task": pipe.saved.task, "summary": card.get("summary", ""),
                                 "zoo": bool(card), "generate": isinstance(pipe, Sampler)}  # fmt: skip
+        options: dict[str, Any] = {}
         if isinstance(pipe, Sampler):
             info["classes"] = pipe.class_names if pipe.num_classes else []
+            options["sample"] = pipe.describe_options(pipe.sample_options)
+            options["interpolate"] = pipe.describe_options(pipe.walk_options)
         info["verbs"] = list(pipe.verbs) if isinstance(pipe, RestorePipeline) else []
+        if info["verbs"]:
+            options["restore"] = {v: pipe.describe_options(pipe.restore_options.get(v, Options)) for v in info["verbs"]}
         info["tools"] = [t for t, tool in tools.items() if isinstance(pipe, tool.pipeline)]
+        for t in info["tools"]:
+            options[t] = pipe.describe_options(tools[t].declared(pipe))
+        info["options"] = options
         return info

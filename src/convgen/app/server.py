@@ -33,9 +33,9 @@ from convgen.errors import ConvgenError
 from convgen.pipelines import RestorePipeline, Sampler
 
 STATIC = ("app.css", "app.js", "index.js", "generate.js", "restore.js", "tool.js", "study.js", "results.js")
-SAMPLE_OPTIONS = ("sampler", "steps", "guidance", "eta")
-RESTORE_OPTIONS = {"sigma": float, "tile": int, "overlap": int, "ensemble": int, "steps": int, "jump": int,
-                   "resample": int, "seed": int}  # fmt: skip
+#: the request fields of the endpoints themselves; any other field is one of the model's declared options
+SAMPLE_FIELDS = ("model", "n", "seed", "class")
+INTERPOLATE_FIELDS = ("model", "steps", "seed", "class", "classes", "mode")
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")  # fmt: skip
 
@@ -249,17 +249,9 @@ def _class(value: Any) -> str | int | None:
     return value
 
 
-def _options(body: dict) -> dict[str, Any]:
-    """The sampling options a family may take, type-checked (their ranges are the pipeline's to check)."""
-    options = {k: body[k] for k in SAMPLE_OPTIONS if body.get(k) is not None}
-    if "steps" in options:
-        options["steps"] = _int(options, "steps", None, 1, 1000)
-    for key in ("guidance", "eta"):
-        if key in options and (isinstance(options[key], bool) or not isinstance(options[key], int | float)):
-            raise ConvgenError(f"`{key}` must be a number, got {options[key]!r}")
-    if "sampler" in options and not isinstance(options["sampler"], str):
-        raise ConvgenError(f"`sampler` must be a string, got {options['sampler']!r}")
-    return options
+def _rest(body: dict, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of a JSON body that are not the endpoint's own: the model's options (its pipeline checks them)."""
+    return {k: v for k, v in body.items() if k not in fields and v is not None}
 
 
 def _int(body: dict, key: str, default: Any, lo: int, hi: int) -> int:
@@ -320,7 +312,9 @@ def _model_routes(app: FastAPI, s: Settings, catalog: Catalog, pool: JobPool) ->
         n = _int(body, "n", 16, 1, s.max_samples)
         seed = _int(body, "seed", 0, -(2**63), 2**63 - 1)
         cls = _class(body.get("class"))
-        png = await pool.run(tools.sample_grid, pipe, n, seed, None if cls is None else [cls], _options(body))
+        options = _rest(body, SAMPLE_FIELDS)
+        pipe.checked_sample_options(options)  # a bad option is a 4xx before the job is queued
+        png = await pool.run(tools.sample_grid, pipe, n, seed, None if cls is None else [cls], options)
         return Response(png, media_type="image/png")
 
     @app.post("/api/interpolate")
@@ -339,7 +333,9 @@ def _model_routes(app: FastAPI, s: Settings, catalog: Catalog, pool: JobPool) ->
         mode = body.get("mode", "slerp")
         if mode not in ("slerp", "lerp"):
             raise ConvgenError(f"`mode` must be slerp or lerp, got {mode!r}")
-        frames = await pool.run(tools.interpolation_frames, pipe, steps, seed, mode, label, classes)
+        options = _rest(body, INTERPOLATE_FIELDS)
+        pipe.checked(pipe.walk_options, options, "interpolation")
+        frames = await pool.run(tools.interpolation_frames, pipe, steps, seed, mode, label, classes, options)
         return {"frames": frames}
 
     @app.post("/api/restore/{verb}")
@@ -349,15 +345,8 @@ def _model_routes(app: FastAPI, s: Settings, catalog: Catalog, pool: JobPool) ->
         pipe.check_verb(verb, text["model"])
         if "image" not in uploads:
             raise ConvgenError("no `image` file in the form")
-        options: dict[str, Any] = {"tile": 512, "overlap": 64}  # the CLI's defaults
-        for key, kind in RESTORE_OPTIONS.items():
-            if text.get(key, "") != "":
-                try:
-                    options[key] = kind(text[key])
-                except ValueError:
-                    raise ConvgenError(f"`{key}` {text[key]!r}: not a number") from None
-        if options.get("tile") == 0:
-            options["tile"] = None
+        options = tools.parse_form(pipe.restore_options.get(verb), text)
+        pipe.check_options(verb, uploads.get("mask"), **options)
         png = await pool.run(tools.restore_upload, pipe, verb, uploads["image"], uploads.get("mask"), options,
                              s.max_pixels)  # fmt: skip
         return Response(png, media_type="image/png")

@@ -12,12 +12,13 @@ import base64
 import io
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from convgen.errors import ConvgenError
 from convgen.io.images import IMAGE_SUFFIXES, probe_image
+from convgen.options import Options, fields_of, parse_text
 from convgen.pipelines import Pipeline, RestorePipeline, Sampler, StylePipeline
 from convgen.pipelines.codec import CodecPipeline, decompress
 
@@ -72,13 +73,14 @@ def sample_grid(pipe: Sampler, n: int, seed: int, classes: list | None, options:
         return save_grid(images[:100], tmp.path / "grid.png").read_bytes()
 
 
-def interpolation_frames(pipe: Sampler, steps: int, seed: int, mode: str, label, classes) -> list[str]:
+def interpolation_frames(pipe: Sampler, steps: int, seed: int, mode: str, label, classes,
+                         options: dict[str, Any] | None = None) -> list[str]:  # fmt: skip
     """One latent (or class) walk of ``steps`` frames, as PNG data URLs (``convgen interpolate --rows 1``)."""
     from PIL import Image
 
     from convgen.io.images import to_uint8
 
-    images = pipe.interpolate(steps, 1, seed, mode, classes, label)
+    images = pipe.interpolate(steps, 1, seed, mode, classes, label, **(options or {}))
     frames = []
     for img in images:
         arr = to_uint8(img.permute(1, 2, 0).numpy())
@@ -100,49 +102,35 @@ def restore_upload(pipe: RestorePipeline, verb: str, image: Upload, mask: Upload
         return out.read_bytes()
 
 
+def parse_form(declared: type[Options] | None, text: dict[str, str], generic: tuple[str, ...] = ("model",)
+               ) -> dict[str, Any]:  # fmt: skip
+    """The text fields of a form (all but the endpoint's own ``generic`` ones) as typed option values, by the
+    declaration; empty fields are left out (the default), unknown ones are passed on for the pipeline to refuse."""
+    types = {f.name: tp for f, tp in fields_of(declared or Options)}
+    out: dict[str, Any] = {}
+    for key, raw in text.items():
+        if key in generic or raw == "":
+            continue
+        out[key] = parse_text(key, types[key], raw) if key in types else raw
+    return out
+
+
 # -- the other families' pages -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Field:
-    """A form field of a tool page: ``kind`` "int", "float" or "bool"; ``lo``/``hi`` bounds for numbers."""
-
-    name: str
-    label: str
-    kind: str
-    default: Any = None
-    lo: float | None = None
-    hi: float | None = None
-
-    def parse(self, raw: str | None) -> Any:
-        if raw is None or raw == "":
-            return self.default
-        if self.kind == "bool":
-            return raw.lower() in ("1", "true", "on", "yes")
-        try:
-            value = int(raw) if self.kind == "int" else float(raw)
-        except ValueError:
-            raise ConvgenError(
-                f"`{self.name}` {raw!r}: not {'an integer' if self.kind == 'int' else 'a number'}"
-            ) from None
-        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            raise ConvgenError(f"`{self.name}` {value}: must be in {self.lo:g}..{self.hi:g}")
-        return value
-
-
 @dataclass(frozen=True)
 class Tool:
     """An image-in, image-out page for one family: ``run(pipe, input_path, folder, options)`` writes a PNG and
-    returns its path and a few numbers to show beside it."""
+    returns its path and a few numbers to show beside it; ``declared(pipe)`` is the options the model declares for
+    it (the page's form fields and their checks)."""
 
     name: str
     title: str
     pipeline: type
     run: Callable[[Pipeline, Path, Path, dict[str, Any]], tuple[Path, dict[str, Any]]]
-    fields: tuple[Field, ...] = field(default_factory=tuple)
+    declared: Callable[[Pipeline], type[Options]]
     blurb: str = ""
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "title": self.title, "blurb": self.blurb,
-                "fields": [vars(f) for f in self.fields]}  # fmt: skip
+        return {"name": self.name, "title": self.title, "blurb": self.blurb}
 
 
 TOOLS: dict[str, Tool] = {}
@@ -156,7 +144,7 @@ def register(tool: Tool) -> Tool:
 
 
 def run_tool(tool: Tool, pipe: Pipeline, image: Upload, raw: dict[str, str], max_pixels: int) -> tuple[bytes, dict]:
-    options = {f.name: f.parse(raw.get(f.name)) for f in tool.fields}
+    options = parse_form(tool.declared(pipe), raw)
     with _Scratch() as tmp:
         src = tmp.save(image, "image", max_pixels)
         out, info = tool.run(pipe, src, tmp.path, options)
@@ -164,27 +152,23 @@ def run_tool(tool: Tool, pipe: Pipeline, image: Upload, raw: dict[str, str], max
 
 
 def _stylize(pipe: StylePipeline, src: Path, folder: Path, options: dict) -> tuple[Path, dict]:
-    """``convgen stylize MODEL --input FILE --output OUT.png [--preserve-color] [--size S]``."""
-    options = {k: v for k, v in options.items() if v is not None}
+    """``convgen stylize MODEL --input FILE --output OUT.png [options]``."""
     out = pipe.stylize_files(src, folder / "stylized.png", **options)[0]
     return out, {"style": ", ".join(pipe.style_names)}
 
 
 def _codec(pipe: CodecPipeline, src: Path, folder: Path, options: dict) -> tuple[Path, dict]:
-    """``convgen codec compress`` then ``convgen codec decompress``: the decoded image and its size."""
+    """``convgen compress`` then ``convgen decompress``: the decoded image and its size."""
     from convgen.io.images import read_image
 
-    packed = pipe.compress(src, folder / "packed", quality=options.get("quality"))[0]
+    packed = pipe.compress(src, folder / "packed", **options)[0]
     out = decompress(packed, folder / "decoded", model=pipe.model_dir)[0]
     h, w = read_image(src).shape[:2]
     size = packed.stat().st_size
     return out, {"bytes": size, "bpp": round(8 * size / (h * w), 4)}
 
 
-register(Tool("stylize", "Style transfer", StylePipeline, _stylize,
-              (Field("preserve_color", "keep the photo's colours", "bool", False),
-               Field("size", "longer side (px, empty = as uploaded)", "int", None, 16, 2048)),
+register(Tool("stylize", "Style transfer", StylePipeline, _stylize, lambda pipe: pipe.stylize_options,
               "Paint a photo in the style a model was trained on (one network pass)."))  # fmt: skip
-register(Tool("codec", "Learned compression", CodecPipeline, _codec,
-              (Field("quality", "quality level (empty = the model's default)", "int", None, 1, 16),),
+register(Tool("codec", "Learned compression", CodecPipeline, _codec, lambda pipe: pipe.compress_options,
               "Compress a photo with the learned codec: what comes back, and how many bits it took."))  # fmt: skip

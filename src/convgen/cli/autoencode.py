@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from convgen.cli.common import add_option_flags, given_options
 from convgen.errors import ConvgenError
 
 
@@ -13,7 +14,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from convgen.pipelines import RestorePipeline, load
 
     pipe = load(args.model, device=args.device, expect=RestorePipeline, role="an autoencoder")
-    written = pipe.restore_files(args.input, args.output, overwrite=args.overwrite, verb="reconstruct")
+    options = given_options(args, args.option_names)
+    written = pipe.restore_files(args.input, args.output, overwrite=args.overwrite, verb="reconstruct", **options)
     print(f"reconstruct: wrote {len(written)} image(s) to {args.output}", file=sys.stderr)
     return 0
 
@@ -69,7 +71,7 @@ def _cmd_latent_map(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub, with_options: bool = True) -> None:
     r = sub.add_parser(
         "reconstruct",
         help="reconstruct images with an autoencoder or VAE (the decoder's mean)",
@@ -81,7 +83,12 @@ def add_commands(sub) -> None:
     r.add_argument("--output", required=True, help="output file or folder")
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r.add_argument("--device", default="auto")
-    r.set_defaults(func=_cmd_reconstruct)
+    declared = []
+    if with_options:
+        from convgen.pipelines.vae import VAEPipeline
+
+        declared = [("autoencoders", VAEPipeline.restore_options["reconstruct"])]
+    r.set_defaults(func=_cmd_reconstruct, option_names=add_option_flags(r, declared))
 
     t = sub.add_parser(
         "traverse",

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from convgen.cli.common import add_option_flags, given_options
+
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     from convgen.pipelines import load
     from convgen.pipelines.codec import CodecPipeline
 
     pipe = load(args.model, device=args.device, expect=CodecPipeline, role="a codec")
-    written = pipe.compress(args.input, args.output, quality=args.quality, overwrite=args.overwrite)
+    options = given_options(args, args.option_names)
+    written = pipe.compress(args.input, args.output, overwrite=args.overwrite, **options)
     size = sum(p.stat().st_size for p in written)
-    q = pipe.check_quality(args.quality)
+    q = pipe.check_quality(options.get("quality"))
     print(f"compress: wrote {len(written)} file(s), {size:,} bytes, quality {q}, to {args.output}", file=sys.stderr)
     return 0
 
@@ -26,7 +29,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub, with_options: bool = True) -> None:
     c = sub.add_parser(
         "compress",
         help="compress images with a learned codec (one .cvgc file per image)",
@@ -36,10 +39,14 @@ def add_commands(sub) -> None:
     c.add_argument("model", help="zoo name (e.g. codec) or saved model directory")
     c.add_argument("--input", required=True, help="image file or folder")
     c.add_argument("--output", required=True, help="folder for the .cvgc files")
-    c.add_argument("--quality", type=int, help="rate point 1..K (default: the model's, see its card)")
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     c.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    c.set_defaults(func=_cmd_compress)
+    declared = []
+    if with_options:
+        from convgen.pipelines.codec import CodecPipeline
+
+        declared = [("codec models", CodecPipeline.compress_options)]
+    c.set_defaults(func=_cmd_compress, option_names=add_option_flags(c, declared, "codec options"))
     d = sub.add_parser(
         "decompress",
         help="decode .cvgc files to PNG images",

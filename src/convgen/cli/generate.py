@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from convgen.cli.common import add_option_flags, given_options
+
 
 def _sampler(model: str, device: str):
     from convgen.pipelines import Sampler, load
@@ -12,9 +14,18 @@ def _sampler(model: str, device: str):
     return load(model, device=device, expect=Sampler, role="a generator")
 
 
+def sampler_families(attribute: str) -> list[tuple[str, type]]:
+    """[(pipeline name, its declared ``sample_options`` / ``walk_options``), ...] over every registered generator."""
+    from convgen.pipelines.sample import Sampler
+    from convgen.registry import PIPELINES
+
+    return [(f"{name} models", getattr(cls, attribute)) for name, cls in PIPELINES.items()
+            if isinstance(cls, type) and issubclass(cls, Sampler)]  # fmt: skip
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     pipe = _sampler(args.model, args.device)
-    options = {k: getattr(args, k) for k in ("sampler", "steps", "guidance", "eta") if getattr(args, k) is not None}
+    options = given_options(args, args.option_names)
     written = pipe.save_samples(
         args.out, args.n, args.per_class, args.seed, args.classes, args.batch_size, args.grid, args.overwrite, **options
     )
@@ -27,18 +38,21 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
     pipe = _sampler(args.model, args.device)
     classes = tuple(args.classes) if args.classes else None
-    images = pipe.interpolate(args.steps, args.rows, args.seed, args.mode, classes, args.class_)
+    options = given_options(args, args.option_names)
+    images = pipe.interpolate(args.steps, args.rows, args.seed, args.mode, classes, args.class_, **options)
     save_interpolation(images, args.steps, args.out, args.gif, overwrite=args.overwrite)
     print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""), file=sys.stderr)
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub, with_families: bool = True) -> None:
+    """``with_families`` False lists the commands without the models' own options (no pipeline import)."""
     sm = sub.add_parser(
         "sample",
         help="generate images with a generator model",
         description="Write DIR/00000.png ... (--n N), or DIR/<class>/00000.png ... for every class of a conditional "
-        "model (--per-class K). The same --seed gives the same images.",
+        "model (--per-class K). The same --seed gives the same images. The model options below are the models' "
+        "own: each says which kind of model takes it.",
     )
     sm.add_argument("model", help="zoo name (e.g. mnist-dcgan, mnist-cgan) or saved model directory")
     how = sm.add_mutually_exclusive_group(required=True)
@@ -49,19 +63,10 @@ def add_commands(sub) -> None:
     sm.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     sm.add_argument("--grid", help="also write a preview grid PNG here")
     sm.add_argument("--overwrite", action="store_true", help="replace an existing --grid file")
-    sm.add_argument(
-        "--sampler", choices=["prior", "gmm"], help="VAEs: latents from the prior (default) or the ex-post GMM"
-    )
-    sm.add_argument("--steps", type=int, help="diffusion models: DDIM steps (default: the model's, <= 100)")
-    sm.add_argument(
-        "--guidance", type=float, help="diffusion models: classifier-free guidance scale (0 unconditional, 1 plain)"
-    )
-    sm.add_argument(
-        "--eta", type=float, help="diffusion models: DDIM eta (0 deterministic; 1 with --steps = T is DDPM ancestral)"
-    )
     sm.add_argument("--batch-size", type=int, default=500)
     sm.add_argument("--device", default="auto")
-    sm.set_defaults(func=_cmd_sample)
+    names = add_option_flags(sm, sampler_families("sample_options") if with_families else [])
+    sm.set_defaults(func=_cmd_sample, option_names=names)
 
     ip = sub.add_parser(
         "interpolate",
@@ -80,4 +85,5 @@ def add_commands(sub) -> None:
     ip.add_argument("--classes", nargs=2, metavar=("FROM", "TO"), help="class interpolation (conditional models)")
     ip.add_argument("--class", dest="class_", help="class of a latent walk (conditional models)")
     ip.add_argument("--device", default="auto")
-    ip.set_defaults(func=_cmd_interpolate)
+    names = add_option_flags(ip, sampler_families("walk_options") if with_families else [])
+    ip.set_defaults(func=_cmd_interpolate, option_names=names)

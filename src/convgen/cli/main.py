@@ -17,18 +17,24 @@ from convgen.errors import ConvgenError
 
 
 def build_parser(argv: Sequence[str] | None = None):
-    """The parser; the restore verbs (which import every pipeline) are listed only for ``convgen restore``."""
+    """The parser; the models' own options and the restore verbs (which import every pipeline) are built only for
+    the command that needs them."""
+    command = None if argv is None else (argv[0] if argv else "")
+
+    def full(*names: str) -> bool:
+        return command is None or command in names
+
     p = Parser(prog="convgen", description="CNN image generation and restoration toolkit.")
     p.add_argument("--version", action="version", version=f"convgen {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     train.add_commands(sub)
     classify.add_commands(sub)
-    generate.add_commands(sub)
-    restore.add_commands(sub, with_verbs=argv is None or (len(argv) > 0 and argv[0] == "restore"))
-    autoencode.add_commands(sub)
-    codec.add_commands(sub)
-    stylize.add_commands(sub)
+    generate.add_commands(sub, with_families=full("sample", "interpolate"))
+    restore.add_commands(sub, with_verbs=full("restore"))
+    autoencode.add_commands(sub, with_options=full("reconstruct"))
+    codec.add_commands(sub, with_options=full("compress"))
+    stylize.add_commands(sub, with_options=full("stylize"))
     models.add_commands(sub)
     evaluate.add_commands(sub)
     data.add_commands(sub)

@@ -8,27 +8,27 @@ import argparse
 import json
 import sys
 
+from convgen.cli.common import add_option_flags, given_options
 from convgen.errors import ConvgenError
 
-GATYS_ONLY = ("iterations", "optimizer", "lr", "content_weight", "style_weight", "tv_weight", "style_layers",
-              "content_layers", "style_size", "init", "seed", "coarse_side")  # fmt: skip
+GATYS_ARGS = ("style_mix", "vgg_weights", "feature_net")  # what the optimisation is built from, not its options
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
     method = args.method or ("fast" if args.model else "gatys")
+    options = given_options(args, args.option_names)
     if method == "fast":
         if not args.model:
             raise ConvgenError("--method fast needs a trained style MODEL (e.g. style-starry-night)")
         if args.style:
             raise ConvgenError("give either a trained style MODEL or --style PAINTING (Gatys), not both")
-        given = [k for k in (*GATYS_ONLY, "style_mix", "vgg_weights", "feature_net") if getattr(args, k) is not None]
+        given = [k for k in GATYS_ARGS if getattr(args, k) is not None]
         if given:
             raise ConvgenError(f"--{given[0].replace('_', '-')} is an option of the Gatys optimisation (--style)")
         from convgen.pipelines import load
         from convgen.pipelines.style import StylePipeline
 
         pipe = load(args.model, device=args.device, expect=StylePipeline, role="a style model")
-        options = {"preserve_color": args.preserve_color, "size": args.size}
     else:
         if args.model:
             raise ConvgenError(f"{args.model}: --method gatys optimises against --style images, not a model")
@@ -38,11 +38,6 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
         pipe = Gatys(args.style, args.style_mix, feature_net=args.feature_net or "auto",
                      vgg_weights=args.vgg_weights, device=args.device)  # fmt: skip
-        options = {k: getattr(args, k) for k in GATYS_ONLY if getattr(args, k) is not None}
-        for k in ("style_layers", "content_layers"):
-            if k in options:
-                options[k] = tuple(options[k])
-        options.update(preserve_color=args.preserve_color, size=args.size)
     written = pipe.stylize_files(args.input, args.output, overwrite=args.overwrite, **options)
     info = {k.split(":", 1)[1]: v for k, v in pipe.describe().items()}
     if info.get("feature_net", "").startswith("random"):
@@ -54,7 +49,13 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def _declared() -> list[tuple[str, type]]:
+    from convgen.pipelines.style import Gatys, StylePipeline
+
+    return [("fast models", StylePipeline.stylize_options), ("Gatys --style", Gatys.stylize_options)]
+
+
+def add_commands(sub, with_options: bool = True) -> None:
     s = sub.add_parser(
         "stylize",
         help="neural style transfer: a trained fast model, or the Gatys optimisation against --style images",
@@ -71,24 +72,11 @@ def add_commands(sub) -> None:
     s.add_argument("--style", nargs="+", help="style image(s) for the Gatys optimisation")
     s.add_argument("--style-mix", type=float, nargs="+", help="weights of several --style images (default: equal)")
     s.add_argument("--method", choices=["gatys", "fast"], help="default: fast with a MODEL, gatys with --style")
-    s.add_argument("--size", type=int, help="make the result with this longer side (default: the input's)")
-    s.add_argument("--preserve-color", action="store_true", help="transfer luminance only; keep the photo's colours")
-    g = s.add_argument_group("Gatys optimisation")
-    g.add_argument("--iterations", type=int, help="optimiser iterations over all scales (default 300)")
-    g.add_argument("--optimizer", choices=["lbfgs", "adam"], help="default lbfgs")
-    g.add_argument("--lr", type=float, help="Adam step (default 0.02); L-BFGS uses 1 with a line search")
-    g.add_argument("--content-weight", type=float, help="default 1")
-    g.add_argument("--style-weight", type=float, help="default 1000")
-    g.add_argument("--tv-weight", type=float, help="total variation weight (default 10)")
-    g.add_argument("--style-layers", nargs="+", help="default relu1_1 relu2_1 relu3_1 relu4_1 relu5_1")
-    g.add_argument("--content-layers", nargs="+", help="default relu4_2")
-    g.add_argument("--style-size", type=int, help="the painting's longer side for its Grams (default: --size)")
-    g.add_argument("--coarse-side", type=int, help="coarse-to-fine passes start at this side (default 256)")
-    g.add_argument("--init", choices=["content", "noise"], help="start from the photo (default) or noise")
-    g.add_argument("--seed", type=int, help="noise seed for --init noise")
+    g = s.add_argument_group("Gatys optimisation: what it is built from")
     g.add_argument("--feature-net", choices=["auto", "vgg19-imagenet", "random-vgg19"], help="default auto")
     g.add_argument("--vgg-weights", help="torchvision's vgg19-dcbb9e9d.pth (or set $CONVGEN_VGG_WEIGHTS)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.add_argument("--json", action="store_true", help="print what was done as one JSON object on stdout")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    s.set_defaults(func=_cmd_stylize)
+    names = add_option_flags(s, _declared() if with_options else [], "style options")
+    s.set_defaults(func=_cmd_stylize, option_names=names)

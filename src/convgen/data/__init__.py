@@ -1,6 +1,6 @@
 """Datasets, readers, downloads, transforms, batching and degradations (no torchvision).
 
-Importing this package registers its datasets (the registry imports it by name on the first lookup).
+The registry imports every module of this package on its first lookup (``registry.import_package``), so a
+module registers by being here.
 """
 
-from convgen.data import datasets, patches  # noqa: F401  (registers the datasets)

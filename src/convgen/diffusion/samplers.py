@@ -110,6 +110,32 @@ def sample_images(
     return torch.cat(out)
 
 
+def generate(
+    net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    schedule: NoiseSchedule,
+    parameterization: str,
+    shape: Sequence[int],
+    n: int,
+    seed: int,
+    labels: torch.Tensor | None,
+    steps: int,
+    guidance: float,
+    eta: float,
+    batch_size: int,
+    null_label: int | None,
+    device: torch.device | str = "cpu",
+    progress=None,
+) -> torch.Tensor:
+    """The sampler of ``convgen sample`` and of a diffusion run's validation: ``n`` DDIM samples in [0, 1] of the
+    network ``net(x_t, t, labels)`` with classifier-free guidance ``guidance`` (:func:`guided_predictor`), image
+    ``i`` from (seed, i) with class ``labels[i]`` (:func:`sample_images`)."""
+
+    def predictor(y: torch.Tensor | None) -> Predict:
+        return guided_predictor(net, schedule, parameterization, y, guidance, null_label)
+
+    return sample_images(predictor, shape, n, seed, labels, schedule, steps, eta, batch_size, device, progress)
+
+
 def ddim_timesteps(T: int, steps: int, last: int | None = None) -> list[int]:
     """``steps`` timesteps from ``last`` (default T - 1) down to 0, evenly spaced (all of them when steps = last+1)."""
     last = T - 1 if last is None else last

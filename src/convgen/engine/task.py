@@ -9,6 +9,8 @@ the EMA in :mod:`convgen.engine.ema`.
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from torch import nn
 from convgen import modeldir
 from convgen.config import RunConfig
 from convgen.data.datasets import DataBundle
+from convgen.engine.optim import make_optimizer, make_scheduler
 from convgen.engine.runtime import DistInfo
 from convgen.errors import ConfigError
 
@@ -58,7 +61,11 @@ def init_weights(source: str, network: str, kind: str) -> dict[str, torch.Tensor
 
 
 class Task:
-    """Base class. Subclasses set ``models`` (saved), ``optimizers`` and ``schedulers`` in ``__init__``."""
+    """Base class. Subclasses set ``models`` (saved) in ``__init__`` and add their optimisers with
+    :meth:`add_optimizer`. What every family needs is here once: the task's random generator (``self.gen``, seeded
+    from the run's seed and :attr:`rng_salt`, saved in the resume state, re-seeded after a rollback), the data
+    checks (:meth:`check_data`), class conditioning (:attr:`conditional`) and the validation of generated samples
+    (:attr:`validator`)."""
 
     #: model names written to an exported model directory (the networks inference needs)
     export_models: tuple[str, ...] = ()
@@ -66,6 +73,8 @@ class Task:
     best_metric: tuple[str, str] = ("val/loss", "min")
     #: training values shown on the progress bar (all of them are logged)
     progress_keys: tuple[str, ...] = ("loss",)
+    #: keeps the task's random stream apart from other tasks' for one run seed (seed * 7919 + salt + rank)
+    rng_salt: int = 0
 
     def __init__(self, cfg: RunConfig, data: DataBundle, ctx: Context, total_steps: int) -> None:
         self.cfg = cfg
@@ -77,6 +86,49 @@ class Task:
         self.schedulers: dict[str, Any] = {}
         self.run_dir: Path | None = None  # set by the trainer on the main process (for pictures written mid-run)
         self.current_step = 0  # set by the trainer before each evaluation
+        #: the task's random generator (latents, noise, augmentation, label dropout)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.rng_salt + ctx.dist.rank)
+
+    # -- what every family needs ---------------------------------------------------------------------------------
+    def add_optimizer(self, name: str, params: Iterable, lr: float | None = None, schedule: bool = True,
+                      steps: int | None = None) -> torch.optim.Optimizer:  # fmt: skip
+        """An optimiser of ``train.optimizer`` (learning rate ``lr``, default ``train.lr``) under ``name``, with
+        the run's learning-rate schedule over ``steps`` (default: the run's steps) unless ``schedule`` is False."""
+        opt = make_optimizer(params, self.cfg.train, lr)
+        self.optimizers[name] = opt
+        if schedule:
+            self.schedulers[name] = make_scheduler(opt, self.cfg.train, self.total_steps if steps is None else steps)
+        return opt
+
+    def check_data(self, *keys: str) -> None:
+        """Refuse a model whose ``keys`` (of ``channels``, ``image_size``, ``num_classes``) disagree with the data;
+        a conditional model (``model.num_classes`` > 0) needs labelled data."""
+        m, data = self.cfg.model, self.data
+        have = {"channels": data.channels, "in_channels": data.channels, "image_size": data.image_size,
+                "num_classes": data.num_classes}  # fmt: skip
+        for key in keys:
+            value = getattr(m, key, None)
+            if key == "num_classes" and not value:
+                continue
+            if value is not None and value != have[key]:
+                raise ConfigError(f"config value model.{key} is {value} but the data has {have[key]}")
+        if getattr(m, "num_classes", 0) and data.train.labels is None:
+            raise ConfigError(f"model.num_classes is {m.num_classes}: the model needs labelled data (class "
+                              "sub-folders or a labels array)")  # fmt: skip
+
+    @property
+    def conditional(self) -> bool:
+        """A class-conditional model: ``model.num_classes`` > 0."""
+        return bool(getattr(self.cfg.model, "num_classes", 0))
+
+    @functools.cached_property
+    def validator(self):
+        """Scores generated samples in the feature space of ``task.fd_extractor`` against the held-out images
+        (:class:`~convgen.metrics.distribution.SampleValidator`); None when it is ``none``."""
+        from convgen.metrics.distribution import SampleValidator
+
+        channels = getattr(self.cfg.model, "channels", self.data.channels)
+        return SampleValidator.for_training(self.cfg.task.fd_extractor, channels, self.data, str(self.ctx.device))
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor | None], step: int) -> dict[str, float]:
         raise NotImplementedError
@@ -90,14 +142,18 @@ class Task:
         return None
 
     def reseed(self, salt: int) -> None:
-        """Re-seed the task's own random generators after a rollback, so the run does not replay its failure."""
+        """Re-seed the task's random generator after a rollback, so the run does not replay its failure."""
+        self.gen.manual_seed(self.cfg.seed * 7919 + self.rng_salt + 104729 * salt)
 
     def extra_state(self) -> dict[str, Any]:
-        """Task state beyond networks/optimisers/schedulers (augmentation RNG, EMA, ...)."""
-        return {}
+        """Task state beyond networks/optimisers/schedulers: the random generator, and a family's own counters
+        (extend with ``{**super().extra_state(), ...}``)."""
+        return {"gen": self.gen.get_state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        gen = state.get("gen", state.get("augment_gen"))  # augment_gen: the classifier's name before it was shared
+        if gen is not None:
+            self.gen.set_state(gen)
 
     def on_train_end(self, run_dir: Path) -> dict[str, Any]:
         """Write the run's pictures and return summary values (called on the main process)."""

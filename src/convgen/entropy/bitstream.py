@@ -32,6 +32,7 @@ MAGIC = b"CVGC"
 VERSION = 1
 SUFFIX = ".cvgc"
 _HEAD = struct.Struct(">4sBBBB16sII")
+MAX_QUALITY = 255  # one byte
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 24  # 16.8 megapixels (4096 x 4096): the transforms of a larger image need several GB
 
@@ -62,7 +63,7 @@ def unpack(data: bytes, name: str = "file") -> tuple[Header, list[bytes]]:
     if struct.unpack(">I", data[-4:])[0] != zlib.crc32(data[:-4]):
         raise ConvgenError(f"{name}: damaged codec file (checksum mismatch: truncated or altered)")
     sides_ok = 1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE and height * width <= MAX_PIXELS
-    if channels not in (1, 3) or n not in (1, 2) or not sides_ok:
+    if channels not in (1, 3) or n not in (1, 2) or not sides_ok or quality < 1:
         raise ConvgenError(f"{name}: damaged codec file (impossible header values)")
     pos = _HEAD.size + 4 * n
     lengths = struct.unpack_from(f">{n}I", data, _HEAD.size) if len(data) >= pos else ()

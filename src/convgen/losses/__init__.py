@@ -2,7 +2,7 @@
 (``adversarial``), and the likelihoods and KL of VAEs (``likelihood``). Each is registered in ``LOSSES`` under the
 name a task config uses.
 
-Importing this package registers them (the registry imports it by name on the first lookup).
+The registry imports every module of this package on its first lookup (``registry.import_package``), so a
+module registers by being here.
 """
 
-from convgen.losses import adversarial, likelihood, pixel  # noqa: F401  (registers the losses)

@@ -11,11 +11,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from convgen.losses.base import Loss
 from convgen.registry import LOSSES
 
 
-class AdversarialLoss:
-    """``d(real_logits, fake_logits)`` for the discriminator, ``g(fake_logits)`` for the generator."""
+class AdversarialLoss(Loss):
+    """``d(real_logits, fake_logits)`` for the discriminator, ``g(fake_logits)`` for the generator (family
+    ``adversarial``: ``gan`` tasks name one in ``task.loss``)."""
+
+    family = "adversarial"
 
     @staticmethod
     def d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -70,12 +74,17 @@ class LeastSquares(AdversarialLoss):
         return 0.5 * ((fake - 1) ** 2).mean()
 
 
-def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    return LOSSES.get(kind).d(real, fake)
+def _name(kind) -> str:
+    return kind if isinstance(kind, str) else kind.registry_name
 
 
-def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    return LOSSES.get(kind).g(fake)
+def d_loss(kind, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The discriminator's loss of ``kind`` (a registered name or a typed loss config)."""
+    return LOSSES.get(_name(kind)).d(real, fake)
+
+
+def g_loss(kind, fake: torch.Tensor) -> torch.Tensor:
+    return LOSSES.get(_name(kind)).g(fake)
 
 
 def gradient_penalty(

@@ -15,16 +15,50 @@ import math
 import torch
 import torch.nn.functional as F
 
+from convgen.losses.base import Loss
 from convgen.registry import LOSSES
 
 
+class Likelihood(Loss):
+    """``nll(params, x)``: -log p(x) per sample under the decoder's output ``params`` (family ``likelihood``: a
+    VAE's ``model.likelihood``); ``params_per_channel`` output maps per image channel."""
+
+    family = "likelihood"
+    params_per_channel = 1
+
+    def __call__(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
 @LOSSES.register("bernoulli")
+class Bernoulli(Likelihood):
+    """Binary pixels; the decoder gives logits."""
+
+    def __call__(self, params, x):
+        return bernoulli_nll(params, x)
+
+
+@LOSSES.register("logistic")
+class DiscretizedLogistic(Likelihood):
+    """8-bit values; the decoder gives a mean (as a logit) and a log-scale per pixel."""
+
+    params_per_channel = 2
+
+    def __call__(self, params, x):
+        return discretized_logistic_nll(params, x)
+
+
+def likelihood_names() -> list[str]:
+    from convgen.losses.base import losses_of
+
+    return losses_of("likelihood").names()
+
+
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log p(x) per sample for binary ``x`` (B x ...) under independent Bernoullis with ``logits``."""
     return F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none").flatten(1).sum(1)
 
 
-@LOSSES.register("logistic")
 def discretized_logistic_nll(params: torch.Tensor, x: torch.Tensor, bins: int = 256) -> torch.Tensor:
     """-log P(x) per sample for ``x`` in [0, 1] on a grid of ``bins`` values; ``params`` is B x 2C x H x W (means
     in [0, 1] scale as logits of the mean, then log-scales)."""

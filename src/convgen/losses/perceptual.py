@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from convgen.registry import LOSSES
+
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYERS = ("relu4_2",)
 
@@ -37,13 +39,25 @@ class LossWeights:
     tv: float = 0.0
 
 
+@LOSSES.register("perceptual")
 class PerceptualLoss(nn.Module):
-    """Content + style + TV loss of images against fixed targets.
+    """Content + style + TV loss of images against fixed targets (family ``perceptual``: what a ``style`` task
+    trains with, its weights and layers from the task's config).
 
     ``style_grams`` are per-layer C x C targets (from :meth:`style_targets`); ``layer_scale`` divides each style
     layer's loss by the squared norm of its target Gram, so every layer counts alike whatever the feature
     network's scale (the default; Gatys et al. tune per-layer weights by hand for the ImageNet VGG instead).
     """
+
+    family = "perceptual"
+
+    @dataclass
+    class Config:
+        content_weight: float = 1.0
+        style_weight: float = 1.0
+        tv_weight: float = 0.0
+        content_layers: tuple[str, ...] = CONTENT_LAYERS
+        style_layers: tuple[str, ...] = STYLE_LAYERS
 
     def __init__(self, net: nn.Module, style_grams: dict[str, torch.Tensor], content_layers: Sequence[str] =
                  CONTENT_LAYERS, weights: LossWeights | None = None, layer_scale: bool = True) -> None:  # fmt: skip

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from convgen.losses.base import Loss
+from convgen.registry import LOSSES
 
 
 def bits_per_pixel(likelihoods: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -20,3 +25,18 @@ def rate_distortion_loss(
     loss = (lambdas * 255**2 * mse + bpp).mean()
     psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
     return loss, {"bpp": float(bpp.detach().mean()), "mse": float(mse.detach().mean()), "psnr": float(psnr.mean())}
+
+
+@LOSSES.register("rate-distortion")
+class RateDistortionLoss(Loss):
+    """:func:`rate_distortion_loss` (family ``rate-distortion``: what a ``codec`` task trains with, one lambda per
+    quality from the model)."""
+
+    family = "rate-distortion"
+
+    @dataclass
+    class Config:
+        pass
+
+    def __call__(self, x_hat, x, likelihoods, lambdas):
+        return rate_distortion_loss(x_hat, x, likelihoods, lambdas)

@@ -1,14 +1,14 @@
 """Networks only: building blocks, the CNN classifier, DCGAN, restoration networks; ``backbones/`` holds the
 pretrained feature networks. Each registered model has a ``Config`` dataclass and is built from it.
 
-Importing this package registers its models (the registry imports it by name on the first lookup).
+The registry imports every module of this package on its first lookup (``registry.import_package``), so a
+module registers by being here.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from convgen.models import autoencoders, classifier, codec, diffusion, gan, restorers, style  # noqa: F401  (registers the models)
 from convgen.registry import MODELS
 
 

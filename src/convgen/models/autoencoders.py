@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
-from convgen.losses.likelihood import bernoulli_nll, discretized_logistic_nll
-from convgen.registry import MODELS
+from convgen.losses.likelihood import likelihood_names
+from convgen.registry import LOSSES, MODELS
 from convgen.schema import check
 
 
@@ -97,6 +96,11 @@ class GaussianMixture(nn.Module):
         return self.means[comp] + (self.chol[comp] @ eps[..., None])[..., 0]
 
 
+def check_likelihood(name: str) -> None:
+    names = likelihood_names()
+    check(name in names, "model.likelihood", f"unknown likelihood {name!r} (known: {', '.join(names)})")
+
+
 class AutoencoderBase(nn.Module):
     latent_dim: int
     num_classes: int
@@ -120,9 +124,7 @@ class AutoencoderBase(nn.Module):
         return self.ex_post_components
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.likelihood == "bernoulli":
-            return bernoulli_nll(params, x)
-        return discretized_logistic_nll(params, x)
+        return LOSSES.get(self.likelihood)()(params, x)
 
     def mean_image(self, params: torch.Tensor) -> torch.Tensor:
         """The decoder's mean image in [0, 1] (what samples and reconstructions show)."""
@@ -136,7 +138,7 @@ class AutoencoderBase(nn.Module):
         return self.decode(z, labels), mu, logvar
 
     def _out_channels(self) -> int:
-        return self.channels * (1 if self.likelihood == "bernoulli" else 2)
+        return self.channels * LOSSES.get(self.likelihood).params_per_channel
 
 
 @MODELS.register("conv-vae")
@@ -153,13 +155,14 @@ class ConvVAE(AutoencoderBase):
         hidden: int = 512
         num_classes: int = 0  # > 0: conditional VAE
         embed_dim: int = 16
-        likelihood: Literal["bernoulli", "logistic"] = "bernoulli"
+        likelihood: str = "bernoulli"  # a registered likelihood: bernoulli (binary pixels), logistic (8-bit)
         variational: bool = True  # false: a plain (deterministic) autoencoder
         ex_post_components: int = 10  # Gaussians of the ex-post sampler (split among the classes if conditional)
 
         def __post_init__(self) -> None:
             check(self.image_size >= 8 and self.image_size % 4 == 0, "model.image_size", "must be a multiple of 4")
             check(self.channels in (1, 3), "model.channels", "must be 1 or 3")
+            check_likelihood(self.likelihood)
             check(self.latent_dim >= 1, "model.latent_dim", "must be >= 1")
             check(self.width >= 1 and self.hidden >= 1, "model.width", "width and hidden must be >= 1")
             check(self.num_classes >= 0, "model.num_classes", "must be >= 0")
@@ -249,3 +252,23 @@ class MLPVAE(AutoencoderBase):
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None, embedding: torch.Tensor | None = None):
         return self.fc4(torch.relu(self.fc3(z))).view(len(z), *self.shape)
+
+
+def prior_latents(n: int, dim: int, seed: int) -> torch.Tensor:
+    """``n`` latents from the prior N(0, I), drawn from ``seed`` (the same for ``convgen sample`` and validation)."""
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def decode_means(net: AutoencoderBase, z: torch.Tensor, labels: torch.Tensor | None = None,
+                 embedding: torch.Tensor | None = None, batch_size: int = 500,
+                 device: torch.device | str = "cpu") -> torch.Tensor:  # fmt: skip
+    """Decoder means in [0, 1] (CPU float32) of latents ``z`` (class ``labels`` or class ``embedding`` rows for a
+    conditional model), ``batch_size`` at a time: the sampler of ``convgen sample`` and of a VAE run's validation."""
+    out = []
+    for i in range(0, len(z), batch_size):
+        zi = z[i : i + batch_size].to(device)
+        yi = None if labels is None else labels[i : i + batch_size].to(device)
+        ei = None if embedding is None else embedding[i : i + batch_size].to(device)
+        out.append(net.mean_image(net.decode(zi, yi, ei)).float().cpu())
+    return torch.cat(out)

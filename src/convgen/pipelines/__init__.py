@@ -1,11 +1,11 @@
 """Inference: a saved model's pipeline (``convgen.load``), one module per kind of job.
 
 ``base`` (the dispatch through ``PIPELINES``), ``classify``, ``sample`` (the one Sampler API for generators),
-``restore`` (image-to-image, with ``tiling``), ``vae``, ``diffusion``, ``codec``, ``style``. Importing this package
-registers them (the registry imports it by name on the first lookup).
+``restore`` (image-to-image, with ``tiling``), ``vae``, ``diffusion``, ``codec``, ``style``. The registry imports
+every module of this package on its first lookup (``registry.import_package``), so a module registers by being
+here; the names below are the public API, not a registration list.
 """
 
-from convgen.pipelines import classify, codec, diffusion, restore, sample, style, vae  # noqa: F401  (registers the pipelines)
 from convgen.pipelines.base import Pipeline, load
 from convgen.pipelines.classify import ClassifierPipeline
 from convgen.pipelines.diffusion import DiffusionPipeline

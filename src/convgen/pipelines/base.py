@@ -9,7 +9,8 @@ and call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,43 @@ import torch
 from convgen import modeldir
 from convgen.engine.runtime import pick_device
 from convgen.errors import ConvgenError
+from convgen.options import Options, build, describe
 from convgen.registry import PIPELINES
+
+
+@dataclass
+class Explainable:
+    """What ``convgen explain`` looks into: a network whose ``network(batch)`` gives one output per image,
+    ``prepare(paths) -> batch``, ``score(output) -> per-image score`` to explain, ``to_image(batch)`` for display in
+    [0, 1], ``kind`` (its name in the report), and ``extra(batch) -> dict`` for the report."""
+
+    network: torch.nn.Module
+    prepare: Callable[[list[Path]], torch.Tensor]
+    score: Callable[[torch.Tensor], torch.Tensor]
+    kind: str
+    extra: Callable[[torch.Tensor], dict[str, Any]]
+    to_image: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+
+
+class CallNet(torch.nn.Module):
+    """A network whose forward needs extra arguments, wrapped so that ``model(x)`` works for hooks."""
+
+    def __init__(self, net: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.net = net
+        self._fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fn(x)
+
+
+def check_target(target: int | None, num_classes: int, what: str = "this model") -> None:
+    if target is None:
+        return
+    if not num_classes:
+        raise ConvgenError(f"{what} is unconditional: it takes no `target` class")
+    if not 0 <= target < num_classes:
+        raise ConvgenError(f"`target` {target} is out of range (classes 0..{num_classes - 1})")
 
 
 class Pipeline:
@@ -43,6 +80,40 @@ class Pipeline:
     def class_names(self) -> list[str]:
         n = getattr(self.cfg.model, "num_classes", 0)
         return self.meta.get("class_names") or [str(i) for i in range(n)]
+
+    @property
+    def name(self) -> str:
+        """The model's name in messages: its zoo name, or its directory."""
+        from convgen import zoo
+
+        model_dir = getattr(self, "model_dir", None)
+        if model_dir is None:
+            return "this model"
+        return model_dir.name if model_dir == zoo.model_dir(model_dir.name) else str(model_dir)
+
+    def explainable(self, target: int | None = None) -> Explainable:
+        """What ``convgen explain`` shows for this model (a family that can be explained overrides this)."""
+        raise ConvgenError(f"{self.name} is a {self.saved.task} model; explain takes a classifier or a GAN checkpoint")
+
+    # -- declared options (convgen.options) ----------------------------------------------------------------------
+    def limits(self, declared: type[Options]) -> dict[str, dict[str, Any]]:
+        """This model's narrower bounds for fields of ``declared`` (name -> {"lo", "hi", ...}), e.g. a codec's
+        number of qualities; checked with the declared ones."""
+        return {}
+
+    def option_defaults(self, declared: type[Options]) -> dict[str, Any]:
+        """What an empty (None) field of ``declared`` stands for with this model (e.g. its own sampler steps)."""
+        return {}
+
+    def checked(self, declared: type[Options], given: dict[str, Any], what: str = "") -> dict[str, Any]:
+        """``given`` checked against ``declared`` and this model's :meth:`limits`, as keyword values (defaults
+        filled in); an unknown name is an error saying what the model takes."""
+        owner = f"{what} with {self.name}" if what else self.name
+        return build(declared, given, owner, self.limits(declared)).values()
+
+    def describe_options(self, declared: type[Options]) -> list[dict[str, Any]]:
+        """``declared`` as form fields for this model (:func:`convgen.options.describe`)."""
+        return describe(declared, self.limits(declared), self.option_defaults(declared))
 
 
 def check_distinct_targets(files: Sequence[Path], targets: Sequence[Path]) -> None:

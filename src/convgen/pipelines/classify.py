@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from convgen.data.transforms import resize_arrays
 from convgen.io.images import read_image, resolve_inputs
-from convgen.pipelines.base import Pipeline, check_batch_size
+from convgen.pipelines.base import Explainable, Pipeline, check_batch_size, check_target
 from convgen.registry import PIPELINES
 
 
@@ -23,6 +23,25 @@ class ClassifierPipeline(Pipeline):
     @property
     def model(self) -> torch.nn.Module:
         return self.models["classifier"]
+
+    def explainable(self, target: int | None = None) -> Explainable:
+        """CAMs of the predicted class (or ``target``) over the classifier's input."""
+        check_target(target, self.cfg.model.num_classes)
+        channels = self.cfg.model.in_channels
+
+        def prepare(paths):
+            return self.prepare([read_image(p, channels=channels) for p in paths]).clamp(0, 1)
+
+        def score(logits):
+            cls = logits.argmax(1) if target is None else torch.full((len(logits),), target)
+            return logits.gather(1, cls[:, None])[:, 0]
+
+        def extra(x):
+            pred = self.predict(x).tolist()
+            return {"predicted": [self.class_names[i] for i in pred],
+                    "target": "predicted" if target is None else target}  # fmt: skip
+
+        return Explainable(self.model.cpu(), prepare, score, "classifier", extra)
 
     def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """H x W (x C) float arrays -> a B x C x S x S batch at the model's input size (antialiased resize)."""

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from convgen.entropy.tables import CodecTables
 from convgen.errors import ConvgenError
 from convgen.io.atomic import atomic_write_bytes, refuse_existing
 from convgen.io.images import convert_channels, read_image, resolve_inputs, write_image
+from convgen.options import Options, option
 from convgen.pipelines.base import Pipeline, check_distinct_targets
 from convgen.registry import PIPELINES
 
@@ -64,9 +66,16 @@ def _one_thread():
                 torch.set_num_threads(_threads_before)
 
 
+@dataclass
+class CompressOptions(Options):
+    quality: int | None = option(None, "rate point 1..K, 1 = the smallest files (default: the model's)", lo=1,
+                                 hi=bitstream.MAX_QUALITY)  # fmt: skip
+
+
 @PIPELINES.register("codec")
 class CodecPipeline(Pipeline):
     networks = ("codec",)
+    compress_options = CompressOptions
 
     def __init__(self, saved, device: str = "cpu") -> None:
         if not saved.has("tables"):
@@ -83,11 +92,15 @@ class CodecPipeline(Pipeline):
     def default_quality(self) -> int:
         return int(self.meta.get("inference", {}).get("quality", (self.qualities + 1) // 2))
 
+    def limits(self, declared) -> dict[str, dict]:
+        return {"quality": {"hi": self.qualities}}
+
+    def option_defaults(self, declared) -> dict[str, int]:
+        return {"quality": self.default_quality}
+
     def check_quality(self, quality: int | None) -> int:
-        q = self.default_quality if quality is None else quality
-        if not isinstance(q, int) or not 1 <= q <= self.qualities:
-            raise ConvgenError(f"`quality` {q}: this model has qualities 1..{self.qualities}")
-        return q
+        q = self.checked(CompressOptions, {"quality": quality}, "compression")["quality"]
+        return self.default_quality if q is None else q
 
     # -- one image ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -145,10 +158,10 @@ class CodecPipeline(Pipeline):
         return F.pad(x, (0, -w % s, 0, -h % s), mode="replicate") if (h % s or w % s) else x
 
     # -- files -------------------------------------------------------------------------------------------------
-    def compress(self, inputs: str | Path, output: str | Path, quality: int | None = None,
-                 overwrite: bool = False) -> list[Path]:  # fmt: skip
-        """Each image of ``inputs`` (a file or folder) -> ``output/<stem>.cvgc``; returns the written files."""
-        q = self.check_quality(quality)
+    def compress(self, inputs: str | Path, output: str | Path, overwrite: bool = False, **options) -> list[Path]:
+        """Each image of ``inputs`` (a file or folder) -> ``output/<stem>.cvgc``; returns the written files.
+        ``options``: :class:`CompressOptions` (``quality``)."""
+        q = self.check_quality(self.checked(self.compress_options, options, "compression")["quality"])
         files = resolve_inputs(inputs)
         targets = _plan(files, Path(output), bitstream.SUFFIX, overwrite, "the compressed files")
         for f, t in _progress(list(zip(files, targets, strict=True)), "compress"):

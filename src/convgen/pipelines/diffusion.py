@@ -9,25 +9,70 @@ the model's ``meta.json`` ``inference`` section (steps, guidance, eta: what its 
 from __future__ import annotations
 
 import functools
-import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from convgen.classical.noise import estimate_sigma as wavelet_sigma
 from convgen.diffusion import NoiseSchedule, ddim_sample, denoise_from, guided_predictor, repaint_sample
-from convgen.diffusion.samplers import ImageNoise, image_seeds, repaint_cost, sample_images, to_unit
+from convgen.diffusion.samplers import ImageNoise, generate, image_seeds, repaint_cost, to_unit
 from convgen.errors import ConvgenError, ImageError
 from convgen.io.images import convert_channels
+from convgen.options import Options, option
 from convgen.pipelines.base import check_batch_size
 from convgen.pipelines.restore import RestorePipeline, as_float_image
 from convgen.pipelines.sample import Sampler, lerp, slerp
-from convgen.pipelines.tiling import check_tiling
 from convgen.registry import PIPELINES
 
 MAX_SIDE = 256  # the U-Net attends over every pixel at 1/4 scale: memory grows with the fourth power of the side
-REPAINT_DEFAULTS = {"steps": 25, "jump": 5, "resample": 4}
+MAX_T = 100_000  # the most timesteps a schedule has (the task's limit); a model's own T narrows it (limits)
+SEED = {"lo": -(2**63), "hi": 2**63 - 1}
+
+
+def _guidance(what: str) -> float | None:
+    return option(None, f"classifier-free guidance scale{what}: 0 = unconditional, 1 = plain conditional "
+                  "(conditional models; default: the model's)", lo=0, hi=100)  # fmt: skip
+
+
+@dataclass
+class DiffusionSampleOptions(Options):
+    steps: int | None = option(None, "DDIM steps (default: the model's)", lo=1, hi=MAX_T)
+    guidance: float | None = _guidance("")
+    eta: float | None = option(None, "DDIM eta: 0 = deterministic, 1 with --steps T = DDPM ancestral (default: the "
+                               "model's)", lo=0, hi=1)  # fmt: skip
+
+
+@dataclass
+class DiffusionWalkOptions(Options):
+    guidance: float | None = _guidance(" of every frame")
+
+
+@dataclass
+class _Conditioning(Options):
+    seed: int = option(0, "the noise seed (the same seed gives the same result)", **SEED)
+    label: str | None = option(None, "condition on this class (name or index; default: the unconditional model)")
+
+
+@dataclass
+class RepaintOptions(_Conditioning):
+    steps: int = option(25, "reverse-process steps on the DDIM grid", lo=1, hi=MAX_T)
+    jump: int = option(5, "RePaint jump length (levels it goes back up)", lo=1, hi=MAX_T)
+    resample: int = option(4, "RePaint resamplings per jump (1 = none)", lo=1, hi=MAX_T)
+
+    def check(self) -> None:
+        if self.resample > 1 and self.jump >= self.steps:
+            raise ConvgenError(f"`jump` {self.jump} must be smaller than `steps` {self.steps} for `resample` "
+                               f"{self.resample} to do anything (lower `jump`, or set `resample` 1)")  # fmt: skip
+
+
+@dataclass
+class DiffusionDenoiseOptions(_Conditioning):
+    sigma: float | None = option(None, "noise standard deviation on the 0-255 scale (default: estimated from the "
+                                 "image)", gt=0, hi=255)  # fmt: skip
+    steps: int | None = option(None, "DDIM steps from the noise level down (default: the model's)", lo=1, hi=MAX_T)
 #: images per network batch: on a CPU the time per image grows with the batch (cache), 2x from 64 to 1,000
 NET_BATCH = 32
 
@@ -37,9 +82,11 @@ class DiffusionPipeline(Sampler, RestorePipeline):
     """A trained diffusion U-Net (the EMA weights when saved)."""
 
     restores = ("inpaint", "denoise")
+    restore_options = {"inpaint": RepaintOptions, "denoise": DiffusionDenoiseOptions}
+    sample_options = DiffusionSampleOptions
+    walk_options = DiffusionWalkOptions
     verb_help = {
-        "inpaint": "fill missing regions given by --mask (255 = missing) by reverse diffusion (diffusion models: "
-        "--steps, --jump, --resample)",
+        "inpaint": "fill missing regions given by --mask (255 = missing) by reverse diffusion (RePaint)",
         "denoise": "remove noise of level --sigma (0-255; estimated when not given) by entering the reverse process "
         "at that noise level",
     }
@@ -75,42 +122,47 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         null = self.num_classes if self.num_classes else None
         return guided_predictor(self._net, self.schedule, self.cfg.task.prediction, labels, guidance, null)
 
+    def limits(self, declared) -> dict[str, dict]:
+        """Steps, jumps and resamplings up to the model's own number of timesteps."""
+        return {k: {"hi": self.schedule.T} for k in ("steps", "jump", "resample")}
+
+    def option_defaults(self, declared) -> dict[str, float]:
+        d = self.defaults
+        if declared is DiffusionSampleOptions:
+            return dict(d)
+        if declared is DiffusionWalkOptions:
+            return {"guidance": d["guidance"]}
+        return {"steps": d["steps"]} if declared is DiffusionDenoiseOptions else {}
+
     def sampler_options(self, steps=None, guidance=None, eta=None) -> tuple[int, float, float]:
-        """(steps, guidance, eta) with the model's defaults filled in, checked."""
+        """(steps, guidance, eta) with the model's defaults filled in (the values were checked against
+        :class:`DiffusionSampleOptions`)."""
+        if guidance is not None and not self.num_classes:
+            raise ConvgenError(f"{self.name} is an unconditional model; `guidance` needs a conditional one")
         d = self.defaults
         steps = int(d["steps"] if steps is None else steps)
-        if not 1 <= steps <= self.schedule.T:
-            raise ConvgenError(f"`steps` {steps}: must be in 1..{self.schedule.T} (the model's timesteps)")
-        if guidance is not None and not self.num_classes:
-            raise ConvgenError(f"{self.model_dir} is an unconditional model; `guidance` needs a conditional one")
         guidance = float(d["guidance"] if guidance is None else guidance)
-        if not (math.isfinite(guidance) and 0 <= guidance <= 100):
-            raise ConvgenError(f"`guidance` {guidance}: must be in [0, 100] (0 = unconditional, 1 = conditional)")
         eta = float(d["eta"] if eta is None else eta)
-        if not 0 <= eta <= 1:
-            raise ConvgenError(f"`eta` {eta}: must be in [0, 1] (0 = deterministic DDIM, 1 = ancestral)")
         return steps, guidance, eta
 
     # -- sampling -------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_images(self, n, seed, labels, batch_size, steps=None, guidance=None, eta=None, **options):
+    def generate_images(self, n, seed, labels, batch_size, steps=None, guidance=None, eta=None):
         """DDIM with ``steps`` steps (``steps`` = T with ``eta`` = 1 is DDPM's ancestral sampler), guidance scale
         ``guidance``; defaults: :attr:`defaults`. Image ``i`` has its own noise generator from (seed, i)."""
-        if options:
-            raise ConvgenError(f"a diffusion model takes no {', '.join(f'`{k}`' for k in options)}")
         steps, guidance, eta = self.sampler_options(steps, guidance, eta)
+        null = self.num_classes if self.num_classes else None
         with tqdm(total=n * steps, desc="sample", unit="img-step", file=sys.stderr, disable=n * steps < 2000) as bar:
-            return sample_images(
-                lambda y: self.predictor(y, guidance), self.image_shape, n, seed, labels, self.schedule, steps, eta,
-                min(batch_size, NET_BATCH), self.device, progress=bar,
-            )  # fmt: skip
+            return generate(self._net, self.schedule, self.cfg.task.prediction, self.image_shape, n, seed, labels,
+                            steps, guidance, eta, min(batch_size, NET_BATCH), null, self.device,
+                            progress=bar)  # fmt: skip
 
     @torch.no_grad()
-    def walk(self, steps, rows, seed, mode, classes, label):
+    def walk(self, steps, rows, seed, mode, classes, label, guidance=None):
         """DDIM latent interpolation (Song et al. 2021): deterministic DDIM (eta 0) from noise images interpolated
         between two draws; with ``classes`` (A, B), one noise image and the conditional prediction blended from
         class A's to class B's (guidance applied to the blend)."""
-        n_steps, guidance, _ = self.sampler_options()
+        n_steps, guidance, _ = self.sampler_options(guidance=guidance)
         t = torch.linspace(0, 1, steps)
         ends = ImageNoise(image_seeds(seed, 0, 2 * rows)).initial(self.image_shape)
         flat = ends.reshape(2 * rows, -1)
@@ -142,25 +194,6 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         return to_unit(x)
 
     # -- restoration ----------------------------------------------------------------------------------------------
-    def check_options(
-        self, verb, mask=None, sigma=None, tile=512, overlap=64, steps=None, jump=None, resample=None, **options
-    ) -> None:
-        super().check_options(verb, mask)
-        for key in ("seed", "label"):
-            options.pop(key, None)
-        if options:
-            raise ConvgenError(f"{verb} does not take {', '.join(f'`{k}`' for k in options)}")
-        check_tiling(tile, overlap)  # accepted for the CLI's sake; a diffusion model restores whole images
-        if sigma is not None and verb != "denoise":
-            raise ConvgenError(f"`sigma` is for denoising, not {verb}")
-        if sigma is not None and not (math.isfinite(sigma) and 0 < sigma <= 255):
-            raise ConvgenError(f"`sigma` {sigma}: must be in (0, 255] (the 0-255 scale)")
-        if verb != "inpaint" and (jump is not None or resample is not None):
-            raise ConvgenError(f"`jump` and `resample` are for inpainting, not {verb}")
-        for key, value in (("steps", steps), ("jump", jump), ("resample", resample)):
-            if value is not None and not 1 <= value <= self.schedule.T:
-                raise ConvgenError(f"`{key}` {value}: must be in 1..{self.schedule.T}")
-
     def prepare(self, image: np.ndarray, name: str = "image") -> torch.Tensor:
         """One H x W (x C) image in [0, 1] as a 1 x C x H x W tensor in [0, 1], its channels and size checked."""
         arr = convert_channels(as_float_image(image, name), self.image_shape[0], name)
@@ -170,37 +203,19 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         return torch.from_numpy(arr).permute(2, 0, 1)[None]
 
     @torch.no_grad()
-    def restore(
-        self,
-        image: np.ndarray,
-        mask: np.ndarray | None = None,
-        name: str = "image",
-        verb: str | None = None,
-        sigma: float | None = None,
-        steps: int | None = None,
-        jump: int | None = None,
-        resample: int | None = None,
-        seed: int = 0,
-        label: int | str | None = None,
-        tile: int | None = 512,
-        overlap: int = 64,
-    ) -> np.ndarray:
+    def restore_image(self, image, mask=None, name="image", verb="inpaint", **options) -> np.ndarray:
         """Inpaint (``mask`` given: True/1 = missing) or denoise one H x W (x C) image in [0, 1]; returns float32
         H x W x C. Inpainting keeps every known pixel exactly; ``label`` conditions on a class (default: none,
         the unconditional model). Deterministic for a given ``seed``."""
-        verb = verb or ("inpaint" if mask is not None else "denoise")
-        options = {"sigma": sigma, "steps": steps, "jump": jump, "resample": resample, "seed": seed, "label": label}
-        self.check_options(verb, mask, tile=tile, overlap=overlap, **options)
-        return self.restore_batch([image], [mask], [name], **options)[0]
+        return self.restore_batch([image], [mask], [name], verb, **options)[0]
 
     file_batch = 64  # restore_files runs up to this many same-size files as one batch
 
     @torch.no_grad()
-    def restore_batch(self, images, masks, names, **options) -> list[np.ndarray]:
+    def restore_batch(self, images, masks, names, verb, **options) -> list[np.ndarray]:
         """Same-size files (and, for blind denoising, the same estimated sigma) as one batch; every file draws the
         noise a single :meth:`restore` call would, so batching does not change its result. The options were
         checked by the caller (:meth:`restore`, :meth:`restore_files`)."""
-        verb = "inpaint" if masks[0] is not None else "denoise"
         sigma = options.get("sigma")
         seed, steps, label = options.get("seed", 0), options.get("steps"), options.get("label")
         jump, resample = options.get("jump"), options.get("resample")
@@ -251,12 +266,12 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         same_noise: bool = False,
     ) -> torch.Tensor:
         """Fill a B x C x H x W batch in [0, 1] where ``masks`` (B x 1 x H x W) is 1, by RePaint on the DDIM grid
-        (defaults :data:`REPAINT_DEFAULTS`); known pixels are returned exactly. Without ``labels`` the
+        (defaults: :class:`RepaintOptions`); known pixels are returned exactly. Without ``labels`` the
         unconditional model fills (guidance 0); with them, the conditional one. Image ``i`` draws its noise from
         (seed, i); with ``same_noise`` every image draws image 0's (as one image restored alone does)."""
-        opts = {**REPAINT_DEFAULTS, **{k: v for k, v in (("steps", steps), ("jump", jump), ("resample", resample))
-                                        if v is not None}}  # fmt: skip
-        self.check_options("inpaint", True, steps=opts["steps"], jump=opts["jump"], resample=opts["resample"])
+        given = {k: v for k, v in (("steps", steps), ("jump", jump), ("resample", resample)) if v is not None}
+        checked = self.checked(RepaintOptions, {**given, "seed": seed}, "inpaint")
+        opts = {k: checked[k] for k in ("steps", "jump", "resample")}
         y = self._restore_labels(labels, len(images))
         images = images.float()
         masks = masks.float().expand(len(images), 1, *images.shape[-2:])
@@ -282,7 +297,7 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         """Denoise a B x C x H x W batch in [0, 1] with noise of standard deviation ``sigma`` (0-255 scale):
         deterministic DDIM from the timestep whose noise level is ``sigma`` (``steps``: at most the model's
         default)."""
-        self.check_options("denoise", None, sigma, steps=steps)
+        self.checked(DiffusionDenoiseOptions, {"sigma": sigma, "steps": steps, "seed": seed}, "denoise")
         y = self._restore_labels(labels, len(images))
         steps = int(self.defaults["steps"] if steps is None else steps)
         starts, bar = self._batches(len(images), batch_size, steps, "denoise")
@@ -297,16 +312,13 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         return torch.cat(out)
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, **options) -> np.ndarray:
-        return self.restore(image, mask=mask, verb="inpaint", **options)
+        return self.restore(image, mask, verb="inpaint", **options)
 
     def denoise(self, image: np.ndarray, sigma: float | None = None, **options) -> np.ndarray:
         return self.restore(image, verb="denoise", sigma=sigma, **options)
 
 
 def estimate_sigma(image: np.ndarray) -> float:
-    """The noise level (0-255 scale) of an image in [0, 1] by the wavelet median-absolute-deviation estimate."""
-    from skimage.restoration import estimate_sigma as _estimate
-
-    arr = np.asarray(image, dtype=np.float64)
-    s = float(np.mean(_estimate(arr, channel_axis=-1 if arr.ndim == 3 else None)))
-    return max(255 * s, 0.5)
+    """The noise level (0-255 scale) of an image in [0, 1] by the wavelet median-absolute-deviation estimate
+    (:func:`convgen.classical.noise.estimate_sigma`, scikit-image's, without needing scikit-image)."""
+    return max(255 * wavelet_sigma(image), 0.5)

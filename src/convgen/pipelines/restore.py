@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from convgen.io.images import (
     stored_ndim,
 )
 from convgen.io.images import write_image as _write_image
+from convgen.options import Options, option
 from convgen.pipelines.base import Pipeline, check_distinct_targets
 from convgen.pipelines.tiling import check_tiling, run_tiled
 from convgen.registry import PIPELINES
@@ -48,12 +50,39 @@ def as_float_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     return arr
 
 
+@dataclass
+class RestoreOptions(Options):
+    """What every restorer that runs a network over a whole image shares: tiles for large images, the geometric
+    self-ensemble, and clipping. Declared once; a verb's own options extend it."""
+
+    tile: int | None = option(512, "tile size in pixels for large images (0 or none = no tiling)", lo=0)
+    overlap: int = option(64, "tile overlap in pixels", lo=0)
+    ensemble: int | None = option(None, "average the model over this many flips/rotations: 1, 2, 4 or 8 (x time; "
+                                  "default: the model's own setting)", lo=1, hi=8)  # fmt: skip
+    clip: bool = option(True, "clip the result to [0, 1] (--no-clip keeps the network's values in .npy outputs)")
+
+    def check(self) -> None:
+        check_tiling(self.tile or None, self.overlap)
+        if self.ensemble is not None and self.ensemble not in (1, 2, 4, 8):
+            raise ConvgenError(f"`ensemble` {self.ensemble}: must be 1, 2, 4 or 8")
+
+
+@dataclass
+class DenoiseOptions(RestoreOptions):
+    sigma: float | None = option(None, "noise standard deviation on the 0-255 scale (for non-blind models)", gt=0,
+                                 hi=255)  # fmt: skip
+
+
 class RestorePipeline(Pipeline):
     """Base of every image-to-image pipeline. ``restores`` lists the ``convgen restore`` verbs the family can
-    serve, ``verb_help`` a one-line description of each for ``--help``; :attr:`verbs` is what one model serves."""
+    serve, ``verb_help`` a one-line description of each for ``--help``, ``restore_options`` the options each verb
+    takes (an :class:`~convgen.options.Options` dataclass; the command's flags, the web form and the checks come
+    from it); :attr:`verbs` is what one model serves. A family implements :meth:`restore_image`, which receives the
+    checked options as keywords."""
 
     restores: tuple[str, ...] = ()
     verb_help: dict[str, str] = {}
+    restore_options: dict[str, type[Options]] = {}
     takes_mask: tuple[str, ...] = ("inpaint",)  # verbs whose inputs come with a mask
 
     @property
@@ -63,18 +92,34 @@ class RestorePipeline(Pipeline):
     def check_verb(self, verb: str, name: str) -> None:
         """Refuse to run this model for another verb (e.g. a denoiser asked to inpaint)."""
         if verb not in self.verbs:
-            raise ConvgenError(f"{name} is a {'/'.join(self.verbs) or 'restoration'} model, not a {verb} model")
+            kind = "/".join(self.verbs) or "restoration"
+            raise ConvgenError(f"{name} is {_article(kind)} {kind} model, not {_article(verb)} {verb} model")
 
-    def restore(self, image: np.ndarray, mask: np.ndarray | None = None, name: str = "image", **options) -> np.ndarray:
-        """Restore one H x W (x C) float image; returns float32 H x W x C."""
-        raise NotImplementedError
+    def default_verb(self, mask: Any = None) -> str:
+        return "inpaint" if mask is not None and "inpaint" in self.verbs else self.verbs[0]
 
-    def check_options(self, verb: str, mask: Any = None, **options) -> None:
-        """Refuse options that make no sense for ``verb`` before any file is read."""
+    def check_options(self, verb: str, mask: Any = None, **options) -> dict[str, Any]:
+        """The options of ``verb`` checked against its declaration (defaults filled in), before any file is
+        read; a mask is refused for verbs that take none and required for those that do."""
+        self.check_verb(verb, self.name)
         if mask is not None and verb not in self.takes_mask:
             raise ConvgenError(f"`mask` is for inpainting, not {verb}")
         if mask is None and verb in self.takes_mask:
             raise ConvgenError(f"{verb} needs a `mask` (a mask file, or a folder of masks named like the inputs)")
+        return self.checked(self.restore_options.get(verb, Options), options, verb)
+
+    def restore(self, image: np.ndarray, mask: np.ndarray | None = None, name: str = "image",
+                verb: str | None = None, **options) -> np.ndarray:  # fmt: skip
+        """Restore one H x W (x C) float image (``verb``: default the model's, or inpaint with a ``mask``);
+        returns float32 H x W x C. ``options`` are checked against the verb's declaration."""
+        verb = verb or self.default_verb(mask)
+        checked = self.check_options(verb, mask, **options)
+        return self.restore_image(image, mask=mask, name=name, verb=verb, **checked)
+
+    def restore_image(self, image: np.ndarray, mask: np.ndarray | None, name: str, verb: str,
+                      **options) -> np.ndarray:  # fmt: skip
+        """The family's work on one image; ``options`` are the checked fields of ``restore_options[verb]``."""
+        raise NotImplementedError
 
     def restore_files(
         self,
@@ -86,10 +131,9 @@ class RestorePipeline(Pipeline):
         **options,
     ) -> list[Path]:
         """Restore a file or every image of a folder; outputs keep the input file names (see :func:`plan_outputs`)
-        and a ``.npy`` input's shape (H x W stays H x W). ``options`` go to :meth:`restore`."""
-        verb = verb or self.verbs[0]
-        self.check_verb(verb, str(self.model_dir))
-        self.check_options(verb, mask, **options)
+        and a ``.npy`` input's shape (H x W stays H x W). ``options`` are checked against the verb's declaration."""
+        verb = verb or self.default_verb(mask)
+        checked = self.check_options(verb, mask, **options)
         from tqdm import tqdm
 
         files = resolve_inputs(inputs)
@@ -106,7 +150,7 @@ class RestorePipeline(Pipeline):
                 arrays = [read_image(f) for f, _, _ in group]
                 mks = [None if m is None else read_mask(m, a.shape[:2]).astype(np.float32)
                        for (_, _, m), a in zip(group, arrays, strict=True)]  # fmt: skip
-                outs = self.restore_batch(arrays, mks, [str(f) for f, _, _ in group], **options)
+                outs = self.restore_batch(arrays, mks, [str(f) for f, _, _ in group], verb, **checked)
             except ConvgenError as e:
                 if not written:
                     raise
@@ -123,11 +167,16 @@ class RestorePipeline(Pipeline):
     #: files :meth:`restore_files` reads and restores together (a family that batches sets more)
     file_batch: int = 1
 
-    def restore_batch(
-        self, images: list[np.ndarray], masks: list[np.ndarray | None], names: list[str], **options
-    ) -> list[np.ndarray]:
-        """:meth:`restore` of several images (a family may run them as one batch; the results must be the same)."""
-        return [self.restore(a, mask=m, name=n, **options) for a, m, n in zip(images, masks, names, strict=True)]
+    def restore_batch(self, images: list[np.ndarray], masks: list[np.ndarray | None], names: list[str], verb: str,
+                      **options) -> list[np.ndarray]:  # fmt: skip
+        """:meth:`restore_image` of several images with checked options (a family may run them as one batch; the
+        results must be the same)."""
+        return [self.restore_image(a, mask=m, name=n, verb=verb, **options)
+                for a, m, n in zip(images, masks, names, strict=True)]  # fmt: skip
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 @PIPELINES.register("restoration")
@@ -136,6 +185,8 @@ class RestorationPipeline(RestorePipeline):
 
     networks = ("restorer",)
     restores = ("denoise", "inpaint", "superres", "dejpeg")
+    restore_options = {"denoise": DenoiseOptions, "inpaint": RestoreOptions, "superres": RestoreOptions,
+                       "dejpeg": RestoreOptions}  # fmt: skip
     verb_help = {
         "denoise": "remove noise (--sigma: the noise level on the 0-255 scale, for non-blind models)",
         "inpaint": "fill missing regions given by --mask (255 = missing, 0 = known)",
@@ -169,37 +220,21 @@ class RestorationPipeline(RestorePipeline):
         ``inference.ensemble`` (set for zoo models whose card was measured with it), else 1."""
         return int(self.meta.get("inference", {}).get("ensemble", 1))
 
-    def check_options(self, verb, mask=None, sigma=None, tile=512, overlap=64, ensemble=None, **options) -> None:
-        super().check_options(verb, mask)
-        if sigma is not None and verb != "denoise":
-            raise ConvgenError(f"`sigma` is for denoising, not {verb}")
-        if options:
-            raise ConvgenError(f"{verb} does not take {', '.join(f'`{k}`' for k in options)}")
-        check_tiling(tile, overlap)
-        if ensemble is not None and ensemble not in (1, 2, 4, 8):
-            raise ConvgenError(f"`ensemble` {ensemble}: must be 1, 2, 4 or 8")
+    def option_defaults(self, declared) -> dict[str, Any]:
+        return {"ensemble": self.default_ensemble} if issubclass(declared, RestoreOptions) else {}
 
     def _network(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         return self.net(x.to(self.device), None if cond is None else cond.to(self.device))
 
-    def restore(
-        self,
-        image: np.ndarray,
-        sigma: float | None = None,
-        mask: np.ndarray | None = None,
-        tile: int | None = 512,
-        overlap: int = 64,
-        clip: bool = True,
-        name: str = "image",
-        ensemble: int | None = None,
-    ) -> np.ndarray:
+    def restore_image(self, image: np.ndarray, mask: np.ndarray | None = None, name: str = "image",
+                      verb: str = "", sigma: float | None = None, tile: int | None = 512, overlap: int = 64,
+                      ensemble: int | None = None, clip: bool = True) -> np.ndarray:  # fmt: skip
         """Restore one H x W (x C) float image; returns float32 H x W x C (x scale for super-resolution).
 
         ``ensemble`` (1, 2, 4 or 8; default :attr:`default_ensemble`) averages the model over that many
         flips/rotations of the input. A gray image given to a colour model is run as RGB and returned as gray
         (the mean of the channels)."""
         ensemble = self.default_ensemble if ensemble is None else ensemble
-        self.check_options(self.verb, mask, sigma, tile, overlap, ensemble)
         arr = as_float_image(image, name)
         gray_in = arr.shape[-1] == 1
         arr = convert_channels(arr, self.channels, name)
@@ -208,7 +243,7 @@ class RestorationPipeline(RestorePipeline):
         level = deg.level(sigma, bool(self.net.cond_channels)) if deg.is_noise else None
         m = None if mask is None else torch.from_numpy(np.array(mask, np.float32))
         x, cond = deg.network_input(x, m, level)
-        out = deg.finish(x, run_tiled(self._network, x, cond, tile, overlap, ensemble), cond)
+        out = deg.finish(x, run_tiled(self._network, x, cond, tile or None, overlap, ensemble), cond)
         if clip:
             out = out.clamp(0, 1)
         if gray_in and self.channels == 3:

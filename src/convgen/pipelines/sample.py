@@ -22,7 +22,8 @@ from tqdm import tqdm
 from convgen.errors import ConvgenError
 from convgen.io.images import write_image
 from convgen.models.gan import generate, latents
-from convgen.pipelines.base import Pipeline, check_batch_size
+from convgen.options import Options
+from convgen.pipelines.base import CallNet, Explainable, Pipeline, check_batch_size, check_target
 from convgen.registry import PIPELINES
 
 
@@ -48,7 +49,15 @@ def _check_out_dir(out: Path) -> None:
 
 
 class Sampler(Pipeline):
-    """Generators of every family: unconditional, or conditional on ``num_classes`` classes."""
+    """Generators of every family: unconditional, or conditional on ``num_classes`` classes.
+
+    A family declares the options of its sampler (``sample_options``) and of its interpolation (``walk_options``)
+    as :class:`~convgen.options.Options` dataclasses; ``convgen sample`` / ``convgen interpolate`` flags, the web
+    app's form fields and the checks of :meth:`sample` come from them, and the checked values reach
+    :meth:`generate_images` / :meth:`walk` as keyword arguments."""
+
+    sample_options: type[Options] = Options
+    walk_options: type[Options] = Options
 
     @property
     def num_classes(self) -> int:
@@ -73,12 +82,16 @@ class Sampler(Pipeline):
         self, n: int, seed: int, labels: torch.Tensor | None, batch_size: int, **options
     ) -> torch.Tensor:
         """``n`` images in [0, 1] (CPU float32, B x C x H x W) from ``seed``, image ``i`` of class ``labels[i]``;
-        ``options`` are the family's own (e.g. a VAE's ``sampler``), refused by families without them."""
+        ``options``: the checked fields of :attr:`sample_options` (e.g. a VAE's ``sampler``)."""
         raise NotImplementedError
 
-    def walk(self, steps: int, rows: int, seed: int, mode: str, classes, label) -> torch.Tensor:
-        """The images of :meth:`interpolate` (arguments already checked)."""
+    def walk(self, steps: int, rows: int, seed: int, mode: str, classes, label, **options) -> torch.Tensor:
+        """The images of :meth:`interpolate` (arguments already checked; ``options``: :attr:`walk_options`)."""
         raise NotImplementedError
+
+    def checked_sample_options(self, options: dict) -> dict:
+        """``options`` checked against :attr:`sample_options` (defaults filled in)."""
+        return self.checked(self.sample_options, options, "sampling")
 
     def sample(
         self, n: int, seed: int = 0, classes: list[int] | None = None, batch_size: int = 500, **options
@@ -91,7 +104,7 @@ class Sampler(Pipeline):
             labels = pool[torch.arange(n) % len(pool)]
         elif classes:
             self.class_index(classes[0])  # the unconditional model's error
-        return self.generate_images(n, seed, labels, batch_size, **options)
+        return self.generate_images(n, seed, labels, batch_size, **self.checked_sample_options(options))
 
     def sample_per_class(self, k: int, seed: int = 0, batch_size: int = 500, **options) -> dict[int, torch.Tensor]:
         """``k`` images of every class; class ``c`` is images ``c*k .. c*k+k-1`` of the seed."""
@@ -101,7 +114,8 @@ class Sampler(Pipeline):
             raise ConvgenError(f"`per_class` must be >= 1, got {k}")
         _check_request(k * self.num_classes, seed, batch_size)
         labels = torch.arange(self.num_classes).repeat_interleave(k)
-        images = self.generate_images(k * self.num_classes, seed, labels, batch_size, **options)
+        images = self.generate_images(k * self.num_classes, seed, labels, batch_size,
+                                      **self.checked_sample_options(options))  # fmt: skip
         return {c: images[c * k : (c + 1) * k] for c in range(self.num_classes)}
 
     def save_samples(
@@ -127,6 +141,7 @@ class Sampler(Pipeline):
             raise ConvgenError("give exactly one of `n` and `per_class`")
         if classes and per_class is not None:
             raise ConvgenError("`class` and `per_class` cannot be combined")
+        self.checked_sample_options(options)  # before anything is written
         _check_out_dir(out)
         if grid is not None:
             refuse_existing([grid], overwrite)
@@ -152,10 +167,12 @@ class Sampler(Pipeline):
         mode: str = "slerp",
         classes: tuple[int, int] | None = None,
         label: int | None = None,
+        **options,
     ) -> torch.Tensor:
         """A rows x steps grid, row-major (rows * steps, C, H, W): each row walks between two latents (``mode``
         slerp or lerp) or, with ``classes`` (A, B), from class A to class B at a fixed latent. ``label`` fixes the
-        class of a latent walk in a conditional model (default: row ``r`` uses class ``r``)."""
+        class of a latent walk in a conditional model (default: row ``r`` uses class ``r``); ``options``: the
+        family's :attr:`walk_options`."""
         if steps < 2:
             raise ConvgenError(f"`steps` must be >= 2, got {steps}")
         if rows < 1:
@@ -169,7 +186,8 @@ class Sampler(Pipeline):
             classes = (self.class_index(classes[0]), self.class_index(classes[1]))
         if label is not None:
             label = self.class_index(label)
-        return self.walk(steps, rows, seed, mode, classes, label)
+        checked = self.checked(self.walk_options, options, "interpolation")
+        return self.walk(steps, rows, seed, mode, classes, label, **checked)
 
 
 @PIPELINES.register("gan")
@@ -203,10 +221,42 @@ class GANSampler(Sampler):
         with tqdm(total=len(z), desc="sample", unit="img", file=sys.stderr, disable=len(z) < 5000) as bar:
             return generate(self.generator, z, labels, embedding, batch_size, self.device, progress=bar)
 
-    def generate_images(self, n, seed, labels, batch_size, **options):
-        if options:
-            raise ConvgenError(f"a GAN takes no {', '.join(f'`{k}`' for k in options)}")
+    def generate_images(self, n, seed, labels, batch_size):
         return self.generate(self.latents(n, seed), labels, batch_size)
+
+    def explainable(self, target: int | None = None) -> Explainable:
+        """The discriminator of a GAN checkpoint (training run or checkpoint directory): CAMs of its "real" logit
+        over images in [-1, 1]; a class-conditional one is explained for class ``target``."""
+        from convgen.data.transforms import resize_arrays
+        from convgen.io.images import read_image
+
+        m = self.cfg.model
+        if not self.saved.has("discriminator"):
+            raise ConvgenError(f"{self.name} holds no discriminator (explain a GAN's training run or checkpoint)")
+        if m.d_pack > 1:
+            raise ConvgenError(f"this discriminator judges packs of {m.d_pack} images (PacGAN), not single images")
+        if m.clusters:
+            raise ConvgenError("this discriminator is conditioned on unsupervised clusters (self-conditioned GAN); "
+                               "explain its generator's samples with a classifier instead")  # fmt: skip
+        if m.num_classes and target is None:
+            raise ConvgenError("this discriminator is class-conditional: give `target` CLASS")
+        check_target(target, m.num_classes, "this discriminator")
+        disc = self.saved.network("discriminator")
+        labels = None if target is None else torch.tensor([target])
+
+        def prepare(paths):
+            arrays = [read_image(p, channels=m.channels) for p in paths]
+            return resize_arrays(arrays, m.image_size).clamp(0, 1) * 2 - 1
+
+        def run(x):
+            return disc(x, None if labels is None else labels.expand(len(x)))
+
+        @torch.no_grad()
+        def extra(x):
+            return {"realness_logits": [round(v, 4) for v in run(x).tolist()]}
+
+        return Explainable(CallNet(disc, run), prepare, lambda logits: logits, "discriminator", extra,
+                           lambda x: (x + 1) / 2)  # fmt: skip
 
     def walk(self, steps, rows, seed, mode, classes, label):
         """Latent walks; a self-conditioned model (``model.clusters``) also walks from one end's cluster embedding

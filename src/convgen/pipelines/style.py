@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ from tqdm import tqdm
 from convgen.errors import ConvgenError
 from convgen.io.images import convert_channels, read_image, resolve_inputs, write_image
 from convgen.losses.perceptual import CONTENT_LAYERS, STYLE_LAYERS, LossWeights, PerceptualLoss
-from convgen.models.backbones.vgg import VGG19Features, feature_network, resize_to
+from convgen.models.backbones.vgg import LAYERS, VGG19Features, feature_network, resize_to
+from convgen.options import Options, build, option
 from convgen.pipelines.base import Pipeline
 from convgen.registry import PIPELINES
 
@@ -95,46 +96,40 @@ def to_array(x: torch.Tensor, gray: bool = False) -> np.ndarray:
 
 
 @dataclass
-class GatysOptions:
-    """Options of the optimisation (``convgen stylize --style``). ``size``: the longer side the result is made
-    at (None: the content's own size, at most ``MAX_SIDE``); ``style_size``: the painting's longer side when its
-    Grams are taken (None: ``size``)."""
+class StyleOptions(Options):
+    """What both methods take."""
 
-    iterations: int = 300
-    optimizer: str = "lbfgs"
-    lr: float | None = None  # Adam's step (default 0.02); L-BFGS uses 1 with a strong-Wolfe line search
-    content_weight: float = 1.0
-    style_weight: float = 1e3
-    tv_weight: float = 1e1
-    content_layers: Sequence[str] = CONTENT_LAYERS
-    style_layers: Sequence[str] = STYLE_LAYERS
-    style_mix: Sequence[float] | None = None  # weights of several style images (default: equal)
-    preserve_color: bool = False
-    size: int | None = None
-    style_size: int | None = None
-    coarse_side: int = 256  # larger results are made coarse to fine, from this side upwards by factors of 2
-    init: str = "content"  # or "noise"
-    seed: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+    preserve_color: bool = option(False, "transfer luminance only; keep the photo's colours")
+    size: int | None = option(None, "make the result with this longer side in px (default: the input's)", lo=16,
+                              hi=MAX_SIDE)  # fmt: skip
+
+
+@dataclass
+class GatysOptions(StyleOptions):
+    """Options of the optimisation (``convgen stylize --style``)."""
+
+    iterations: int = option(300, "optimiser iterations over all scales", lo=1, hi=1_000_000)
+    optimizer: Literal["lbfgs", "adam"] = option("lbfgs", "the optimiser")
+    lr: float | None = option(None, "Adam's step (default 0.02); L-BFGS uses 1 with a strong-Wolfe line search",
+                              gt=0, hi=1e3)  # fmt: skip
+    content_weight: float = option(1.0, "weight of the content loss", lo=0)
+    style_weight: float = option(1e3, "weight of the style (Gram) loss", lo=0)
+    tv_weight: float = option(1e1, "weight of the total variation loss", lo=0)
+    content_layers: tuple[str, ...] = option(CONTENT_LAYERS, "VGG19 layers of the content loss")
+    style_layers: tuple[str, ...] = option(STYLE_LAYERS, "VGG19 layers of the style loss")
+    style_size: int | None = option(None, "the painting's longer side for its Grams (default: --size)", lo=16,
+                                    hi=MAX_SIDE)  # fmt: skip
+    coarse_side: int = option(256, "larger results are made coarse to fine, from this side upwards", lo=16,
+                              hi=MAX_SIDE)  # fmt: skip
+    init: Literal["content", "noise"] = option("content", "start from the photo or from noise")
+    seed: int = option(0, "noise seed for --init noise", lo=-(2**63), hi=2**63 - 1)
 
     def check(self) -> None:
-        if self.iterations < 1:
-            raise ConvgenError(f"`iterations` {self.iterations}: must be >= 1")
-        if self.optimizer not in ("lbfgs", "adam"):
-            raise ConvgenError(f"`optimizer` {self.optimizer!r}: must be lbfgs or adam")
-        if self.init not in ("content", "noise"):
-            raise ConvgenError(f"`init` {self.init!r}: must be content or noise")
-        for k in ("content_weight", "style_weight", "tv_weight"):
-            if not getattr(self, k) >= 0:
-                raise ConvgenError(f"`{k}` {getattr(self, k)}: must be >= 0")
-        for k in ("size", "style_size"):
-            v = getattr(self, k)
-            if v is not None and not 16 <= v <= MAX_SIDE:
-                raise ConvgenError(f"`{k}` {v}: must be in 16..{MAX_SIDE}")
-        if self.coarse_side < 16:
-            raise ConvgenError(f"`coarse_side` {self.coarse_side}: must be >= 16")
-        if not self.style_layers:
-            raise ConvgenError("`style_layers`: give at least one layer")
+        known = set(LAYERS)
+        for key in ("content_layers", "style_layers"):
+            bad = [name for name in getattr(self, key) if name not in known]
+            if bad:
+                raise ConvgenError(f"`{key}`: unknown layer {bad[0]!r} (layers: relu1_1 ... relu5_4, conv*, pool*)")
 
 
 def scales(side: int, coarse_side: int) -> list[int]:
@@ -156,10 +151,12 @@ def split_iterations(total: int, n: int) -> list[int]:
 
 
 def gatys(content: torch.Tensor, styles: Sequence[torch.Tensor], net: VGG19Features, opts: GatysOptions,
-          progress: Callable[[int, dict[str, float]], None] | None = None) -> torch.Tensor:  # fmt: skip
-    """Stylise ``content`` (1 x 3 x H x W in [0, 1]) with ``styles``; returns 1 x 3 x H' x W' in [0, 1], H' x W' the
-    content's size scaled to ``opts.size``. ``opts.history`` receives each iteration's loss parts."""
-    opts.check()
+          progress: Callable[[int, dict[str, float]], None] | None = None, style_mix: Sequence[float] | None = None,
+          history: list[dict[str, float]] | None = None) -> torch.Tensor:  # fmt: skip
+    """Stylise ``content`` (1 x 3 x H x W in [0, 1]) with ``styles`` (weighted by ``style_mix``); returns
+    1 x 3 x H' x W' in [0, 1], H' x W' the content's size scaled to ``opts.size``. ``history`` receives each
+    iteration's loss parts."""
+    history = [] if history is None else history
     device = next(net.parameters()).device
     content, styles = content.to(device), [s.to(device) for s in styles]
     side = opts.size or max(content.shape[-2:])
@@ -176,7 +173,7 @@ def gatys(content: torch.Tensor, styles: Sequence[torch.Tensor], net: VGG19Featu
             photo_in = luminance3(photo)
         else:
             photo_in = photo
-        grams = PerceptualLoss.style_targets(net, refs, opts.style_layers, opts.style_mix)
+        grams = PerceptualLoss.style_targets(net, refs, opts.style_layers, style_mix)
         loss_fn = PerceptualLoss(net, grams, opts.content_layers,
                                  LossWeights(opts.content_weight, opts.style_weight, opts.tv_weight))  # fmt: skip
         cont = loss_fn.content_features(photo_in) if opts.content_weight > 0 else None
@@ -190,19 +187,19 @@ def gatys(content: torch.Tensor, styles: Sequence[torch.Tensor], net: VGG19Featu
             x = F.interpolate(x, size=photo_in.shape[-2:], mode="bilinear", align_corners=False)
             if opts.preserve_color:
                 x = luminance3(x)
-        x = _optimise(x.detach().contiguous().requires_grad_(True), loss_fn, cont, n, opts, progress)
+        x = _optimise(x.detach().contiguous().requires_grad_(True), loss_fn, cont, n, opts, progress, history)
     out = x.detach().clamp(0, 1)
     if opts.preserve_color:
         out = recombine_chroma(out, target).clamp(0, 1)
     return out
 
 
-def _optimise(x, loss_fn, cont, n, opts, progress) -> torch.Tensor:
+def _optimise(x, loss_fn, cont, n, opts, progress, history) -> torch.Tensor:
     def record(parts):
         row = {k: float(v.detach()) for k, v in parts.items()}
-        opts.history.append(row)
+        history.append(row)
         if progress:
-            progress(len(opts.history), row)
+            progress(len(history), row)
 
     if opts.optimizer == "adam":
         opt = torch.optim.Adam([x], lr=opts.lr or 0.02)
@@ -230,27 +227,34 @@ def _optimise(x, loss_fn, cont, n, opts, progress) -> torch.Tensor:
 
 # -- files ---------------------------------------------------------------------------------------------------------
 class _Stylizer:
-    """What both methods share: one array in, one array out (:meth:`stylize`); files and folders
-    (:meth:`stylize_files`), each output keeping its input's name, with the method and feature network recorded in
-    every PNG's text chunks."""
+    """What both methods share: one array in, one array out (:meth:`stylize`, options checked against
+    ``stylize_options``, then the method's :meth:`stylize_image`); files and folders (:meth:`stylize_files`), each
+    output keeping its input's name, with the method and feature network recorded in every PNG's text chunks."""
 
     method = ""
     feature_net = ""
+    name = "style transfer"
+    stylize_options: type[Options] = StyleOptions
 
     def stylize(self, image: np.ndarray, name: str = "image", **options) -> np.ndarray:
+        """Stylise one H x W (x C) float image in [0, 1]; a gray input gives a gray result."""
+        return self.stylize_image(image, name, **self.check_options(**options))
+
+    def stylize_image(self, image: np.ndarray, name: str, **options) -> np.ndarray:
         raise NotImplementedError
 
     def describe(self) -> dict[str, str]:
         return {"convgen:method": self.method, "convgen:feature_net": self.feature_net}
 
-    def check_options(self, **options) -> None:
-        """Raise on options :meth:`stylize` would refuse (called before any file is read or written)."""
+    def check_options(self, **options) -> dict[str, Any]:
+        """The options checked against ``stylize_options`` (before any file is read or written)."""
+        return build(self.stylize_options, options, f"stylize with {self.name}").values()
 
     def stylize_files(self, inputs: str | Path, output: str | Path, overwrite: bool = False, **options) -> list[Path]:
         from convgen.io.images import probe_image, stored_ndim
         from convgen.pipelines.restore import plan_outputs
 
-        self.check_options(**options)
+        checked = self.check_options(**options)
         files = resolve_inputs(inputs)
         targets = plan_outputs(files, Path(inputs), Path(output), overwrite)
         for f in files:  # every input is checked before anything is written
@@ -260,7 +264,7 @@ class _Stylizer:
                    disable=len(files) < 2)  # fmt: skip
         for f, target in zip(files, targets, strict=True):
             try:
-                out = self.stylize(read_image(f), name=str(f), **options)
+                out = self.stylize_image(read_image(f), str(f), **checked)
             except ConvgenError as e:
                 if not written:
                     raise
@@ -293,16 +297,19 @@ class StylePipeline(Pipeline, _Stylizer):
         return {**super().describe(), "convgen:model": self.model_dir.name,
                 "convgen:style": ", ".join(self.style_names)}  # fmt: skip
 
-    def check_options(self, preserve_color: bool = False, size: int | None = None) -> None:
-        if size is not None and not 16 <= size <= MAX_SIDE:
-            raise ConvgenError(f"`size` {size}: must be in 16..{MAX_SIDE}")
+    def check_options(self, **options) -> dict[str, Any]:
+        optimisation = [k for k in options if k in GatysOptions.__dataclass_fields__ and k not in self.stylize_options
+                        .__dataclass_fields__]  # fmt: skip
+        if optimisation:
+            raise ConvgenError(f"`{optimisation[0]}` is an option of the Gatys optimisation (`style`), not of a "
+                               "trained style model")  # fmt: skip
+        return super().check_options(**options)
 
     @torch.no_grad()
-    def stylize(self, image: np.ndarray, name: str = "image", preserve_color: bool = False,
-                size: int | None = None) -> np.ndarray:  # fmt: skip
+    def stylize_image(self, image: np.ndarray, name: str = "image", preserve_color: bool = False,
+                      size: int | None = None) -> np.ndarray:  # fmt: skip
         """H x W (x C) float image in [0, 1] -> the stylised float32 H' x W' x C image (H' x W' = the input's size,
         or its longer side resized to ``size``). A gray input gives a gray result."""
-        self.check_options(preserve_color=preserve_color, size=size)
         gray = is_gray(image)
         x = to_tensor(image, name)
         if size is not None:
@@ -318,6 +325,8 @@ class Gatys(_Stylizer):
     ``style_mix``; :meth:`stylize` takes the :class:`GatysOptions` fields as keywords."""
 
     method = "gatys"
+    name = "the Gatys optimisation"
+    stylize_options = GatysOptions
 
     def __init__(self, styles: Sequence[str | Path | np.ndarray], style_mix: Sequence[float] | None = None,
                  feature_net: str = "auto", vgg_weights: str | Path | None = None,
@@ -326,8 +335,12 @@ class Gatys(_Stylizer):
 
         if not styles:
             raise ConvgenError("give at least one style image")
-        if style_mix is not None and (len(style_mix) != len(styles) or min(style_mix) < 0 or sum(style_mix) <= 0):
-            raise ConvgenError(f"`style_mix` {list(style_mix)}: one weight >= 0 per style image, not all 0")
+        if style_mix is not None:
+            mix = [float(w) if not isinstance(w, bool) and isinstance(w, (int, float)) else float("nan")
+                   for w in style_mix]  # fmt: skip
+            if len(mix) != len(styles) or not all(np.isfinite(mix)) or min(mix) < 0 or sum(mix) <= 0:
+                raise ConvgenError(f"`style_mix` {list(style_mix)}: one finite weight >= 0 per style image, not all 0")
+            style_mix = mix
         self.style_files = [Path(s).name if not isinstance(s, np.ndarray) else "array" for s in styles]
         self.styles = [to_tensor(read_image(s) if not isinstance(s, np.ndarray) else s, str(s)[:40]) for s in styles]
         self.style_mix = None if style_mix is None else list(style_mix)
@@ -340,26 +353,20 @@ class Gatys(_Stylizer):
         return {**super().describe(), "convgen:style": ", ".join(self.style_files)}
 
     def options(self, **options: Any) -> GatysOptions:
-        """Checked :class:`GatysOptions` from keywords (the style mix is the one given at construction)."""
-        unknown = [k for k in options if k not in GatysOptions.__dataclass_fields__ or k in ("history", "style_mix")]
-        if unknown:
-            raise ConvgenError(f"stylize does not take `{unknown[0]}`")
-        opts = GatysOptions(style_mix=self.style_mix, **options)
-        opts.check()
-        return opts
+        """Checked :class:`GatysOptions` from keywords."""
+        return GatysOptions(**self.check_options(**options))
 
-    def check_options(self, **options: Any) -> None:
-        self.options(**options)
-
-    def stylize(self, image: np.ndarray, name: str = "image", **options: Any) -> np.ndarray:
-        """Stylise one H x W (x C) float image; ``options``: the :class:`GatysOptions` fields. The loss parts of
-        each iteration are left in :attr:`last_history`."""
-        opts = self.options(**options)
+    def stylize_image(self, image: np.ndarray, name: str = "image", **options: Any) -> np.ndarray:
+        """Stylise one H x W (x C) float image; ``options``: the checked :class:`GatysOptions` fields. The loss
+        parts of each iteration are left in :attr:`last_history`."""
+        opts = GatysOptions(**options)
         gray = is_gray(image)
         x = to_tensor(image, name)
+        history: list[dict[str, float]] = []
         with tqdm(total=opts.iterations, desc=f"gatys {Path(name).name}", unit="it", file=sys.stderr,
                   leave=False, disable=opts.iterations < 20) as bar:  # fmt: skip
             y = gatys(x, self.styles, self.net, opts,
-                      lambda i, row: bar.update(1) if bar.n < opts.iterations else None)  # fmt: skip
-        self.last_history = opts.history
+                      lambda i, row: bar.update(1) if bar.n < opts.iterations else None,
+                      style_mix=self.style_mix, history=history)  # fmt: skip
+        self.last_history = history
         return to_array(y.cpu(), gray)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,15 +21,30 @@ from tqdm import tqdm
 from convgen.errors import ConvgenError, ImageError
 from convgen.io.images import read_image, resolve_inputs
 from convgen.losses.likelihood import EVAL_BINARIZE_SEED, binarize, bits_per_dim, iwae_nll, log_weights
+from convgen.models.autoencoders import decode_means, prior_latents
+from convgen.options import Options, option
 from convgen.pipelines.restore import RestorePipeline, as_float_image
 from convgen.pipelines.sample import Sampler, lerp, slerp
 from convgen.registry import PIPELINES
+
+
+@dataclass
+class VAESampleOptions(Options):
+    sampler: Literal["prior", "gmm"] | None = option(None, "latents from the prior N(0, I) or from the ex-post "
+                                                     "Gaussian mixture (default: the model's)")  # fmt: skip
+
+
+@dataclass
+class ReconstructOptions(Options):
+    label: str | None = option(None, "the images' class (name or index; conditional models)")
 
 
 @PIPELINES.register("vae")
 class VAEPipeline(Sampler, RestorePipeline):
     networks = ("vae",)
     restores = ("reconstruct",)
+    restore_options = {"reconstruct": ReconstructOptions}
+    sample_options = VAESampleOptions
     verb_help = {"reconstruct": "encode and decode images with an autoencoder (the decoder's mean)"}
 
     @property
@@ -40,19 +56,12 @@ class VAEPipeline(Sampler, RestorePipeline):
         m = self.cfg.model
         return m.channels, m.image_size, m.image_size
 
-    @torch.no_grad()
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None, embedding=None, batch_size: int = 500):
         """Decoder means in [0, 1] (CPU float32) for latents ``z``."""
-        out = []
-        for i in range(0, len(z), batch_size):
-            zi = z[i : i + batch_size].to(self.device)
-            yi = None if labels is None else labels[i : i + batch_size].to(self.device)
-            ei = None if embedding is None else embedding[i : i + batch_size].to(self.device)
-            out.append(self.net.mean_image(self.net.decode(zi, yi, ei)).cpu())
-        return torch.cat(out)
+        return decode_means(self.net, z, labels, embedding, batch_size, self.device)
 
     def latents(self, n: int, seed: int) -> torch.Tensor:
-        return torch.randn(n, self.net.latent_dim, generator=torch.Generator().manual_seed(seed))
+        return prior_latents(n, self.net.latent_dim, seed)
 
     def select_networks(self, saved) -> tuple[str, ...]:
         return ("vae", "gmm") if saved.has("gmm") else ("vae",)
@@ -63,12 +72,13 @@ class VAEPipeline(Sampler, RestorePipeline):
         else ``prior``."""
         return str(self.meta.get("inference", {}).get("sampler", "prior"))
 
-    def generate_images(self, n, seed, labels, batch_size, sampler: str | None = None, **options):
+    def option_defaults(self, declared) -> dict[str, Any]:
+        return {"sampler": self.default_sampler} if declared is VAESampleOptions else {}
+
+    def generate_images(self, n, seed, labels, batch_size, sampler: str | None = None):
         """Decoder means of latents drawn from the prior N(0, I) (``sampler="prior"``) or from the ex-post
         Gaussian mixture fitted to the training images' codes (``"gmm"``, Ghosh et al. 2020); default
         :attr:`default_sampler`."""
-        if options:
-            raise ConvgenError(f"a VAE takes no {', '.join(f'`{k}`' for k in options)} (only `sampler`)")
         sampler = self.default_sampler if sampler is None else sampler
         if not self.net.variational:
             raise ConvgenError(f"{self.model_dir} is a plain autoencoder: it has no prior to sample from")
@@ -112,14 +122,15 @@ class VAEPipeline(Sampler, RestorePipeline):
         if not self.num_classes:
             return None
         if labels is None:
-            raise ConvgenError("this autoencoder is class-conditional: give the images' `classes`")
+            raise ConvgenError(f"{self.name} is class-conditional: give the images' class (`label`)")
         y = torch.as_tensor([self.class_index(c) for c in labels] if not torch.is_tensor(labels) else labels)
         if len(y) != n:
             raise ConvgenError(f"{len(y)} classes for {n} images")
         return y.long()
 
     @torch.no_grad()
-    def restore(self, image: np.ndarray, mask=None, name: str = "image", label=None, **options) -> np.ndarray:
+    def restore_image(self, image: np.ndarray, mask=None, name: str = "image", verb: str = "reconstruct",
+                      label: str | None = None) -> np.ndarray:  # fmt: skip
         """The reconstruction (decoder mean of the posterior mean) of one H x W (x C) image."""
         x = self.prepare(image, name)
         y = self._labels(None if label is None else [label], 1)
@@ -128,7 +139,8 @@ class VAEPipeline(Sampler, RestorePipeline):
         out = out[0].permute(1, 2, 0).cpu().numpy()
         return out
 
-    reconstruct = restore
+    def reconstruct(self, image: np.ndarray, label: str | int | None = None) -> np.ndarray:
+        return self.restore(image, label=label)
 
     # -- latent-space tools ---------------------------------------------------------------------------------------
     @torch.no_grad()

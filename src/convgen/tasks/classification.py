@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from convgen.data.loader import BatchLoader
 from convgen.data.transforms import AugmentConfig
-from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
+from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task
 from convgen.errors import ConfigError
@@ -35,32 +35,24 @@ class ClassificationTask(Task):
     export_models = ("classifier",)
     best_metric = ("val/accuracy", "max")
     progress_keys = ("loss", "accuracy")
+    rng_salt = 17  # augmentation
 
     def __init__(self, cfg, data, ctx, total_steps) -> None:
         super().__init__(cfg, data, ctx, total_steps)
         m = cfg.model
-        for key, want in (
-            ("in_channels", data.channels),
-            ("num_classes", data.num_classes),
-            ("image_size", data.image_size),
-        ):
-            have = getattr(m, key, want)
-            if want != have:
-                raise ConfigError(f"config value model.{key} is {have} but the data has {want}")
+        self.check_data("in_channels", "num_classes", "image_size")
         if data.train.labels is None:
             raise ConfigError("classification needs labelled data (class sub-folders or a labels array)")
         net = ctx.prepare(build_model(m))
         self.models = {"classifier": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
-        self.optimizers = {"classifier": make_optimizer(net.parameters(), cfg.train)}
-        self.schedulers = {"classifier": make_scheduler(self.optimizers["classifier"], cfg.train, total_steps)}
-        self.augment_gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17 + ctx.dist.rank)
+        self.add_optimizer("classifier", net.parameters())
 
     def train_step(self, batch, step: int) -> dict[str, float]:
         x, y = batch
         tcfg = self.cfg.task
         if tcfg.augment.active:
-            x = tcfg.augment.apply(x, self.augment_gen)
+            x = tcfg.augment.apply(x, self.gen)
         x, y = self.ctx.to_device(x), y.to(self.ctx.device)
         opt = self.optimizers["classifier"]
         self.net.train()
@@ -92,13 +84,6 @@ class ClassificationTask(Task):
         logits, loss = self.predict(self.data.val)
         acc = (logits.argmax(1) == self.data.val.labels).float().mean().item()
         return {"loss": loss, "accuracy": acc, "errors": float((logits.argmax(1) != self.data.val.labels).sum())}
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"augment_gen": self.augment_gen.get_state()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "augment_gen" in state:
-            self.augment_gen.set_state(state["augment_gen"])
 
     def on_train_end(self, run_dir: Path) -> dict[str, Any]:
         from convgen.viz.figures import plot_predictions

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
+from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task, init_weights
 from convgen.errors import ConfigError
@@ -55,6 +55,7 @@ class CodecTask(Task):
     export_models = ("codec",)
     best_metric = ("val/loss", "min")
     progress_keys = ("loss", "bpp", "psnr")
+    rng_salt = 31  # flips, gray images, qualities
 
     def __init__(self, cfg, data, ctx, total_steps) -> None:
         super().__init__(cfg, data, ctx, total_steps)
@@ -71,15 +72,8 @@ class CodecTask(Task):
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
         main = [p for n, p in net.named_parameters() if not n.endswith("quantiles")]
         aux = [p for n, p in net.named_parameters() if n.endswith("quantiles")]
-        self.optimizers = {
-            "codec": make_optimizer(main, cfg.train),
-            "aux": make_optimizer(aux, cfg.train, cfg.task.aux_lr),
-        }
-        self.schedulers = {"codec": make_scheduler(self.optimizers["codec"], cfg.train, total_steps)}
-        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 31 + ctx.dist.rank)
-
-    def reseed(self, salt: int) -> None:
-        self.gen.manual_seed(self.cfg.seed * 7919 + 31 + 104729 * salt)
+        self.add_optimizer("codec", main)
+        self.add_optimizer("aux", aux, cfg.task.aux_lr, schedule=False)
 
     def train_step(self, batch, step: int) -> dict[str, float]:
         x, _ = batch
@@ -134,11 +128,10 @@ class CodecTask(Task):
         return None
 
     def extra_state(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state(), "best_loss": self.best_loss}
+        return {**super().extra_state(), "best_loss": self.best_loss}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "gen" in state:
-            self.gen.set_state(state["gen"])
+        super().load_extra_state(state)
         self.best_loss = float(state.get("best_loss", float("inf")))
 
     def finalize_export(self, model_dir: Path) -> None:

@@ -12,7 +12,6 @@ FID; diversity, smallest class share and, for a conditional model, the share rec
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,14 +19,13 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from convgen.diffusion import NoiseSchedule, guided_predictor
-from convgen.diffusion.samplers import sample_images
+from convgen.diffusion import NoiseSchedule
+from convgen.diffusion.samplers import generate
 from convgen.engine.ema import EMA
-from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
+from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task
 from convgen.errors import ConfigError
-from convgen.metrics.distribution import SampleValidator
 from convgen.models import build_model
 from convgen.registry import TASKS
 from convgen.schema import check
@@ -66,16 +64,12 @@ class DiffusionTask(Task):
     export_models = ("unet_ema",)
     best_metric = ("val/fd", "min")
     progress_keys = ("loss",)
+    rng_salt = 59  # timesteps, noise, label dropout
 
     def __init__(self, cfg, data, ctx, total_steps) -> None:
         super().__init__(cfg, data, ctx, total_steps)
         m, t = cfg.model, cfg.task
-        if m.channels != data.channels:
-            raise ConfigError(f"config value model.channels is {m.channels} but the data has {data.channels}")
-        if m.num_classes and (data.train.labels is None or m.num_classes != data.num_classes):
-            raise ConfigError(
-                f"a conditional diffusion model needs labelled data with model.num_classes ({m.num_classes}) classes"
-            )
+        self.check_data("channels", "num_classes")
         net = build_model(m)
         if not hasattr(net, "multiple") or not hasattr(net, "embedding"):
             raise ConfigError(f"model type {m.registry_name!r} is not a diffusion U-Net")
@@ -83,20 +77,11 @@ class DiffusionTask(Task):
         self.net, self.module = net, wrap_ddp(net, ctx.dist, ctx.device)
         self.ema = EMA(net, t.ema_decay, warmup=True, start=t.ema_start)
         self.models = {"unet": net, "unet_ema": self.ema.average}
-        self.optimizers = {"unet": make_optimizer(net.parameters(), cfg.train)}
-        self.schedulers = {"unet": make_scheduler(self.optimizers["unet"], cfg.train, total_steps)}
+        self.add_optimizer("unet", net.parameters())
         self.schedule = NoiseSchedule.make(t.schedule, t.timesteps)
-        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 59 + ctx.dist.rank)
         self.updates = 0
         if self.validator is None and cfg.train.best_metric is None:
             self.best_metric = ("val/loss", "min")
-
-    @property
-    def conditional(self) -> bool:
-        return bool(self.net.num_classes)
-
-    def reseed(self, salt: int) -> None:
-        self.gen.manual_seed(self.cfg.seed * 7919 + 59 + 104729 * salt)
 
     def loss(self, net, x0: torch.Tensor, labels, gen: torch.Generator) -> torch.Tensor:
         """The training loss of a batch in [0, 1] (timesteps, noise and label dropout drawn from ``gen``)."""
@@ -126,12 +111,6 @@ class DiffusionTask(Task):
         return {"loss": loss.item(), "lr": opt.param_groups[0]["lr"]}
 
     # -- validation ----------------------------------------------------------------------------------------------
-    @functools.cached_property
-    def validator(self) -> SampleValidator | None:
-        return SampleValidator.for_training(
-            self.cfg.task.fd_extractor, self.cfg.model.channels, self.data, str(self.ctx.device)
-        )
-
     @torch.no_grad()
     def generate(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``n`` EMA samples in [0, 1] (CPU) with the default sampler; conditional models cycle through the
@@ -144,13 +123,9 @@ class DiffusionTask(Task):
         def net(x, tb, labels):
             return ema(self.ctx.to_device(x), tb, labels)
 
-        def predictor(labels):
-            null = self.net.num_classes if labels is not None else None
-            return guided_predictor(net, self.schedule, t.prediction, labels, t.guidance, null)
-
-        fakes = sample_images(
-            predictor, shape, n, seed, y, self.schedule, t.sample_steps, t.eta, t.eval_batch_size, self.ctx.device
-        )
+        null = self.net.num_classes if self.conditional else None
+        fakes = generate(net, self.schedule, t.prediction, shape, n, seed, y, t.sample_steps, t.guidance, t.eta,
+                         t.eval_batch_size, null, self.ctx.device)  # fmt: skip
         return fakes, y
 
     @torch.no_grad()
@@ -174,11 +149,10 @@ class DiffusionTask(Task):
 
     # -- state ---------------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state(), "updates": self.updates}
+        return {**super().extra_state(), "updates": self.updates}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "gen" in state:
-            self.gen.set_state(state["gen"])
+        super().load_extra_state(state)
         self.updates = state.get("updates", 0)
 
     def export_meta(self) -> dict[str, Any]:

@@ -25,10 +25,9 @@ learns the clusters' frequencies, from which it later picks a cluster for each l
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,12 +35,12 @@ from torch import nn
 from convgen.data.diffaugment import POLICIES, diff_augment
 from convgen.data.transforms import resize
 from convgen.engine.ema import EMA, recalibrate_batchnorm
-from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
+from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task
 from convgen.errors import ConfigError
 from convgen.losses.adversarial import d_loss, g_loss, gradient_penalty, r1_penalty
-from convgen.metrics.distribution import SampleValidator
+from convgen.losses.base import build_loss_config
 from convgen.models import build_model
 from convgen.models.gan import generate, latents
 from convgen.registry import TASKS
@@ -63,7 +62,7 @@ class HealthConfig:
 class GANTask(Task):
     @dataclass
     class Config:
-        loss: Literal["ns", "hinge", "wgan-gp", "ls"] = "ns"
+        loss: Any = "ns"  # an adversarial loss: its registered name (ns, hinge, wgan-gp, ls) or {type: name}
         lr_g: float | None = None  # null = train.lr
         lr_d: float | None = None  # null = train.lr
         d_steps: int = 1  # discriminator updates per generator update
@@ -81,6 +80,7 @@ class GANTask(Task):
         health: HealthConfig = field(default_factory=HealthConfig)
 
         def __post_init__(self) -> None:
+            self.loss = build_loss_config("task.loss", self.loss, "adversarial")
             check(self.lr_g is None or self.lr_g > 0, "task.lr_g", "must be > 0")
             check(self.lr_d is None or self.lr_d > 0, "task.lr_d", "must be > 0")
             check(self.d_steps >= 1, "task.d_steps", "must be >= 1")
@@ -98,19 +98,12 @@ class GANTask(Task):
     export_models = ("generator", "generator_ema")
     best_metric = ("val/fd", "min")
     progress_keys = ("loss_d", "loss_g")
+    rng_salt = 31  # latents, labels, augmentation
 
     def __init__(self, cfg, data, ctx, total_steps) -> None:
         super().__init__(cfg, data, ctx, total_steps)
         m, t = cfg.model, cfg.task
-        if m.channels != data.channels:
-            raise ConfigError(f"config value model.channels is {m.channels} but the data has {data.channels}")
-        if m.num_classes:
-            if data.train.labels is None:
-                raise ConfigError("a conditional GAN (model.num_classes > 0) needs labelled data")
-            if m.num_classes != data.num_classes:
-                raise ConfigError(
-                    f"config value model.num_classes is {m.num_classes} but the data has {data.num_classes}"
-                )
+        self.check_data("channels", "num_classes")
         if cfg.train.batch_size % m.d_pack:
             raise ConfigError(f"config value train.batch_size must be a multiple of model.d_pack ({m.d_pack})")
         if m.clusters > len(data.train) // 2:
@@ -127,28 +120,13 @@ class GANTask(Task):
         else:
             self.export_models = ("generator",)
         self.G, self.D = wrap_ddp(g, ctx.dist, ctx.device), wrap_ddp(d, ctx.dist, ctx.device)
-        tc = cfg.train
-        lr_g, lr_d = t.lr_g or tc.lr, t.lr_d or tc.lr
-        g_steps = max(1, total_steps // t.d_steps)
-        self.optimizers = {
-            "generator": make_optimizer(g.parameters(), tc, lr_g),
-            "discriminator": make_optimizer(d.parameters(), tc, lr_d),
-        }
-        self.schedulers = {
-            "generator": make_scheduler(self.optimizers["generator"], tc, g_steps),
-            "discriminator": make_scheduler(self.optimizers["discriminator"], tc, total_steps),
-        }
-        rank = ctx.dist.rank
-        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 31 + rank)  # latents, labels, augmentation
+        self.add_optimizer("generator", g.parameters(), t.lr_g, steps=max(1, total_steps // t.d_steps))
+        self.add_optimizer("discriminator", d.parameters(), t.lr_d)
         self._last_g = 0.0  # generator loss of the latest G update (logged on D-only steps too)
         self.g_updates = 0
         self.peak_diversity = 0.0
 
     # -- helpers -------------------------------------------------------------------------------------------------
-    @property
-    def conditional(self) -> bool:
-        return self.cfg.model.num_classes > 0
-
     def _self_condition(self, generator: nn.Module) -> None:
         """k-means cluster ids of the training images become their labels; the clusters' frequencies become the
         generator's cluster prior."""
@@ -181,7 +159,7 @@ class GANTask(Task):
 
     def _penalty(self, real: torch.Tensor, fake: torch.Tensor, y, step: int) -> torch.Tensor | None:
         t = self.cfg.task
-        if t.loss == "wgan-gp" and t.gp_weight > 0:
+        if t.loss.registry_name == "wgan-gp" and t.gp_weight > 0:
             return t.gp_weight * gradient_penalty(lambda x: self._disc(x, y), real, fake, self.gen)
         if t.r1_gamma > 0 and step % t.r1_every == 0:
             return t.r1_gamma / 2 * t.r1_every * r1_penalty(lambda x: self._disc(x, y), real)
@@ -221,7 +199,7 @@ class GANTask(Task):
             "d_fake": d_fake.mean().item(),
             "lr_d": opt_d.param_groups[0]["lr"],
         }
-        if t.loss == "wgan-gp" or t.r1_gamma > 0:
+        if t.loss.registry_name == "wgan-gp" or t.r1_gamma > 0:
             out["penalty"] = 0.0 if penalty is None else penalty.item()
 
         if update_g:
@@ -243,13 +221,6 @@ class GANTask(Task):
     @property
     def sampler(self) -> nn.Module:
         return self.g_ema if self.g_ema is not None else self.models["generator"]
-
-    @functools.cached_property
-    def validator(self) -> SampleValidator | None:
-        """Scores samples in the feature space of ``task.fd_extractor`` (None when it is ``none``)."""
-        return SampleValidator.for_training(
-            self.cfg.task.fd_extractor, self.cfg.model.channels, self.data, str(self.ctx.device)
-        )
 
     @torch.no_grad()
     def generate(self, n: int, seed: int, net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -292,13 +263,10 @@ class GANTask(Task):
             )
         return None
 
-    def reseed(self, salt: int) -> None:
-        self.gen.manual_seed(self.cfg.seed * 7919 + 104729 * salt)
-
     # -- state ---------------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         return {
-            "gen": self.gen.get_state(),
+            **super().extra_state(),
             "last_g": self._last_g,
             "g_updates": self.g_updates,
             "peak_diversity": self.peak_diversity,
@@ -306,8 +274,7 @@ class GANTask(Task):
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "gen" in state:
-            self.gen.set_state(state["gen"])
+        super().load_extra_state(state)
         self._last_g = state.get("last_g", 0.0)
         self.g_updates = state.get("g_updates", 0)
         self.peak_diversity = state.get("peak_diversity", 0.0)

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from convgen.data.degradations import build_degradation_config, make_degradation
 from convgen.data.transforms import dihedral
-from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
+from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task, init_weights
 from convgen.errors import ConfigError
-from convgen.losses.pixel import restoration_loss
+from convgen.losses.base import build_loss_config, make_loss
 from convgen.metrics.reference import psnr, ssim
 from convgen.models import build_model
 from convgen.registry import TASKS
@@ -45,7 +45,7 @@ class RestorationTask(Task):
     @dataclass
     class Config:
         degradation: Any = None  # {kind: noise | poisson-gaussian | inpaint | superres | jpeg, ...}; null = noise
-        loss: Literal["l1", "l2", "charbonnier", "psnr"] = "charbonnier"
+        loss: Any = "charbonnier"  # a pixel loss: its registered name, or {type: name, ...its settings}
         hole_weight: float = 5.0  # inpainting: extra loss weight on missing pixels
         augment: bool = True  # random flips and 90-degree rotations
         eval_sigmas: list[float] = field(default_factory=lambda: [25.0])  # noise: validation noise levels
@@ -54,6 +54,7 @@ class RestorationTask(Task):
 
         def __post_init__(self) -> None:
             self.degradation = build_degradation_config(self.degradation)
+            self.loss = build_loss_config("task.loss", self.loss, "pixel")
             check(self.hole_weight >= 0, "task.hole_weight", "must be >= 0")
             check(bool(self.eval_sigmas), "task.eval_sigmas", "needs at least one noise level")
             check(self.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1")
@@ -61,11 +62,13 @@ class RestorationTask(Task):
     export_models = ("restorer",)
     best_metric = ("val/psnr", "max")
     progress_keys = ("loss",)
+    rng_salt = 29  # patches' flips, noise, masks
 
     def __init__(self, cfg, data, ctx, total_steps) -> None:
         super().__init__(cfg, data, ctx, total_steps)
         m = cfg.model
         self.degradation = make_degradation(cfg.task.degradation)
+        self.loss = make_loss(cfg.task.loss)
         if getattr(m, "channels", data.channels) != data.channels:
             raise ConfigError(f"config value model.channels is {m.channels} but the data has {data.channels}")
         self.degradation.check_model(m)
@@ -77,9 +80,7 @@ class RestorationTask(Task):
         net = ctx.prepare(net)
         self.models = {"restorer": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
-        self.optimizers = {"restorer": make_optimizer(net.parameters(), cfg.train)}
-        self.schedulers = {"restorer": make_scheduler(self.optimizers["restorer"], cfg.train, total_steps)}
-        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 29 + ctx.dist.rank)
+        self.add_optimizer("restorer", net.parameters())
         self._val_cache: dict[float | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     @staticmethod
@@ -96,9 +97,6 @@ class RestorationTask(Task):
         if missing or unexpected:
             raise ConfigError(f"task.init_from {source}: weights do not fit the configured model")
 
-    def reseed(self, salt: int) -> None:
-        self.gen.manual_seed(self.cfg.seed * 7919 + 29 + 104729 * salt)
-
     def train_step(self, batch, step: int) -> dict[str, float]:
         clean, _ = batch
         tcfg = self.cfg.task
@@ -113,7 +111,7 @@ class RestorationTask(Task):
         self.net.train()
         with self.ctx.autocast():
             out = self.net(noisy, cond)
-        loss = restoration_loss(out, clean, tcfg.loss, weight)
+        loss = self.loss(out.float() - clean, weight)
         optimizer_step(loss, opt, self.net.parameters(), self.cfg.train.grad_clip, self.schedulers["restorer"])
         with torch.no_grad():
             mse = (out.detach().float().clamp(0, 1) - clean).square().mean()
@@ -184,13 +182,6 @@ class RestorationTask(Task):
                         np.mean([psnr(a, b, mask=m) for a, b, m in zip(ref, inputs, masks, strict=True)])
                     )
         return out
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "gen" in state:
-            self.gen.set_state(state["gen"])
 
     def on_train_end(self, run_dir: Path) -> dict[str, Any]:
         from convgen.viz.grid import save_grid

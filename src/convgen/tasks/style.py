@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
+from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task
 from convgen.errors import ConfigError
@@ -96,8 +96,7 @@ class StyleTask(Task):
         net = ctx.prepare(net)
         self.models = {"transform": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
-        self.optimizers = {"transform": make_optimizer(net.parameters(), cfg.train)}
-        self.schedulers = {"transform": make_scheduler(self.optimizers["transform"], cfg.train, total_steps)}
+        self.add_optimizer("transform", net.parameters())
 
     def train_step(self, batch, step: int) -> dict[str, float]:
         x = self.ctx.to_device(batch[0])

@@ -13,7 +13,6 @@ standard FID; ``diversity``, ``min_class_share`` and, for a conditional model, `
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,13 +20,13 @@ from typing import Any, Literal
 import torch
 
 from convgen.data.degradations import make_degradation
-from convgen.engine.optim import make_optimizer, make_scheduler, optimizer_step
+from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task
 from convgen.errors import ConfigError
 from convgen.losses.likelihood import EVAL_BINARIZE_SEED, binarize, gaussian_kl, iwae_nll, log_weights
-from convgen.metrics.distribution import SampleValidator
 from convgen.models import build_model
+from convgen.models.autoencoders import decode_means, prior_latents
 from convgen.registry import TASKS
 from convgen.schema import check
 
@@ -59,16 +58,12 @@ class VAETask(Task):
     export_models = ("vae",)
     best_metric = ("val/neg_elbo", "min")
     progress_keys = ("loss", "rec", "kl")
+    rng_salt = 43  # binarisation, corruption, latent noise
 
     def __init__(self, cfg, data, ctx, total_steps) -> None:
         super().__init__(cfg, data, ctx, total_steps)
         m, t = cfg.model, cfg.task
-        if getattr(m, "channels", data.channels) != data.channels:
-            raise ConfigError(f"config value model.channels is {m.channels} but the data has {data.channels}")
-        if getattr(m, "image_size", data.image_size) != data.image_size:
-            raise ConfigError(f"config value model.image_size is {m.image_size} but the data has {data.image_size}")
-        if getattr(m, "num_classes", 0) and (data.train.labels is None or m.num_classes != data.num_classes):
-            raise ConfigError(f"a conditional VAE needs labelled data with model.num_classes ({m.num_classes}) classes")
+        self.check_data("channels", "image_size", "num_classes")
         net = build_model(m)
         if not hasattr(net, "encode"):
             raise ConfigError(f"model type {m.registry_name!r} is not an autoencoder")
@@ -79,19 +74,10 @@ class VAETask(Task):
         net = ctx.prepare(net)
         self.net, self.module = net, wrap_ddp(net, ctx.dist, ctx.device)
         self.models = {"vae": net}
-        self.optimizers = {"vae": make_optimizer(net.parameters(), cfg.train)}
-        self.schedulers = {"vae": make_scheduler(self.optimizers["vae"], cfg.train, total_steps)}
+        self.add_optimizer("vae", net.parameters())
         self.binarize = t.binarize or ("stochastic" if net.likelihood == "bernoulli" else "none")
         self.corruption = make_degradation(t.corruption) if t.corruption is not None else None
-        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 43 + ctx.dist.rank)
         self._val: tuple[torch.Tensor, torch.Tensor | None] | None = None
-
-    @property
-    def conditional(self) -> bool:
-        return bool(self.net.num_classes)
-
-    def reseed(self, salt: int) -> None:
-        self.gen.manual_seed(self.cfg.seed * 7919 + 43 + 104729 * salt)
 
     def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the network's input, the target it reconstructs): binarized, and corrupted for a denoising model."""
@@ -137,24 +123,13 @@ class VAETask(Task):
             self._val = binarize(x, self.binarize, gen), y
         return self._val
 
-    @functools.cached_property
-    def validator(self) -> SampleValidator | None:
-        """Scores decoder-mean samples in the feature space of ``task.fd_extractor`` (None when it is ``none``)."""
-        return SampleValidator.for_training(
-            self.cfg.task.fd_extractor, self.net.channels, self.data, str(self.ctx.device)
-        )
-
     @torch.no_grad()
     def generate(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Decoder means of ``n`` prior samples from ``seed``; conditional models cycle through the classes."""
         self.net.eval()
-        z = torch.randn(n, self.net.latent_dim, generator=torch.Generator().manual_seed(seed))
         y = torch.arange(n) % self.net.num_classes if self.conditional else None
-        bs, out = self.cfg.task.eval_batch_size, []
-        for i in range(0, n, bs):
-            yi = None if y is None else y[i : i + bs].to(self.ctx.device)
-            out.append(self.net.mean_image(self.net.decode(z[i : i + bs].to(self.ctx.device), yi)).cpu())
-        return torch.cat(out), y
+        z = prior_latents(n, self.net.latent_dim, seed)
+        return decode_means(self.net, z, y, batch_size=self.cfg.task.eval_batch_size, device=self.ctx.device), y
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -182,13 +157,6 @@ class VAETask(Task):
         if validator is not None:
             result.update(validator(fakes, y))
         return result
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "gen" in state:
-            self.gen.set_state(state["gen"])
 
     @torch.no_grad()
     def finalize_export(self, model_dir: Path) -> None:

@@ -64,5 +64,60 @@ const convgen = (() => {
       button.disabled = false;
     }
   }
-  return {api, postJSON, models, imageURL, status, fillSelect, nav, busy};
+  // Form fields for a model's declared options (GET /api/models: name, type, default, bounds, choices, help).
+  // Returns {values(typed)}: the fields the user filled in (empty = the model's default), typed for a JSON body
+  // (typed = true) or as text for a multipart form.
+  function optionFields(container, options) {
+    const inputs = [];
+    container.replaceChildren(...options.map((o) => {
+      const label = document.createElement("label");
+      let input;
+      if (o.type === "choice") {
+        input = document.createElement("select");
+        const items = [{name: ""}, ...o.choices.map((c) => ({name: String(c)}))];
+        fillSelect(input, items, (x) => x.name || `default (${o.model_default ?? o.default ?? "model's"})`);
+        if (o.default !== null && o.model_default === undefined) input.value = String(o.default);
+      } else {
+        input = document.createElement("input");
+        if (o.type === "bool") {
+          input.type = "checkbox";
+          input.checked = Boolean(o.default);
+          label.className = "check";
+        } else if (o.type === "int" || o.type === "float") {
+          input.type = "number";
+          const lo = o.lo ?? o.gt, hi = o.hi ?? o.lt;
+          if (lo !== null && lo !== undefined) input.min = lo;
+          if (hi !== null && hi !== undefined) input.max = hi;
+          input.step = o.type === "int" ? "1" : "any";
+        } else {
+          input.type = "text";
+        }
+        if (o.type !== "bool" && o.default !== null) input.value = Array.isArray(o.default) ? o.default.join(" ") : o.default;
+        if (o.type !== "bool" && o.default === null) input.placeholder = o.model_default !== undefined ? `model's: ${o.model_default}` : "default";
+      }
+      input.id = `option-${o.name}`;
+      input.dataset.option = o.name;
+      label.title = o.help;
+      const text = document.createTextNode(o.name.replaceAll("_", " "));
+      if (o.type === "bool") label.append(input, text); else label.append(text, input);
+      inputs.push([o, input]);
+      return label;
+    }));
+    return {
+      values(typed) {
+        const out = {};
+        for (const [o, input] of inputs) {
+          if (o.type === "bool") { out[o.name] = typed ? input.checked : String(input.checked); continue; }
+          const raw = input.value.trim();
+          if (raw === "") continue;
+          if (!typed) out[o.name] = raw;
+          else if (o.type === "int" || o.type === "float") out[o.name] = Number(raw);
+          else if (o.type.startsWith("list")) out[o.name] = raw.split(/[\s,]+/).map((v) => (o.type === "list[str]" ? v : Number(v)));
+          else out[o.name] = raw;
+        }
+        return out;
+      },
+    };
+  }
+  return {api, postJSON, models, imageURL, status, fillSelect, nav, busy, optionFields};
 })();

@@ -23,21 +23,18 @@
     convgen.fillSelect($("class"), [{name: ""}, ...items], (x) => x.name || "every class in turn");
     convgen.fillSelect($("to-class"), [{name: ""}, ...items], (x) => x.name || "(latent walk)");
     $("class-box").classList.toggle("hidden", !items.length);
-    for (const el of document.querySelectorAll(".diffusion")) el.classList.toggle("hidden", !m || m.task !== "diffusion");
-    for (const el of document.querySelectorAll(".vae")) el.classList.toggle("hidden", !m || m.task !== "vae");
     $("to-box").classList.toggle("hidden", !items.length);
+    sampleOptions = convgen.optionFields($("options"), m ? m.options.sample : []);
+    walkOptions = convgen.optionFields($("ioptions"), m ? m.options.interpolate : []);
   }
+  let sampleOptions = null, walkOptions = null;
   $("model").addEventListener("change", showClasses);
   showClasses();
 
   $("generate").addEventListener("click", () => convgen.busy($("generate"), status, async () => {
-    const body = {model: $("model").value, n: Number($("count").value), seed: Number($("seed").value)};
+    const body = {...sampleOptions.values(true), model: $("model").value, n: Number($("count").value),
+                  seed: Number($("seed").value)};
     if ($("class").value) body.class = $("class").value;
-    if (current().task === "diffusion") {
-      if ($("steps").value !== "") body.steps = Number($("steps").value);
-      if ($("guidance").value !== "") body.guidance = Number($("guidance").value);
-    }
-    if (current().task === "vae" && $("sampler").value) body.sampler = $("sampler").value;
     const url = await convgen.imageURL(await convgen.postJSON("/api/sample", body));
     $("grid").src = url;
     $("grid").classList.remove("hidden");
@@ -47,7 +44,8 @@
 
   let frames = [];
   $("interpolate").addEventListener("click", () => convgen.busy($("interpolate"), $("istatus"), async () => {
-    const body = {model: $("model").value, seed: Number($("seed").value), steps: Number($("frames").value)};
+    const body = {...walkOptions.values(true), model: $("model").value, seed: Number($("seed").value),
+                  steps: Number($("frames").value)};
     if ($("to-class").value) body.classes = [$("class").value || current().classes[0], $("to-class").value];
     else if ($("class").value) body.class = $("class").value;
     frames = (await convgen.postJSON("/api/interpolate", body)).frames;

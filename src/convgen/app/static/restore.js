@@ -20,10 +20,11 @@
     if (params.get("verb") && model().verbs.includes(params.get("verb"))) $("verb").value = params.get("verb");
     showOptions();
   }
+  let verbOptions = null;
   function showOptions() {
     const verb = $("verb").value;
     const inpaint = verb === "inpaint";
-    $("sigma-box").classList.toggle("hidden", verb !== "denoise");
+    verbOptions = convgen.optionFields($("options"), model().options.restore[verb] || []);
     $("brush-box").classList.toggle("hidden", !inpaint);
     $("clear").classList.toggle("hidden", !inpaint);
     $("mask").classList.toggle("hidden", !inpaint);
@@ -105,7 +106,7 @@
       if (!mask.some((v) => v)) throw new Error("paint the region to fill first");
       form.append("mask", await maskPNG(), "mask.png");
     }
-    if (verb === "denoise" && $("sigma").value !== "") form.append("sigma", $("sigma").value);
+    for (const [key, value] of Object.entries(verbOptions.values(false))) form.append(key, value);
     const url = await convgen.imageURL(await convgen.api(`/api/restore/${verb}`, {method: "POST", body: form}));
     $("after").src = url;
     $("after").classList.remove("hidden");

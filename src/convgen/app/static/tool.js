@@ -20,27 +20,13 @@
   convgen.fillSelect($("model"), models);
   const wanted = new URLSearchParams(location.search).get("model");
   if (wanted && models.some((m) => m.name === wanted)) $("model").value = wanted;
-  const inputs = {};
-  for (const f of tool.fields) {
-    const label = document.createElement("label");
-    const input = document.createElement("input");
-    input.id = `field-${f.name}`;
-    if (f.kind === "bool") {
-      label.className = "check";
-      input.type = "checkbox";
-      input.checked = Boolean(f.default);
-    } else {
-      input.type = "number";
-      if (f.lo !== null) input.min = f.lo;
-      if (f.hi !== null) input.max = f.hi;
-      if (f.kind === "float") input.step = "any";
-      if (f.default !== null) input.value = f.default;
-    }
-    if (f.kind === "bool") label.append(input, document.createTextNode(` ${f.label}`));
-    else label.append(document.createTextNode(f.label), input);
-    $("fields").append(label);
-    inputs[f.name] = [f, input];
-  }
+  let fields = null;
+  const showFields = () => {
+    const m = models.find((x) => x.name === $("model").value);
+    fields = convgen.optionFields($("fields"), m ? m.options[name] || [] : []);
+  };
+  $("model").addEventListener("change", showFields);
+  showFields();
   let file = null;
   $("file").addEventListener("change", () => {
     file = $("file").files[0];
@@ -53,10 +39,7 @@
     const form = new FormData();
     form.append("model", $("model").value);
     form.append("image", file, file.name);
-    for (const [key, [f, input]] of Object.entries(inputs)) {
-      if (f.kind === "bool") form.append(key, input.checked ? "true" : "false");
-      else if (input.value !== "") form.append(key, input.value);
-    }
+    for (const [key, value] of Object.entries(fields.values(false))) form.append(key, value);
     const r = await convgen.api(`/api/tool/${name}`, {method: "POST", body: form});
     const info = [];
     r.headers.forEach((v, k) => { if (k.startsWith("x-convgen-")) info.push(`${k.slice(10)}: ${v}`); });

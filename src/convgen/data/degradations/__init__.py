@@ -2,7 +2,6 @@
 own ``Config`` (``task.degradation.kind`` picks it): ``noise``, ``poisson-gaussian``, ``inpaint``, ``superres``,
 ``jpeg``. A new kind is one new module here with a ``@DEGRADATIONS.register`` class."""
 
-from convgen.data.degradations import inpaint, jpeg, noise, superres  # noqa: F401  (registers the kinds)
 from convgen.data.degradations.base import Degradation, build_degradation_config, make_degradation
 
 __all__ = ["Degradation", "build_degradation_config", "make_degradation"]
