@@ -51,7 +51,8 @@ def test_declared_values_are_converted_and_checked_with_one_line_messages():
            ({"layers": "x"}, "`layers` must be a list, got 'x'"),
            ({"layers": []}, "`layers`: give at least one value"),
            ({"strenght": 1.0}, "it does not take `strenght`; did you mean `strength`?"),
-           ({"zzz": 1}, "it does not take `zzz` (it takes `strength`, `sigma`, `count`, `mode`, `keep`, `layers`)")]  # fmt: skip
+           ({"zzz": 1}, "it does not take `zzz` (it takes `strength`, `sigma`, `count`, `mode`, `keep`, "
+                        "`layers`)")]  # fmt: skip
     for given, message in bad:
         with pytest.raises(ConvgenError) as e:
             build(Example, given, "it")

@@ -19,12 +19,12 @@ from convgen.data.degradations.noise import gaussian_noise
 from convgen.data.degradations.superres import bicubic_downscale
 from convgen.engine.trainer import Trainer
 from convgen.errors import ConfigError
+from convgen.losses.pixel import restoration_loss
 from convgen.metrics.reference import psnr
 from convgen.models import build_model
 from convgen.pipelines.restore import RestorationPipeline
 from convgen.pipelines.tiling import _ramp
 from convgen.registry import DEGRADATIONS
-from convgen.losses.pixel import restoration_loss
 from tests.conftest import SHARED_DATA, cli
 
 
