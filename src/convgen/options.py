@@ -58,6 +58,12 @@ class Options:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` as a message shows it: at most ``limit`` characters (a client may send megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 # -- values ----------------------------------------------------------------------------------------------------------
 def _bounds_text(meta: typing.Mapping[str, Any], integer: bool = False) -> str:
     lo, hi, gt, lt = (meta.get(k) for k in _BOUNDS)
@@ -87,21 +93,21 @@ def _scalar(name: str, tp: Any, value: Any) -> Any:
     if typing.get_origin(tp) is Literal:
         choices = typing.get_args(tp)
         if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
-            raise ConvgenError(f"`{name}` must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise ConvgenError(f"`{name}` must be one of {', '.join(map(str, choices))}, got {shown(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConvgenError(f"`{name}` must be true or false, got {value!r}")
+            raise ConvgenError(f"`{name}` must be true or false, got {shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer() and math.isfinite(value):
                 return int(value)
-            raise ConvgenError(f"`{name}` must be an integer, got {value!r}")
+            raise ConvgenError(f"`{name}` must be an integer, got {shown(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConvgenError(f"`{name}` must be a number, got {value!r}")
+            raise ConvgenError(f"`{name}` must be a number, got {shown(value)}")
         if not math.isfinite(value):
             raise ConvgenError(f"`{name}` {value}: must be a finite number")
         return float(value)
@@ -109,7 +115,7 @@ def _scalar(name: str, tp: Any, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # a class given by index
         if not isinstance(value, str):
-            raise ConvgenError(f"`{name}` must be a string, got {value!r}")
+            raise ConvgenError(f"`{name}` must be a string, got {shown(value)}")
         return value
     raise TypeError(f"unsupported option type {tp!r} for {name}")  # a bug in a declaration, not user input
 
@@ -135,7 +141,7 @@ def check_value(name: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) 
         raise ConvgenError(f"`{name}` must be given (it has no empty value)")
     if is_list:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConvgenError(f"`{name}` must be a list, got {value!r}")
+            raise ConvgenError(f"`{name}` must be a list, got {shown(value)}")
         if not value:
             raise ConvgenError(f"`{name}`: give at least one value")
         out = tuple(_scalar(name, item, v) for v in value)
@@ -156,10 +162,11 @@ def build(cls: type[Options], given: typing.Mapping[str, Any], owner: str, limit
     names = [f.name for f in dataclasses.fields(cls)]
     for key in given:
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
+            close = difflib.get_close_matches(str(key), names, n=1) if len(str(key)) <= 100 else []
             hint = f"; did you mean `{close[0]}`?" if close else (
                 f" (it takes {', '.join(f'`{n}`' for n in names)})" if names else " (it takes no options)")
-            raise ConvgenError(f"{owner} does not take `{key}`{hint}")
+            text = str(key) if len(str(key)) <= 60 else f"{str(key)[:60]}..."
+            raise ConvgenError(f"{owner} does not take `{text}`{hint}")
     declared = {f.name: f.metadata for f in dataclasses.fields(cls)}
     for name, narrower in (limits or {}).items():
         value = given.get(name)
@@ -216,7 +223,7 @@ def parse_text(name: str, tp: Any, raw: str) -> Any:
             return True
         if low in ("0", "false", "off", "no"):
             return False
-        raise ConvgenError(f"`{name}` must be true or false, got {raw!r}")
+        raise ConvgenError(f"`{name}` must be true or false, got {shown(raw)}")
     if typing.get_origin(item) is Literal:
         for choice in typing.get_args(item):
             if str(choice) == raw:
@@ -228,7 +235,7 @@ def parse_text(name: str, tp: Any, raw: str) -> Any:
         if item is float:
             return float(raw)
     except ValueError:
-        raise ConvgenError(f"`{name}` {raw!r}: not {'an integer' if item is int else 'a number'}") from None
+        raise ConvgenError(f"`{name}` {shown(raw)}: not {'an integer' if item is int else 'a number'}") from None
     return raw
 
 

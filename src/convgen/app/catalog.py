@@ -60,7 +60,8 @@ class Catalog:
     def get(self, name: Any, expect: type | None = None, role: str = "") -> Pipeline:
         """The pipeline of a served model (``expect``: it must be that kind of pipeline)."""
         if not isinstance(name, str) or name not in self._pipes:
-            raise UnknownModel(f"unknown model {name!r} (this server has: {', '.join(self.names())})")
+            shown = repr(name) if len(repr(name)) <= 60 else f"{repr(name)[:60]}... ({len(repr(name)):,} characters)"
+            raise UnknownModel(f"unknown model {shown} (this server has: {', '.join(self.names())})")
         pipe = self._pipes[name]
         if expect is not None and not isinstance(pipe, expect):
             raise ConvgenError(f"{name} is a {pipe.saved.task} model, not {role or expect.__name__}")

@@ -138,7 +138,7 @@ def _page(name: str) -> HTMLResponse:
 
 def _tool(name: str) -> tools.Tool:
     if name not in tools.TOOLS:
-        raise UnknownModel(f"no tool {name!r} (tools: {', '.join(tools.TOOLS)})")
+        raise UnknownModel(f"no tool {_short(name)!r} (tools: {', '.join(tools.TOOLS)})")
     return tools.TOOLS[name]
 
 
@@ -221,7 +221,7 @@ def _pages(app: FastAPI) -> None:
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str):
         if name not in STATIC:
-            return _error(404, f"no file {name!r}")
+            return _error(404, f"no file {_short(name)!r}")
         kind = "text/css" if name.endswith(".css") else "text/javascript"
         return FileResponse(_static(name), media_type=f"{kind}; charset=utf-8")
 
@@ -235,6 +235,10 @@ async def _json(request: Request) -> dict[str, Any]:
         body = await request.json()
     except ValueError:
         raise ConvgenError("the request body must be a JSON object") from None
+    except RecursionError:
+        raise ConvgenError("the request body is JSON nested too deeply") from None
+    except Exception as e:  # the body is read in a task group: our own error (408, 413) arrives inside a group
+        raise _convgen_inside(e) or e from None
     if not isinstance(body, dict):
         raise ConvgenError("the request body must be a JSON object")
     return body
@@ -272,14 +276,23 @@ async def _form(request: Request, files: tuple[str, ...]) -> tuple[dict[str, str
     except Exception as e:  # the multipart parser runs in a task group: our error arrives inside a group
         raise _convgen_inside(e) or e from None
     text, uploads = {}, {}
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            text[key] = value
-        elif key in files:
-            uploads[key] = tools.Upload(value.filename or key, await value.read())
-        else:
-            raise ConvgenError(f"unexpected file field {key!r}")
+    try:
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                text[key] = value
+            elif key in files:
+                uploads[key] = tools.Upload(value.filename or key, await value.read())
+            else:
+                raise ConvgenError(f"unexpected file field {_short(key)!r}")
+    finally:
+        await form.close()  # the spooled temporary files of the uploads
     return text, uploads
+
+
+def _short(text: Any, limit: int = 60) -> str:
+    """A client's string as it may appear in a message: at most ``limit`` characters."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _convgen_inside(e: BaseException) -> ConvgenError | None:

@@ -38,7 +38,7 @@ import numpy as np
 from convgen.app.store import DuplicateAnswer, Store
 from convgen.errors import ConvgenError
 from convgen.io.atomic import atomic_dir, atomic_write_text, refuse_existing
-from convgen.io.images import convert_channels, list_images, read_image, write_image
+from convgen.io.images import convert_channels, list_images, probe_image, read_image, write_image
 from convgen.io.weights import dump_json, read_json
 from convgen.metrics import human
 
@@ -103,7 +103,6 @@ def _import_images(files: list[Path], images: Path, source: str, ids: set[str]) 
         image_id = _new_id(ids)
         write_image(images / f"{image_id}.png", np.clip(arr, 0, 1))
         out.append(image_id)
-    print(f"study: {source}: {len(out)} image(s)", file=sys.stderr)
     return out, shape
 
 
@@ -166,6 +165,9 @@ def create_study(
     for source, files in listed.items():
         if not files:
             raise ConvgenError(f"{real if source == 'real' else fakes[names.index(source)]}: no images found")
+    for files in listed.values():  # every image is checked before anything is written or said
+        for f in files:
+            probe_image(f, max_pixels=STUDY_MAX_PIXELS)
     if database is not None:  # the tables exist (and the URL works) before any image is copied
         Store(database, name).close()
     studies.mkdir(parents=True, exist_ok=True)
@@ -176,10 +178,11 @@ def create_study(
         sources, shapes = {}, {}
         for source, files in listed.items():
             sources[source], shapes[source] = _import_images(files, images, source, ids)
+        warning = None
         if len({s[:2] for s in shapes.values()}) > 1:
             sizes = ", ".join(f"{k} {v[1]}x{v[0]}" for k, v in shapes.items())
-            print(f"study: warning: image sizes differ ({sizes}); the page shows every image at one size, but "
-                  "raters may still notice", file=sys.stderr)  # fmt: skip
+            warning = (f"study: warning: image sizes differ ({sizes}); the page shows every image at one size, but "
+                       "raters may still notice")  # fmt: skip
         rng = np.random.default_rng(seed)
         h, w, c = shapes["real"]
         catch_ids = []
@@ -204,6 +207,10 @@ def create_study(
         }
         atomic_write_text(tmp / "study.json", dump_json(design))
     Study(target).store().close()  # the SQLite file and its tables exist before anyone is invited
+    for source, ids_of in sources.items():
+        print(f"study: {source}: {len(ids_of)} image(s)", file=sys.stderr)
+    if warning:
+        print(warning, file=sys.stderr)
     return target
 
 

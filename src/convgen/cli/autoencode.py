@@ -34,7 +34,9 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
 
     refuse_existing([args.out], args.overwrite)
     pipe = _vae(args.model, args.device)
-    image = read_image(args.input) if args.input else None
+    image = pipe.prepare(read_image(args.input), args.input)[0].permute(1, 2, 0).numpy() if args.input else None
+    if pipe.num_classes and args.class_ is None:
+        raise ConvgenError(f"{args.model} is class-conditional: give --class CLASS")
     grid = pipe.traverse(image, args.dims, args.span, args.steps, args.seed, args.class_)
     save_grid(grid, args.out, nrow=args.steps)
     print(f"wrote {args.out} (rows: latent dimensions, columns: -{args.span:g} .. +{args.span:g})", file=sys.stderr)
@@ -48,13 +50,17 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     from convgen.viz.grid import save_grid
 
     refuse_existing([args.out], args.overwrite)
+    if args.from_ == args.to:
+        raise ConvgenError(f"--from and --to are both class {args.to}: the edit would not change the image")
     pipe = _vae(args.model, args.device)
-    images, labels = labelled_set(args.reference, args.labels)
+    image = pipe.prepare(read_image(args.input), args.input)[0].permute(1, 2, 0).numpy()
+    images, labels = labelled_set(args.reference, args.labels, pipe.prepare)
     means = pipe.class_means(images, labels)
     for c in (args.from_, args.to):
         if c not in means:
             raise ConvgenError(f"class {c} has no image in the reference set (classes: {sorted(means)})")
-    row = pipe.attribute_shift(read_image(args.input), means[args.to] - means[args.from_], args.steps, args.strength)
+    label = args.from_ if pipe.num_classes else None  # a conditional model codes the image given its own class
+    row = pipe.attribute_shift(image, means[args.to] - means[args.from_], args.steps, args.strength, label)
     save_grid(row, args.out, nrow=args.steps)
     print(f"wrote {args.out} ({args.steps} steps from the reconstruction along class {args.from_} -> {args.to})",
           file=sys.stderr)  # fmt: skip
@@ -65,7 +71,7 @@ def _cmd_latent_map(args: argparse.Namespace) -> int:
     from convgen.pipelines.vae import labelled_set
 
     pipe = _vae(args.model, args.device)
-    images, labels = labelled_set(args.input, args.labels)
+    images, labels = labelled_set(args.input, args.labels, pipe.prepare)
     what = pipe.latent_map(images, labels, args.out, args.overwrite)
     print(f"wrote {args.out}: {what}", file=sys.stderr)
     return 0

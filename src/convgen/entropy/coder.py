@@ -40,14 +40,17 @@ def decode_groups(data: bytes, specs: list[tuple[int, np.ndarray]]) -> list[np.n
     import constriction
 
     if len(data) % 4:
-        raise ConvgenError("damaged bitstream (a stream is not a whole number of 32-bit words)")
+        raise ConvgenError("damaged codec file (a stream is not a whole number of 32-bit words)")
     try:
         dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
         out = [dec.decode(_model(pmf), count) if count else np.zeros(0, np.int32) for count, pmf in specs]
+        exhausted = dec.maybe_exhausted()
     except BaseException as e:  # constriction raises its own errors (and Rust panics) on inconsistent data
         if isinstance(e, KeyboardInterrupt | SystemExit):
             raise
-        raise ConvgenError(f"damaged bitstream ({type(e).__name__} while decoding)") from None
+        raise ConvgenError(f"damaged codec file ({type(e).__name__} while decoding a stream)") from None
+    if not exhausted:  # the header's size asks for fewer (or more) symbols than were coded
+        raise ConvgenError("damaged codec file (the streams do not hold the image the header describes)")
     return out
 
 
@@ -69,24 +72,34 @@ def _by_index(tables, indexes: torch.Tensor) -> tuple[np.ndarray, list[slice]]:
     return order, [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def bottleneck_encode(tables, z: torch.Tensor) -> tuple[bytes, torch.Tensor]:
-    """Code a 1 x C x h x w hyper-latent per channel; returns the stream and z_hat on the fixed-point grid
-    (integers, scale 2**FRACTIONAL_BITS) that the decoder also gets."""
+#: the model of the bytes a stream may start with (the file header repeated inside it): uniform over 0..255
+BYTE_PMF = np.full(256, (1 << PRECISION) // 256, dtype=np.int64)
+
+
+def bottleneck_encode(tables, z: torch.Tensor, prefix: list[int] | None = None) -> tuple[bytes, torch.Tensor]:
+    """Code a 1 x C x h x w hyper-latent per channel, after the bytes ``prefix`` (if any); returns the stream and
+    z_hat on the fixed-point grid (integers, scale 2**FRACTIONAL_BITS) that the decoder also gets."""
     med = tables.get("eb_median_fixed").double().view(1, -1, 1, 1) / MEDIAN_SCALE
     offset = tables.get("eb_offset").long().view(1, -1, 1, 1)
     sym = _symbols(z.double().cpu() - med, offset, tables.get("eb_length").long().view(1, -1, 1, 1))
     groups = [(sym[0, c].flatten().numpy(), _row(tables, "eb", c)) for c in range(z.shape[1])]
+    if prefix:
+        groups.insert(0, (np.asarray(prefix, np.int32), BYTE_PMF))
     return encode_groups(groups), _fixed_z(tables, sym)
 
 
-def bottleneck_decode(tables, data: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
-    """The fixed-point z_hat (1 x C x h x w) of a stream written by :func:`bottleneck_encode`."""
+def bottleneck_decode(tables, data: bytes, shape: tuple[int, int, int],
+                      prefix: int = 0) -> tuple[torch.Tensor, list[int]]:  # fmt: skip
+    """The fixed-point z_hat (1 x C x h x w) of a stream written by :func:`bottleneck_encode`, and the ``prefix``
+    bytes it starts with."""
     c, h, w = shape
     if c != len(tables.get("eb_length")):
         raise ConvgenError("bitstream and model disagree on the hyper-latent channels")
-    decoded = decode_groups(data, [(h * w, _row(tables, "eb", i)) for i in range(c)])
+    specs = [(prefix, BYTE_PMF)] if prefix else []
+    decoded = decode_groups(data, specs + [(h * w, _row(tables, "eb", i)) for i in range(c)])
+    head = [int(v) for v in decoded.pop(0)] if prefix else []
     sym = torch.from_numpy(np.stack(decoded).astype(np.int64)).view(1, c, h, w)
-    return _fixed_z(tables, sym)
+    return _fixed_z(tables, sym), head
 
 
 def _fixed_z(tables, sym: torch.Tensor) -> torch.Tensor:

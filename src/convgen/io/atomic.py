@@ -118,3 +118,26 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise write_error(path, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def output_folder(path: str | Path) -> Iterator[Path]:
+    """Create the folder ``path`` (and missing parents) for a job's outputs; if the job fails, the folders this
+    created are removed again when nothing was written into them, so a refused command leaves nothing behind."""
+    path = Path(path)
+    created = []
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        created.append(p)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        yield path
+    except BaseException:
+        for p in created:  # innermost first
+            with contextlib.suppress(OSError):
+                p.rmdir()  # only when empty
+        raise

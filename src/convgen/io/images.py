@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from convgen.errors import ImageError
+from convgen.errors import ConvgenError, ImageError
 from convgen.io.atomic import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -229,6 +229,10 @@ def write_image(path: str | Path, arr: np.ndarray, metadata: dict[str, str] | No
     ``metadata`` becomes PNG text chunks (other formats ignore it)."""
     path = Path(path)
     arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise ConvgenError(f"{path.name}: not written: {bad:,} of its {arr.size:,} values are NaN or infinite "
+                           "(a non-finite option value or a broken model)")  # fmt: skip
     if path.suffix.lower() == ".npy":
         return atomic_write(path, lambda p: np.save(p, arr.astype(np.float32, copy=False), allow_pickle=False))
     if arr.ndim == 3 and arr.shape[-1] == 1:

@@ -93,7 +93,8 @@ class Pipeline:
 
     def explainable(self, target: int | None = None) -> Explainable:
         """What ``convgen explain`` shows for this model (a family that can be explained overrides this)."""
-        raise ConvgenError(f"{self.name} is a {self.saved.task} model; explain takes a classifier or a GAN checkpoint")
+        raise ConvgenError(f"{self.name} is a {self.saved.task} model, not a classifier or a GAN checkpoint (what "
+                           "explain looks into)")  # fmt: skip
 
     # -- declared options (convgen.options) ----------------------------------------------------------------------
     def limits(self, declared: type[Options]) -> dict[str, dict[str, Any]]:

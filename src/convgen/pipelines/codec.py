@@ -26,8 +26,8 @@ from convgen import zoo
 from convgen.entropy import bitstream, coder
 from convgen.entropy.tables import CodecTables
 from convgen.errors import ConvgenError
-from convgen.io.atomic import atomic_write_bytes, refuse_existing
-from convgen.io.images import convert_channels, read_image, resolve_inputs, write_image
+from convgen.io.atomic import atomic_write_bytes, output_folder, refuse_existing
+from convgen.io.images import convert_channels, probe_image, read_image, resolve_inputs, write_image
 from convgen.options import Options, option
 from convgen.pipelines.base import Pipeline, check_distinct_targets
 from convgen.registry import PIPELINES
@@ -104,45 +104,68 @@ class CodecPipeline(Pipeline):
 
     # -- one image ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def compress_array(self, image: np.ndarray, quality: int | None = None) -> bytes:
+    def compress_array(self, image: np.ndarray, quality: int | None = None, name: str = "image") -> bytes:
         """An H x W x C (C = 1 or 3) float image in [0, 1] -> the bytes of a ``.cvgc`` file."""
         q = self.check_quality(quality)
+        if image.ndim != 3:
+            raise ConvgenError(f"{name}: expected an H x W x C image, got shape {image.shape}")
         h, w, c = image.shape
         if c not in (1, 3):
-            raise ConvgenError(f"an image with {c} channels; the codec takes gray (1) or RGB (3)")
+            raise ConvgenError(f"{name}: {c} channels; the codec takes gray (1) or RGB (3)")
         if max(h, w) > bitstream.MAX_SIDE or h * w > bitstream.MAX_PIXELS:
-            raise ConvgenError(f"an image of {w}x{h} is too large for the codec (at most {bitstream.MAX_PIXELS:,} "
+            raise ConvgenError(f"{name}: {w}x{h} is too large for the codec (at most {bitstream.MAX_PIXELS:,} "
                                "pixels, e.g. 4096x4096); split it into parts")  # fmt: skip
+        if not np.isfinite(image).all():
+            raise ConvgenError(f"{name}: the image has NaN or infinite values")
         x = torch.from_numpy(np.ascontiguousarray(np.clip(image, 0, 1), dtype=np.float32)).permute(2, 0, 1)[None]
         x = self._pad(x.expand(1, 3, h, w) if c == 1 else x)
         qt = torch.tensor([q - 1])
         y = self.net.analysis(x.to(self.device), qt.to(self.device)).cpu()
+        head = bitstream.Header(q, c, self.digest, h, w)
+        prefix = bitstream.header_symbols(head)  # the header, repeated inside the first stream
         if not self.net.hyperprior:
-            streams = [coder.bottleneck_encode(self.tables, y)[0]]
+            streams = [coder.bottleneck_encode(self.tables, y, prefix)[0]]
         else:
-            z_stream, z_fixed = coder.bottleneck_encode(self.tables, self.net.h_a(y.abs().to(self.device)).cpu())
+            z = self.net.h_a(y.abs().to(self.device)).cpu()
+            z_stream, z_fixed = coder.bottleneck_encode(self.tables, z, prefix)
             streams = [z_stream, coder.gaussian_encode(self.tables, y, coder.scale_indexes(self.tables, z_fixed))]
-        return bitstream.pack(bitstream.Header(q, c, self.digest, h, w), streams)
+        return bitstream.pack(head, streams)
 
     def decompress_bytes(self, data: bytes, name: str = "file") -> np.ndarray:
         """The H x W x C float32 image of a ``.cvgc`` file written with this model."""
         return self.decode(*bitstream.unpack(data, name), name)
 
-    @torch.no_grad()
-    def decode(self, head: bitstream.Header, streams: list[bytes], name: str = "file") -> np.ndarray:
-        """The image of an unpacked ``.cvgc`` file (:func:`convgen.entropy.bitstream.unpack`)."""
+    def check_header(self, head: bitstream.Header, name: str = "file", streams: int | None = None) -> None:
+        """A file's header field by field against this model (a CRC proves nothing about a crafted file)."""
         if head.digest != self.digest:
             raise ConvgenError(f"{name}: written by another codec model (digest {head.digest.hex()})")
-        if len(streams) != (2 if self.net.hyperprior else 1) or head.quality > self.qualities:
-            raise ConvgenError(f"{name}: damaged codec file (does not fit the model)")
+        if not 1 <= head.quality <= self.qualities:
+            raise ConvgenError(f"{name}: damaged codec file (quality {head.quality}; the model has qualities "
+                               f"1..{self.qualities})")  # fmt: skip
+        if streams is not None and streams != (2 if self.net.hyperprior else 1):
+            raise ConvgenError(f"{name}: damaged codec file ({streams} streams; the model writes "
+                               f"{2 if self.net.hyperprior else 1})")  # fmt: skip
+
+    @torch.no_grad()
+    def decode(self, head: bitstream.Header, streams: list[bytes], name: str = "file") -> np.ndarray:
+        """The image of an unpacked ``.cvgc`` file (:func:`convgen.entropy.bitstream.unpack`). Every stream must
+        decode to exactly the symbols the header's size asks for, and a gray file must decode to gray."""
+        self.check_header(head, name, len(streams))
         ph, pw = (-(-s // self.net.stride) * self.net.stride for s in (head.height, head.width))
         side = (ph // 16, pw // 16)
-        if not self.net.hyperprior:
-            y_hat = self._y_from_z(coder.bottleneck_decode(self.tables, streams[0], (self.net.latent, *side)))
-        else:
-            z_shape = (len(self.tables.get("eb_length")), ph // 64, pw // 64)
-            z_fixed = coder.bottleneck_decode(self.tables, streams[0], z_shape)
-            y_hat = coder.gaussian_decode(self.tables, streams[1], coder.scale_indexes(self.tables, z_fixed))
+        expected = bitstream.header_symbols(head) if head.version >= 2 else []
+        try:
+            if not self.net.hyperprior:
+                z, inside = coder.bottleneck_decode(self.tables, streams[0], (self.net.latent, *side), len(expected))
+                y_hat = self._y_from_z(z)
+            else:
+                z_shape = (len(self.tables.get("eb_length")), ph // 64, pw // 64)
+                z_fixed, inside = coder.bottleneck_decode(self.tables, streams[0], z_shape, len(expected))
+                y_hat = coder.gaussian_decode(self.tables, streams[1], coder.scale_indexes(self.tables, z_fixed))
+        except ConvgenError as e:
+            raise ConvgenError(f"{name}: {e.template}") from None
+        if inside != expected:
+            raise ConvgenError(f"{name}: damaged codec file (the header disagrees with the copy inside its stream)")
         with _one_thread():
             x = self.net.synthesis(y_hat.to(self.device), torch.tensor([head.quality - 1], device=self.device))
         x = x.float().cpu().clamp(0, 1)[0, :, : head.height, : head.width].permute(1, 2, 0).numpy()
@@ -164,10 +187,13 @@ class CodecPipeline(Pipeline):
         q = self.check_quality(self.checked(self.compress_options, options, "compression")["quality"])
         files = resolve_inputs(inputs)
         targets = _plan(files, Path(output), bitstream.SUFFIX, overwrite, "the compressed files")
-        for f, t in _progress(list(zip(files, targets, strict=True)), "compress"):
-            image = read_image(f)
-            image = convert_channels(image, 1 if image.shape[-1] in (1, 2) else 3, str(f))
-            atomic_write_bytes(t, self.compress_array(image, q))
+        for f in files:  # every input is checked before anything is written
+            probe_image(f)
+        with output_folder(output):
+            for f, t in _progress(list(zip(files, targets, strict=True)), "compress"):
+                image = read_image(f)
+                image = convert_channels(image, 1 if image.shape[-1] in (1, 2) else 3, str(f))
+                atomic_write_bytes(t, self.compress_array(image, q, str(f)))
         return targets
 
 
@@ -179,7 +205,6 @@ def _plan(files: Sequence[Path], output: Path, suffix: str, overwrite: bool, wha
     targets = [output / (f.stem + suffix) for f in files]
     check_distinct_targets(files, targets)
     refuse_existing(targets, overwrite)
-    output.mkdir(parents=True, exist_ok=True)
     return targets
 
 
@@ -217,9 +242,13 @@ def decompress(inputs: str | Path, output: str | Path, model: str | Path | None 
         raise ConvgenError(f"{inputs}: file or directory not found")
     targets = _plan(files, output, ".png", overwrite, "the decoded images")
     pipes: dict[bytes, CodecPipeline] = {}
-    for f, t in _progress(list(zip(files, targets, strict=True)), "decompress"):
-        head, streams = bitstream.unpack(f.read_bytes(), str(f))
+    for f in files:  # every file's header and its model are checked before anything is written
+        head, _ = bitstream.unpack(f.read_bytes(), str(f))
         if head.digest not in pipes:
             pipes[head.digest] = find_codec(head.digest, model, device)
-        write_image(t, pipes[head.digest].decode(head, streams, str(f)))
+        pipes[head.digest].check_header(head, str(f))
+    with output_folder(output):
+        for f, t in _progress(list(zip(files, targets, strict=True)), "decompress"):
+            head, streams = bitstream.unpack(f.read_bytes(), str(f))
+            write_image(t, pipes[head.digest].decode(head, streams, str(f)))
     return targets

@@ -162,6 +162,7 @@ class RestorePipeline(Pipeline):
                 written.append(_write_image(target, out))
                 bar.update(1)
         bar.close()
+        warn_lossy(files, written)
         return written
 
     #: files :meth:`restore_files` reads and restores together (a family that batches sets more)
@@ -269,8 +270,6 @@ def plan_outputs(files: Sequence[Path], inputs: Path, output: Path, overwrite: b
         if output.suffix.lower() not in IMAGE_SUFFIXES + (".npy",):
             raise ConvgenError(f"{output}: unknown output format (use .png, .tif or .npy)")
         targets = [output]
-    if files[0].suffix.lower() == ".npy" and targets[0].suffix.lower() != ".npy" and not inputs.is_dir():
-        print("convgen: warning: a .npy input written as an 8-bit image loses precision", file=sys.stderr)
     check_distinct_targets(files, targets)
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
@@ -278,6 +277,12 @@ def plan_outputs(files: Sequence[Path], inputs: Path, output: Path, overwrite: b
             f"{existing[0]} already exists ({len(existing)} output(s) would be replaced); pass `overwrite`"
         )
     return targets
+
+
+def warn_lossy(files: Sequence[Path], written: Sequence[Path]) -> None:
+    """After a job: say when a ``.npy`` float input was written as an 8-bit image (never before an error)."""
+    if any(f.suffix.lower() == ".npy" and t.suffix.lower() != ".npy" for f, t in zip(files, written, strict=False)):
+        print("convgen: warning: a .npy input written as an 8-bit image loses precision", file=sys.stderr)
 
 
 def match_masks(files: Sequence[Path], mask: Path) -> list[Path]:

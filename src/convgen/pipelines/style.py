@@ -252,7 +252,7 @@ class _Stylizer:
 
     def stylize_files(self, inputs: str | Path, output: str | Path, overwrite: bool = False, **options) -> list[Path]:
         from convgen.io.images import probe_image, stored_ndim
-        from convgen.pipelines.restore import plan_outputs
+        from convgen.pipelines.restore import plan_outputs, warn_lossy
 
         checked = self.check_options(**options)
         files = resolve_inputs(inputs)
@@ -274,6 +274,7 @@ class _Stylizer:
             written.append(write_image(target, out, metadata=self.describe()))
             bar.update(1)
         bar.close()
+        warn_lossy(files, written)
         return written
 
 

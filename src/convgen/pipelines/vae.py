@@ -122,7 +122,7 @@ class VAEPipeline(Sampler, RestorePipeline):
         if not self.num_classes:
             return None
         if labels is None:
-            raise ConvgenError(f"{self.name} is class-conditional: give the images' class (`label`)")
+            raise ConvgenError(f"{self.name} is class-conditional: give the images' class")
         y = torch.as_tensor([self.class_index(c) for c in labels] if not torch.is_tensor(labels) else labels)
         if len(y) != n:
             raise ConvgenError(f"{len(y)} classes for {n} images")
@@ -209,7 +209,11 @@ class VAEPipeline(Sampler, RestorePipeline):
         reconstruction; a zero direction gives the reconstruction at every step."""
         if steps < 1:
             raise ConvgenError(f"`steps` must be >= 1, got {steps}")
+        if not math.isfinite(strength):
+            raise ConvgenError(f"`strength` {strength}: must be a finite number")
         direction = torch.as_tensor(direction, dtype=torch.float32).flatten()
+        if not torch.isfinite(direction).all():
+            raise ConvgenError("the direction has NaN or infinite values")
         if direction.numel() != self.net.latent_dim:
             raise ConvgenError(f"the direction has {direction.numel()} values; the latent has {self.net.latent_dim}")
         y = self._labels(None if label is None else [label], 1)
@@ -230,6 +234,8 @@ class VAEPipeline(Sampler, RestorePipeline):
         else:
             centred = z - z.mean(0)
             _, s, v = torch.linalg.svd(centred, full_matrices=False)
+            if float((s**2).sum()) == 0:
+                raise ConvgenError(f"the {len(z)} images all have the same code: there is nothing to map")
             share = float((s[:2] ** 2).sum() / (s**2).sum())
             xy, what = centred @ v[:2].T, f"a PCA projection of the {z.shape[1]}-D latent ({share:.0%} of its variance)"
         import matplotlib
@@ -341,9 +347,12 @@ def read_labels(path: str | Path) -> dict[str, int]:
         raise ConvgenError(f"{path}: expected rows of file,label ({type(e).__name__})") from None
 
 
-def labelled_set(folder: str | Path | None, labels: str | Path | None) -> tuple[torch.Tensor, list[int]]:
-    """Images and labels of a folder with a ``labels.csv`` (``labels`` or ``folder/labels.csv``); with no
-    folder, the 1,000 validation digits of the MNIST split bundled with convgen."""
+def labelled_set(folder: str | Path | None, labels: str | Path | None,
+                 prepare=None) -> tuple[torch.Tensor, list[int]]:  # fmt: skip
+    """Images and labels of a folder with a ``labels.csv`` (``labels`` or ``folder/labels.csv``), each image read
+    and checked by ``prepare(array, name)`` (a pipeline's :meth:`VAEPipeline.prepare`: its size and channels);
+    with no folder, the 1,000 validation digits of the MNIST split bundled with convgen. Every image of the folder
+    must be listed (none is dropped silently)."""
     if folder is None:
         from convgen.data.datasets import build_data
         from convgen.registry import DATASETS
@@ -351,11 +360,18 @@ def labelled_set(folder: str | Path | None, labels: str | Path | None) -> tuple[
 
         val = build_data(build_typed("data", {"type": "mnist", "val_count": 1000}, DATASETS)).val
         x, y = val.batch(torch.arange(len(val)))
+        if prepare is not None:  # the model must take 28 x 28 gray digits
+            prepare(x[0].permute(1, 2, 0).numpy(), "the bundled MNIST digits (give a labelled folder)")
         return x, y.tolist()
-    table = read_labels(labels if labels is not None else Path(folder) / "labels.csv")
-    files = [f for f in resolve_inputs(folder) if f.name in table]
-    if not files:
-        raise ConvgenError(f"{folder}: no image is listed in the labels file")
-    return torch.stack([torch.from_numpy(read_image(f)).permute(2, 0, 1) for f in files]), [
-        table[f.name] for f in files
-    ]
+    table_path = Path(labels) if labels is not None else Path(folder) / "labels.csv"
+    table = read_labels(table_path)
+    files = resolve_inputs(folder)
+    unlisted = [f.name for f in files if f.name not in table]
+    if unlisted:
+        raise ConvgenError(f"{folder}: {len(unlisted)} image(s) are not listed in {table_path.name} ({unlisted[0]}"
+                           f"{', ...' if len(unlisted) > 1 else ''}); list them or move them out")  # fmt: skip
+    if prepare is None:
+        arrays = [torch.from_numpy(read_image(f)).permute(2, 0, 1)[None] for f in files]
+    else:
+        arrays = [prepare(read_image(f), str(f)) for f in files]
+    return torch.cat(arrays), [table[f.name] for f in files]
