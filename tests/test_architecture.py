@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: the layers, bottom first; a module belongs to the last prefix that matches it
 LAYERS: list[tuple[str, ...]] = [
     ("convgen.errors", "convgen.schema", "convgen.options", "convgen.classical"),
-    ("convgen.registry", "convgen.io"),
+    ("convgen.registry", "convgen.device", "convgen.io"),
     ("convgen.config", "convgen.zoo", "convgen.entropy", "convgen.diffusion", "convgen.models", "convgen.losses"),
     ("convgen.data",),
     ("convgen.modeldir", "convgen.viz"),

@@ -32,12 +32,12 @@ from convgen import modeldir
 from convgen.config import RunConfig, build_config, load_config
 from convgen.data.datasets import build_data
 from convgen.data.loader import BatchLoader
+from convgen.device import pick_device
 from convgen.engine import checkpoint as ckpt
 from convgen.engine.runtime import (
     barrier,
     init_distributed,
     mean_across_ranks,
-    pick_device,
     rng_state,
     seed_everything,
     set_deterministic,

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from convgen import modeldir
 from convgen.data.transforms import resize_arrays
-from convgen.engine.runtime import pick_device
+from convgen.device import pick_device
 from convgen.errors import ConvgenError, ImageError
 from convgen.io.fetch import cache_root
 from convgen.io.images import list_images, read_image

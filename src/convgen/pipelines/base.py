@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from convgen import modeldir
-from convgen.engine.runtime import pick_device
+from convgen.device import pick_device
 from convgen.errors import ConvgenError
 from convgen.options import Options, build, describe
 from convgen.registry import PIPELINES

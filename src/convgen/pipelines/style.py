@@ -332,7 +332,7 @@ class Gatys(_Stylizer):
     def __init__(self, styles: Sequence[str | Path | np.ndarray], style_mix: Sequence[float] | None = None,
                  feature_net: str = "auto", vgg_weights: str | Path | None = None,
                  device: str = "cpu") -> None:  # fmt: skip
-        from convgen.engine.runtime import pick_device
+        from convgen.device import pick_device
 
         if not styles:
             raise ConvgenError("give at least one style image")
