@@ -18,7 +18,7 @@ from convgen.data.degradations.inpaint import framed_mask, mask_out, random_mask
 from convgen.data.degradations.noise import gaussian_noise
 from convgen.data.degradations.superres import bicubic_downscale
 from convgen.engine.trainer import Trainer
-from convgen.errors import ConfigError
+from convgen.errors import ConfigError, ConvgenError
 from convgen.losses.pixel import restoration_loss
 from convgen.metrics.reference import psnr
 from convgen.models import build_model
@@ -716,3 +716,63 @@ def test_average_models_is_the_weighted_mean_and_restores(trained: Path, tmp_pat
     assert r.returncode == 0, r.stderr
     first = next(k for k in wa if wa[k].is_floating_point())
     torch.testing.assert_close(load_file(str(out / "restorer.safetensors"))[first], (wa[first] + wb[first]) / 2)
+
+
+# -- camera noise ------------------------------------------------------------------------------------------------
+def _noise_stats(noisy: np.ndarray, clean: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+    """(std on the 0-255 scale, horizontal neighbour correlation, R-G correlation, std per intensity fifth / its
+    median) of the noise of one H x W x 3 pair."""
+    d, v = (noisy - clean).astype(np.float64), clean.astype(np.float64)
+    std = d.std() * 255
+    hcorr = np.corrcoef(d[:, :-1].ravel(), d[:, 1:].ravel())[0, 1]
+    rg = np.corrcoef(d[..., 0].ravel(), d[..., 1].ravel())[0, 1]
+    edges = np.linspace(0, 1, 6)
+    curve = np.array([d.ravel()[(v.ravel() >= a) & (v.ravel() < b)].std() if ((v >= a) & (v < b)).sum() > 500
+                      else np.nan for a, b in zip(edges[:-1], edges[1:], strict=True)])  # fmt: skip
+    return std, hcorr, rg, curve / np.nanmedian(curve)
+
+
+def test_camera_noise_has_the_statistics_of_real_camera_noise():
+    """The camera degradation against the 15 real pairs of ../shared/data/realnoise/cc15: its noise levels cover
+    theirs, it is correlated between neighbouring pixels and across channels as theirs is (demosaicking, in-camera
+    noise and chroma reduction), and it depends on the intensity the same way (weakest in the highlights)."""
+    real_dir = SHARED_DATA / "realnoise" / "cc15"
+    real = [_noise_stats(np.asarray(Image.open(f), np.float64) / 255,
+                         np.asarray(Image.open(real_dir / "clean" / f.name), np.float64) / 255)
+            for f in sorted((real_dir / "noisy").glob("*.png"))]  # fmt: skip
+    assert len(real) == 15
+    deg = make_degradation({"kind": "camera", "jpeg_probability": 0.0, "clean_probability": 0.0, "mosaic": 1.0})
+    files = sorted((SHARED_DATA / "bsds500" / "train").glob("*.jpg"))[:48]
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), np.float32)[:128, :128] / 255)
+                     .permute(2, 0, 1) for f in files])  # fmt: skip
+    noisy, target = deg.degrade(x, torch.Generator().manual_seed(0))
+    assert float((target - x).abs().mean()) < 1 / 255  # the noise-free camera keeps the photo (highlights aside)
+    syn = [_noise_stats(noisy[i].permute(1, 2, 0).numpy(), target[i].permute(1, 2, 0).numpy()) for i in range(48)]
+    real_std, syn_std = np.array([s[0] for s in real]), np.array([s[0] for s in syn])
+    assert np.mean((syn_std >= real_std.min()) & (syn_std <= real_std.max())) > 0.3  # the real levels are common
+    assert syn_std.min() < real_std.min() and syn_std.max() > real_std.max()  # and the range reaches past them
+    real_h, syn_h = np.array([s[1] for s in real]), np.array([s[1] for s in syn])
+    assert 0.55 < np.median(syn_h) < 0.85 and np.percentile(syn_h, 10) < np.median(real_h) < np.percentile(syn_h, 90)
+    real_rg, syn_rg = np.array([s[2] for s in real]), np.array([s[2] for s in syn])
+    assert real_rg.min() > 0.15 and np.percentile(syn_rg, 75) > np.median(real_rg)  # channels move together often
+    real_curve, syn_curve = np.nanmedian([s[3] for s in real], 0), np.nanmedian([s[3] for s in syn], 0)
+    assert real_curve[-1] < 0.9 and syn_curve[-1] < 0.9  # both weakest in the brightest fifth
+    assert np.abs(real_curve[:3] - syn_curve[:3]).max() < 0.2  # and flat through the darks and mid-tones
+    # a white-noise model has none of this
+    white = make_degradation({"kind": "noise", "sigma": 6.0}).batch(x[:8].clone(), torch.Generator().manual_seed(0))[0]
+    assert abs(_noise_stats(white[0].permute(1, 2, 0).numpy(), x[0].permute(1, 2, 0).numpy())[1]) < 0.1
+
+
+def test_camera_noise_training_batches_and_protocol():
+    deg = make_degradation({"kind": "camera"})
+    clean = torch.rand(6, 3, 32, 40, generator=torch.Generator().manual_seed(1))
+    before = clean.clone()
+    noisy, level = deg.batch(clean, torch.Generator().manual_seed(2))
+    assert noisy.shape == clean.shape and level.shape == (6, 1, 32, 40) and torch.isfinite(noisy).all()
+    assert float((clean - before).abs().mean()) < 0.01  # the target: the photo through the noise-free camera
+    assert float(noisy.min()) >= 0 and float(noisy.max()) <= 1 and float(level.min()) >= 0
+    img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    a, b = deg.protocol(img, 3), deg.protocol(img, 3)
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], deg.protocol(img, 4)[0])  # seeded by index
+    with pytest.raises(ConvgenError, match="colour"):
+        deg.batch(torch.rand(2, 1, 8, 8), torch.Generator())

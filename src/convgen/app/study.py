@@ -106,6 +106,18 @@ def _import_images(files: list[Path], images: Path, source: str, ids: set[str]) 
     return out, shape
 
 
+def _list_sources(real: str | Path, fakes: list[str | Path], names: list[str]) -> dict[str, list[Path]]:
+    """Each source's images (``real`` and one per fake folder), every one checked before anything is written."""
+    listed = {"real": list_images(real)}
+    listed.update({n: list_images(f) for n, f in zip(names, fakes, strict=True)})
+    for source, files in listed.items():
+        if not files:
+            raise ConvgenError(f"{real if source == 'real' else fakes[names.index(source)]}: no images found")
+        for f in files:
+            probe_image(f, max_pixels=STUDY_MAX_PIXELS)
+    return listed
+
+
 def _check_design(name, kind, trials, practice, catch, exposure_ms, min_catch_accuracy, fakes, database) -> None:
     check_name(name)
     if kind not in KINDS:
@@ -160,14 +172,7 @@ def create_study(
     target = studies / name
     if target.exists():
         raise ConvgenError(f"{target} already exists; choose another study name")
-    listed = {"real": list_images(real)}
-    listed.update({n: list_images(f) for n, f in zip(names, fakes, strict=True)})
-    for source, files in listed.items():
-        if not files:
-            raise ConvgenError(f"{real if source == 'real' else fakes[names.index(source)]}: no images found")
-    for files in listed.values():  # every image is checked before anything is written or said
-        for f in files:
-            probe_image(f, max_pixels=STUDY_MAX_PIXELS)
+    listed = _list_sources(real, fakes, names)
     if database is not None:  # the tables exist (and the URL works) before any image is copied
         Store(database, name).close()
     studies.mkdir(parents=True, exist_ok=True)

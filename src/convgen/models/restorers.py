@@ -101,6 +101,78 @@ class DnCNN(RestorationNet):
 
 # ---------------------------------------------------------------------------------------------------------------
 # U-Net with residual blocks (DRUNet-like), optional self-attention and gated convolutions
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blind denoising of real photos: a noise-estimation branch and a non-blind U-Net (CBDNet, Guo et al. 2019)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@MODELS.register("noise-estimating-unet")
+class NoiseEstimatingUNet(nn.Module):
+    """A small fully convolutional network estimates the per-pixel noise level of the photo (a map on the [0, 1]
+    scale, what real camera noise has: it varies with brightness and colour), and a U-Net denoises given the photo
+    and that map, scaled by ``strength`` (0: the map of a clean picture; above 1: stronger). Trained end to end on
+    the estimated map, with the estimate also regressed on the true one (``last_aux``: an asymmetric loss that
+    punishes under-estimation more, as CBDNet's, plus a smoothness term)."""
+
+    residual = True
+    cond_channels = 0  # blind from the outside: the map is its own
+
+    @dataclass
+    class Config:
+        channels: int = 3
+        widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+        blocks: int = 1
+        estimator_width: int = 32
+        estimator_depth: int = 5
+        under_weight: float = 0.7  # asymmetric estimation loss: weight of under-estimates (over-estimates: 1 - it)
+        estimation_weight: float = 1.0  # of the estimation loss, relative to the image loss
+        smoothness_weight: float = 0.05  # total variation of the estimated map
+
+        def __post_init__(self) -> None:
+            check(self.channels in (1, 3), "model.channels", "must be 1 or 3")
+            check(self.estimator_width >= 1 and self.estimator_depth >= 2, "model.estimator_depth",
+                  "the estimator needs a width >= 1 and a depth >= 2")  # fmt: skip
+            check(0 < self.under_weight < 1, "model.under_weight", "must be in (0, 1)")
+            check(self.estimation_weight >= 0 and self.smoothness_weight >= 0, "model.estimation_weight",
+                  "the loss weights must be >= 0")  # fmt: skip
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.channels = cfg.channels
+        w, d = cfg.estimator_width, cfg.estimator_depth
+        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, w, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(d - 2):
+            layers += [nn.Conv2d(w, w, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(w, 1, 3, padding=1))
+        self.estimator = nn.Sequential(*layers)
+        self.denoiser = UNetRestore(UNetRestore.Config(channels=cfg.channels, widths=list(cfg.widths),
+                                                       blocks=cfg.blocks, cond_channels=1))  # fmt: skip
+        self.multiple = self.denoiser.multiple
+        self.last_aux: torch.Tensor | None = None
+
+    def estimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The noise-level map (B x 1 x H x W, [0, 1] scale) of noisy images ``x``."""
+        return F.softplus(self.estimator(x) - 3.0) * 0.1
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+        """The denoised images; with ``cond`` (the true noise-level map, in training) the estimation loss is left
+        in :attr:`last_aux` for the task to add."""
+        level = self.estimate(x)
+        if cond is not None:
+            self.last_aux = self.estimation_loss(level, cond.to(level.dtype))
+        return self.denoiser(x, level * strength)
+
+    def estimation_loss(self, level: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """Asymmetric L1 of the estimated map against the true one (under-estimates weigh ``under_weight``) plus
+        the map's total variation: on the scale of the image's Charbonnier loss."""
+        c = self.cfg
+        err = level - true
+        weight = torch.where(err < 0, c.under_weight, 1 - c.under_weight)
+        tv = (level[..., 1:, :] - level[..., :-1, :]).abs().mean() + (level[..., 1:] - level[..., :-1]).abs().mean()
+        return c.estimation_weight * (weight * err.abs()).mean() + c.smoothness_weight * tv
+
 # ---------------------------------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ model serving ``inpaint``, a plugin with a verb of its own) needs no edit to the
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from convgen.io.images import (
 from convgen.io.images import write_image as _write_image
 from convgen.options import Options, option
 from convgen.pipelines.base import Pipeline, check_distinct_targets
+from convgen.pipelines.guard import sure_blend
 from convgen.pipelines.tiling import check_tiling, run_tiled
 from convgen.registry import PIPELINES
 
@@ -71,6 +73,11 @@ class RestoreOptions(Options):
 class DenoiseOptions(RestoreOptions):
     sigma: float | None = option(None, "noise standard deviation on the 0-255 scale (for non-blind models)", gt=0,
                                  hi=255)  # fmt: skip
+    strength: float = option(1.0, "0 = leave the image as it is, 1 = the model's result, above 1 stronger (the "
+                             "change the model makes, scaled)", lo=0, hi=4)  # fmt: skip
+    guard: bool = option(True, "never worse than the input: where Stein's risk estimate says the result would be "
+                         "worse than the noisy picture (a painting, line art, a clean photo), blend it back towards "
+                         "the input")  # fmt: skip
 
 
 class RestorePipeline(Pipeline):
@@ -224,17 +231,33 @@ class RestorationPipeline(RestorePipeline):
     def option_defaults(self, declared) -> dict[str, Any]:
         return {"ensemble": self.default_ensemble} if issubclass(declared, RestoreOptions) else {}
 
-    def _network(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        return self.net(x.to(self.device), None if cond is None else cond.to(self.device))
+    def _network(self, x: torch.Tensor, cond: torch.Tensor | None, **kw) -> torch.Tensor:
+        return self.net(x.to(self.device), None if cond is None else cond.to(self.device), **kw)
+
+    def _guarded(self, network, x, cond, out, sigma, tile, overlap) -> torch.Tensor:
+        """``out`` held back towards ``x`` where the SURE estimate for the noise level (``sigma``, or read from
+        the picture) says it is worse than the input; the divergence pass runs the model once, without the
+        ensemble."""
+        from convgen.classical.noise import estimate_noise_level
+
+        level = sigma / 255 if sigma is not None else estimate_noise_level(x[0].permute(1, 2, 0).numpy())
+
+        def denoise(y: torch.Tensor) -> torch.Tensor:
+            return run_tiled(network, y, cond, tile, overlap, 1)
+
+        return sure_blend(denoise, x, out, level)[0]
 
     def restore_image(self, image: np.ndarray, mask: np.ndarray | None = None, name: str = "image",
                       verb: str = "", sigma: float | None = None, tile: int | None = 512, overlap: int = 64,
-                      ensemble: int | None = None, clip: bool = True) -> np.ndarray:  # fmt: skip
+                      ensemble: int | None = None, clip: bool = True, strength: float = 1.0,
+                      guard: bool = False) -> np.ndarray:  # fmt: skip
         """Restore one H x W (x C) float image; returns float32 H x W x C (x scale for super-resolution).
 
         ``ensemble`` (1, 2, 4 or 8; default :attr:`default_ensemble`) averages the model over that many
         flips/rotations of the input. A gray image given to a colour model is run as RGB and returned as gray
-        (the mean of the channels)."""
+        (the mean of the channels). Denoising: ``strength`` scales the change the model makes (0: the input
+        itself); ``guard`` blends the result back towards the input where it would be worse than it
+        (:mod:`convgen.pipelines.guard`)."""
         ensemble = self.default_ensemble if ensemble is None else ensemble
         arr = as_float_image(image, name)
         gray_in = arr.shape[-1] == 1
@@ -244,7 +267,16 @@ class RestorationPipeline(RestorePipeline):
         level = deg.level(sigma, bool(self.net.cond_channels)) if deg.is_noise else None
         m = None if mask is None else torch.from_numpy(np.array(mask, np.float32))
         x, cond = deg.network_input(x, m, level)
-        out = deg.finish(x, run_tiled(self._network, x, cond, tile or None, overlap, ensemble), cond)
+        own_strength = hasattr(self.net, "estimate")  # a noise-estimating model scales its own noise map
+        network = functools.partial(self._network, strength=strength) if own_strength else self._network
+        if deg.is_noise and strength == 0:
+            out = x.clone()
+        else:
+            out = deg.finish(x, run_tiled(network, x, cond, tile or None, overlap, ensemble), cond)
+            if deg.is_noise and guard:
+                out = self._guarded(network, x, cond, out, sigma, tile or None, overlap)
+            if deg.is_noise and strength != 1 and not own_strength:
+                out = x + strength * (out - x)
         if clip:
             out = out.clamp(0, 1)
         if gray_in and self.channels == 3:

@@ -112,6 +112,11 @@ class RestorationTask(Task):
         with self.ctx.autocast():
             out = self.net(noisy, cond)
         loss = self.loss(out.float() - clean, weight)
+        net = self.models["restorer"]
+        aux = getattr(net, "last_aux", None)  # a network's own loss term (a noise-estimation branch), from forward
+        if aux is not None:
+            loss = loss + aux.float()
+            net.last_aux = None
         optimizer_step(loss, opt, self.net.parameters(), self.cfg.train.grad_clip, self.schedulers["restorer"])
         with torch.no_grad():
             mse = (out.detach().float().clamp(0, 1) - clean).square().mean()
@@ -119,6 +124,7 @@ class RestorationTask(Task):
             "loss": loss.item(),
             "psnr": float(-10 * torch.log10(mse.clamp_min(1e-10))),
             "lr": opt.param_groups[0]["lr"],
+            **({"estimation": float(aux.detach())} if aux is not None else {}),
         }
 
     # -- validation --------------------------------------------------------------------------------------------
