@@ -10,6 +10,7 @@ above 40 dB).
 
     python benchmarks/robustness.py                                   # every blind zoo denoiser
     python benchmarks/robustness.py --model denoise-real --levels 0 5 25 50 --per-kind 4
+    python benchmarks/robustness.py --unguarded      # also every model with --no-guard, side by side
 """
 
 from __future__ import annotations
@@ -87,13 +88,13 @@ def draw(kind: str, i: int, side: int = 192) -> np.ndarray:
     return np.asarray(img, np.float32) / 255
 
 
-def run(pipe, clean: np.ndarray, level: float, index: int) -> tuple[float, float]:
+def run(pipe, clean: np.ndarray, level: float, index: int, guard: bool = True) -> tuple[float, float]:
     """(input PSNR, output PSNR) of one picture at one noise level (gray models see the picture's luminance)."""
     if getattr(pipe, "channels", 3) == 1:
         clean = clean.mean(-1, keepdims=True)
     noisy = clean + np.random.default_rng(index).standard_normal(clean.shape) * level / 255
     noisy = np.clip(noisy, 0, 1).astype(np.float32)
-    out = pipe.restore(noisy)
+    out = pipe.restore(noisy, guard=guard)
     return psnr(clean, noisy) if level > 0 else float("inf"), psnr(clean, out)
 
 
@@ -103,21 +104,24 @@ def main() -> None:
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--levels", type=float, nargs="+", default=[0.0, 5.0, 15.0, 25.0, 50.0])
     p.add_argument("--per-kind", type=int, default=3)
+    p.add_argument("--unguarded", action="store_true", help="also each model with --no-guard (what the guard does)")
     args = p.parse_args()
     from convgen import zoo
 
     specs = args.model or [m for m in BLIND if m in zoo.names()]
     models = load_models(specs)
+    runs = [(label, pipe, True) for label, pipe in models.items()]
+    runs += [(f"{label} (no guard)", pipe, False) for label, pipe in models.items()] if args.unguarded else []
     results: dict = {}
-    total = len(models) * len(args.kinds) * len(args.levels) * args.per_kind
+    total = len(runs) * len(args.kinds) * len(args.levels) * args.per_kind
     with tqdm(total=total, desc="robustness", file=sys.stderr) as bar:
-        for label, pipe in models.items():
+        for label, pipe, guard in runs:
             rows = results.setdefault(label, {})
             for kind in args.kinds:
                 for level in args.levels:
                     ins, outs = [], []
                     for i in range(args.per_kind):
-                        a, b = run(pipe, draw(kind, i), level, i)
+                        a, b = run(pipe, draw(kind, i), level, i, guard)
                         ins.append(a)
                         outs.append(b)
                         bar.update(1)

@@ -82,6 +82,19 @@ def test_models_describe_what_each_model_serves(client):
     assert models["inpaint"]["verbs"] == ["inpaint"] and not models["inpaint"]["generate"]
     assert models["style-scream"]["tools"] == ["stylize"] and models["codec"]["tools"] == ["codec"]
     assert set(models["mnist-ddpm"]["verbs"]) == {"inpaint", "denoise"} and models["mnist-ddpm"]["generate"]
+    # every option a model takes, from its pipeline's declaration: name, type, default, bounds, help
+    ddpm = models["mnist-ddpm"]["options"]
+    assert [o["name"] for o in ddpm["sample"]] == ["steps", "guidance", "eta"]
+    steps = ddpm["sample"][0]
+    assert steps["type"] == "int" and steps["lo"] == 1 and steps["hi"] == 1000 and steps["model_default"] == 25
+    assert [o["name"] for o in ddpm["restore"]["inpaint"]] == ["seed", "label", "steps", "jump", "resample"]
+    denoise = {o["name"]: o for o in models["denoise-gray-s25"]["options"]["restore"]["denoise"]}
+    assert denoise["tile"]["default"] == 512 and denoise["clip"]["type"] == "bool" and denoise["sigma"]["gt"] == 0
+    assert denoise["strength"]["hi"] == 4 and denoise["guard"]["default"] is True
+    assert models["mnist-dcgan"]["options"]["sample"] == [] and models["mnist-vae"]["options"]["sample"][0]["choices"]
+    assert [o["name"] for o in models["style-scream"]["options"]["stylize"]] == ["preserve_color", "size"]
+    assert all(o["help"] for m in models.values() for group in m["options"].values()
+               for o in (group if isinstance(group, list) else sum(group.values(), [])))  # fmt: skip
 
 
 @pytest.mark.parametrize("model,cls", [("mnist-dcgan", None), ("mnist-cgan", "7")])

@@ -215,3 +215,29 @@ def test_superres_and_dejpeg_from_the_command_line(tmp_path):
         "restore", "superres", "dejpeg", "--input", str(tmp_path / "photo.jpg"), "--output", str(tmp_path / "x.png")
     )
     assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["denoise-gray-blind", "denoise-color-blind"])
+def test_blind_denoisers_are_never_worse_than_their_input(name):
+    """Pictures that are not photos (paintings, text, screenshots, line art, flat colour, gradients) and photos, at
+    noise levels 0 to 50: the result is never below the noisy input's PSNR, and a clean picture comes back within
+    40 dB of itself (the guard on; the picture kinds of benchmarks/robustness.py, 96 px crops, one view)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from robustness import KINDS, draw
+
+    pipe = convgen.load(name, device="cpu")
+    failures = []
+    for kind in KINDS:
+        clean = draw(kind, 0)[48:144, 48:144]
+        clean = clean.mean(-1, keepdims=True) if pipe.channels == 1 else clean
+        for level in (0, 5, 25, 50):
+            noisy = np.clip(clean + np.random.default_rng(level).standard_normal(clean.shape) * level / 255, 0, 1)
+            noisy = noisy.astype(np.float32)  # the picture as the model gets it, for both PSNRs
+            out = pipe.restore(noisy, ensemble=1)
+            before, after = (psnr(clean, noisy) if level else float("inf")), psnr(clean, out)
+            if (level == 0 and after < 40) or (level > 0 and after < before):
+                failures.append((kind, level, round(before, 2), round(after, 2)))
+    assert not failures, failures

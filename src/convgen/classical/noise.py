@@ -71,6 +71,8 @@ def estimate_sigma_pca(image: np.ndarray, patch: int = 7, stride: int | None = N
     pictures use them all), within 3% of the true level on pure noise from 48 px up."""
     arr = np.asarray(image, dtype=np.float64)
     arr = arr[..., None] if arr.ndim == 2 else arr
+    if arr.shape[-1] > 1 and all(np.array_equal(arr[..., 0], arr[..., k]) for k in range(1, arr.shape[-1])):
+        arr = arr[..., :1]  # a gray picture stored as RGB: its copies would read as noise-free directions
     h, w, c = arr.shape
     if min(h, w) < patch:
         return estimate_sigma(arr)
