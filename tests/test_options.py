@@ -217,3 +217,26 @@ def test_explain_asks_the_pipeline():
     text = (SRC / "pipelines" / "explain.py").read_text(encoding="utf-8")
     for family_word in ("d_pack", "clusters", 'has("discriminator")', "ClassifierPipeline", "num_classes"):
         assert family_word not in text, family_word
+
+
+def test_a_family_that_overrides_restore_itself_still_serves_files():
+    """A restorer written to the older contract (overriding ``restore`` instead of ``restore_image``) is still
+    called by the file and batch paths."""
+    from convgen.pipelines.restore import RestorePipeline
+
+    class Old(RestorePipeline):
+        restores = ("identity",)
+
+        def restore(self, image, mask=None, name="image", **options):
+            return np.asarray(image, np.float32) * 2
+
+    pipe = Old.__new__(Old)
+    img = np.full((4, 4, 1), 0.25, np.float32)
+    (out,) = pipe.restore_batch([img], [None], ["a"], "identity")
+    assert np.allclose(out, 0.5)
+
+    class Neither(RestorePipeline):
+        restores = ("identity",)
+
+    with pytest.raises(NotImplementedError, match="neither restore_image nor restore"):
+        Neither.__new__(Neither).restore_batch([img], [None], ["a"], "identity")

@@ -125,8 +125,11 @@ class RestorePipeline(Pipeline):
 
     def restore_image(self, image: np.ndarray, mask: np.ndarray | None, name: str, verb: str,
                       **options) -> np.ndarray:  # fmt: skip
-        """The family's work on one image; ``options`` are the checked fields of ``restore_options[verb]``."""
-        raise NotImplementedError
+        """The family's work on one image; ``options`` are the checked fields of ``restore_options[verb]``. (A
+        family written before the options were declared overrides :meth:`restore` itself; it is called here.)"""
+        if type(self).restore is not RestorePipeline.restore:
+            return self.restore(image, mask=mask, name=name, **options)
+        raise NotImplementedError(f"{type(self).__name__} implements neither restore_image nor restore")
 
     def restore_files(
         self,
