@@ -37,9 +37,10 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
     image = pipe.prepare(read_image(args.input), args.input)[0].permute(1, 2, 0).numpy() if args.input else None
     if pipe.num_classes and args.class_ is None:
         raise ConvgenError(f"{args.model} is class-conditional: give --class CLASS")
-    grid = pipe.traverse(image, args.dims, args.span, args.steps, args.seed, args.class_)
-    save_grid(grid, args.out, nrow=args.steps)
-    print(f"wrote {args.out} (rows: latent dimensions, columns: -{args.span:g} .. +{args.span:g})", file=sys.stderr)
+    o = pipe.checked(pipe.traverse_options, given_options(args, args.option_names), "traverse")
+    grid = pipe.traverse(image, o["dims"], o["span"], o["steps"], o["seed"], args.class_)
+    save_grid(grid, args.out, nrow=o["steps"])
+    print(f"wrote {args.out} (rows: latent dimensions, columns: -{o['span']:g} .. +{o['span']:g})", file=sys.stderr)
     return 0
 
 
@@ -60,9 +61,10 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         if c not in means:
             raise ConvgenError(f"class {c} has no image in the reference set (classes: {sorted(means)})")
     label = args.from_ if pipe.num_classes else None  # a conditional model codes the image given its own class
-    row = pipe.attribute_shift(image, means[args.to] - means[args.from_], args.steps, args.strength, label)
-    save_grid(row, args.out, nrow=args.steps)
-    print(f"wrote {args.out} ({args.steps} steps from the reconstruction along class {args.from_} -> {args.to})",
+    o = pipe.checked(pipe.edit_options, given_options(args, args.option_names), "edit")
+    row = pipe.attribute_shift(image, means[args.to] - means[args.from_], o["steps"], o["strength"], label)
+    save_grid(row, args.out, nrow=o["steps"])
+    print(f"wrote {args.out} ({o['steps']} steps from the reconstruction along class {args.from_} -> {args.to})",
           file=sys.stderr)  # fmt: skip
     return 0
 
@@ -75,6 +77,15 @@ def _cmd_latent_map(args: argparse.Namespace) -> int:
     what = pipe.latent_map(images, labels, args.out, args.overwrite)
     print(f"wrote {args.out}: {what}", file=sys.stderr)
     return 0
+
+
+def _declared(attribute: str, with_options: bool) -> list[tuple[str, type]]:
+    """The VAE pipeline's declaration of a tool's options (none when the command is not the one being run)."""
+    if not with_options:
+        return []
+    from convgen.pipelines.vae import VAEPipeline
+
+    return [("vae models", getattr(VAEPipeline, attribute))]
 
 
 def add_commands(sub, with_options: bool = True) -> None:
@@ -96,6 +107,7 @@ def add_commands(sub, with_options: bool = True) -> None:
         declared = [("autoencoders", VAEPipeline.restore_options["reconstruct"])]
     r.set_defaults(func=_cmd_reconstruct, option_names=add_option_flags(r, declared))
 
+
     t = sub.add_parser(
         "traverse",
         help="a VAE's latent traversal grid: one latent dimension per row",
@@ -105,14 +117,10 @@ def add_commands(sub, with_options: bool = True) -> None:
     t.add_argument("model")
     t.add_argument("--out", required=True, help="PNG grid (rows x --steps)")
     t.add_argument("--input", help="image whose code is traversed (default: a prior sample)")
-    t.add_argument("--dims", type=int, nargs="+", help="latent dimensions (default: the first 8)")
-    t.add_argument("--span", type=float, default=3.0)
-    t.add_argument("--steps", type=int, default=9)
-    t.add_argument("--seed", type=int, default=0)
     t.add_argument("--class", dest="class_", help="class (conditional models)")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--device", default="auto")
-    t.set_defaults(func=_cmd_traverse)
+    t.set_defaults(func=_cmd_traverse, option_names=add_option_flags(t, _declared("traverse_options", with_options)))
 
     e = sub.add_parser(
         "edit",
@@ -128,11 +136,9 @@ def add_commands(sub, with_options: bool = True) -> None:
     e.add_argument("--out", required=True, help="PNG row: the reconstruction, then each step")
     e.add_argument("--reference", help="labelled images (a folder with labels.csv)")
     e.add_argument("--labels", help="labels.csv (default: REFERENCE/labels.csv)")
-    e.add_argument("--steps", type=int, default=6)
-    e.add_argument("--strength", type=float, default=1.0, help="fraction of the class difference at the last step")
     e.add_argument("--overwrite", action="store_true")
     e.add_argument("--device", default="auto")
-    e.set_defaults(func=_cmd_edit)
+    e.set_defaults(func=_cmd_edit, option_names=add_option_flags(e, _declared("edit_options", with_options)))
 
     m = sub.add_parser(
         "latent-map",

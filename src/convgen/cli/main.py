@@ -32,7 +32,7 @@ def build_parser(argv: Sequence[str] | None = None):
     classify.add_commands(sub)
     generate.add_commands(sub, with_families=full("sample", "interpolate"))
     restore.add_commands(sub, with_verbs=full("restore"))
-    autoencode.add_commands(sub, with_options=full("reconstruct"))
+    autoencode.add_commands(sub, with_options=full("reconstruct", "traverse", "edit"))
     codec.add_commands(sub, with_options=full("compress"))
     stylize.add_commands(sub, with_options=full("stylize"))
     models.add_commands(sub)

@@ -39,12 +39,30 @@ class ReconstructOptions(Options):
     label: str | None = option(None, "the images' class (name or index; conditional models)")
 
 
+@dataclass
+class TraverseOptions(Options):
+    dims: tuple[int, ...] | None = option(None, "latent dimensions, one per row (default: the 8 the encoder uses "
+                                          "most)", lo=0)  # fmt: skip
+    span: float = option(3.0, "each row runs from -span to +span prior standard deviations", gt=0, hi=100)
+    steps: int = option(9, "values per row", lo=2, hi=100)
+    seed: int = option(0, "the prior sample traversed when no input image is given", lo=-(2**63), hi=2**63 - 1)
+
+
+@dataclass
+class EditOptions(Options):
+    steps: int = option(6, "images in the row: the reconstruction, then each step", lo=1, hi=100)
+    strength: float = option(1.0, "the share of the class difference at the last step (negative: away from it)",
+                             lo=-10, hi=10)  # fmt: skip
+
+
 @PIPELINES.register("vae")
 class VAEPipeline(Sampler, RestorePipeline):
     networks = ("vae",)
     restores = ("reconstruct",)
     restore_options = {"reconstruct": ReconstructOptions}
     sample_options = VAESampleOptions
+    traverse_options = TraverseOptions
+    edit_options = EditOptions
     verb_help = {"reconstruct": "encode and decode images with an autoencoder (the decoder's mean)"}
 
     @property
@@ -165,8 +183,8 @@ class VAEPipeline(Sampler, RestorePipeline):
         """A grid (len(dims) rows x ``steps``, row-major) that sets one latent dimension at a time to values from
         ``-span`` to ``+span`` (in prior standard deviations) in the code of ``image`` (or of a prior sample from
         ``seed``), the others fixed. Default ``dims``: the 8 the encoder uses most (:meth:`active_dims`)."""
-        if steps < 2 or not span > 0:
-            raise ConvgenError(f"`steps` must be >= 2 and `span` > 0, got {steps} and {span}")
+        given = {"dims": None if dims is None else list(dims), "span": span, "steps": steps, "seed": seed}
+        self.checked(TraverseOptions, given, "traverse")
         d = self.net.latent_dim
         dims = self.active_dims()[:8] if dims is None else list(dims)
         bad = [k for k in dims if not 0 <= k < d]
@@ -207,10 +225,7 @@ class VAEPipeline(Sampler, RestorePipeline):
         """``steps`` decodes of the image's code moved along ``direction`` (0 .. ``strength`` of it), e.g.
         mean(class b) - mean(class a): "turn a 3 into an 8 while keeping the stroke style". The first image is the
         reconstruction; a zero direction gives the reconstruction at every step."""
-        if steps < 1:
-            raise ConvgenError(f"`steps` must be >= 1, got {steps}")
-        if not math.isfinite(strength):
-            raise ConvgenError(f"`strength` {strength}: must be a finite number")
+        self.checked(EditOptions, {"steps": steps, "strength": strength}, "edit")
         direction = torch.as_tensor(direction, dtype=torch.float32).flatten()
         if not torch.isfinite(direction).all():
             raise ConvgenError("the direction has NaN or infinite values")
