@@ -13,10 +13,15 @@ from convgen.config import TrainConfig
 
 
 def make_optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    """An optimiser of ``cfg.optimizer`` over tensors, or over groups ``{"params": ..., "lr_scale": s}`` (a part of
+    a network that learns at ``s`` times the rate, e.g. a noise estimator beside a large denoiser)."""
     lr = cfg.lr if lr is None else lr
     params = list(params)
+    if params and isinstance(params[0], dict):
+        params = [{"params": list(g["params"]), "lr": lr * g.get("lr_scale", 1.0)} for g in params]
+    tensors = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
     # the fused kernels (one op for all tensors) are faster on CPU and CUDA; same update maths
-    fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {}
+    fused = {"fused": True} if tensors and all(p.device.type in ("cpu", "cuda") for p in tensors) else {}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     betas = (cfg.betas[0], cfg.betas[1])

@@ -80,7 +80,7 @@ class RestorationTask(Task):
         net = ctx.prepare(net)
         self.models = {"restorer": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
-        self.add_optimizer("restorer", net.parameters())
+        self.add_optimizer("restorer", net.param_groups() if hasattr(net, "param_groups") else net.parameters())
         self._val_cache: dict[float | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     @staticmethod
