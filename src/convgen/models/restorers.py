@@ -161,8 +161,8 @@ class NoiseEstimatingUNet(nn.Module):
     def param_groups(self) -> list[dict]:
         """The estimator learns at ``estimator_lr_scale`` times the run's rate: it gets only its own small loss and
         must keep up with the U-Net it feeds (at the run's rate its estimate lagged far behind)."""
-        return [{"params": self.estimator.parameters(), "lr_scale": self.cfg.estimator_lr_scale},
-                {"params": self.denoiser.parameters()}]  # fmt: skip
+        return [{"params": self.denoiser.parameters()},  # first: the rate the logs show
+                {"params": self.estimator.parameters(), "lr_scale": self.cfg.estimator_lr_scale}]  # fmt: skip
 
     def estimate(self, x: torch.Tensor) -> torch.Tensor:
         """The noise-level map (B x 1 x H x W, [0, 1] scale) of noisy images ``x``. The estimator sees the image
