@@ -243,7 +243,15 @@ class RestorationPipeline(RestorePipeline):
         ensemble."""
         from convgen.classical.noise import estimate_noise_level
 
-        level = sigma / 255 if sigma is not None else estimate_noise_level(x[0].permute(1, 2, 0).numpy())
+        if sigma is not None:
+            level = sigma / 255
+        elif hasattr(self.net, "estimate"):  # a model that reads the noise itself (camera noise, correlated)
+            h, w = x.shape[-2:]
+            crop = x[..., max(0, h // 2 - 512) : h // 2 + 512, max(0, w // 2 - 512) : w // 2 + 512]  # bounded memory
+            with torch.no_grad():
+                level = float(self.net.estimate(crop.to(self.device)).mean())
+        else:
+            level = estimate_noise_level(x[0].permute(1, 2, 0).numpy())
 
         def denoise(y: torch.Tensor) -> torch.Tensor:
             return run_tiled(network, y, cond, tile, overlap, 1)
