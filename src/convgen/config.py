@@ -36,8 +36,8 @@ class TrainConfig:
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     momentum: float = 0.9  # sgd only
-    scheduler: Literal["constant", "cosine", "onecycle"] = "constant"
-    warmup_fraction: float = 0.0  # onecycle / cosine warm-up, fraction of all steps
+    scheduler: Literal["constant", "cosine", "onecycle", "triangle"] = "constant"
+    warmup_fraction: float = 0.0  # onecycle / cosine / triangle warm-up, fraction of all steps
     grad_clip: float | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     bf16: bool = False  # bf16 autocast for forward passes

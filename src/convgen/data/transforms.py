@@ -69,12 +69,14 @@ def random_hflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch
     return out
 
 
-def random_crop(x: torch.Tensor, gen: torch.Generator, padding: int, fill: float = 0.0) -> torch.Tensor:
-    """Pad by ``padding`` then crop back to the original size at a random offset per image."""
+def random_crop(x: torch.Tensor, gen: torch.Generator, padding: int, fill: float = 0.0,
+                mode: str = "constant") -> torch.Tensor:  # fmt: skip
+    """Pad by ``padding`` (with ``fill``, or ``mode="reflect"``) then crop back to the original size at a random
+    offset per image."""
     if padding <= 0:
         return x
     b, _, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4, value=fill)
+    padded = F.pad(x, (padding,) * 4, mode="reflect") if mode == "reflect" else F.pad(x, (padding,) * 4, value=fill)
     offs = torch.randint(0, 2 * padding + 1, (b, 2), generator=gen)
     return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs.tolist())])
 
@@ -106,6 +108,7 @@ class AugmentConfig:
 
     hflip: bool = False
     crop_padding: int = 0
+    crop_reflect: bool = False  # pad by reflection (no black borders) instead of zeros
     degrees: float = 0.0
     translate: float = 0.0
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # [min, max] zoom factors
@@ -128,7 +131,7 @@ class AugmentConfig:
         if self.degrees > 0 or self.translate > 0 or self.scale != [1.0, 1.0]:
             x = random_affine(x, gen, self.degrees, self.translate, (self.scale[0], self.scale[1]))
         if self.crop_padding > 0:
-            x = random_crop(x, gen, self.crop_padding)
+            x = random_crop(x, gen, self.crop_padding, mode="reflect" if self.crop_reflect else "constant")
         if self.hflip:
             x = random_hflip(x, gen)
         return x

@@ -27,10 +27,14 @@ class ClassificationTask(Task):
         label_smoothing: float = 0.0
         augment: AugmentConfig = field(default_factory=AugmentConfig)
         eval_batch_size: int = 500
+        norm_lr_scale: float = 1.0  # normalisation layers' parameters learn this much faster (airbench: 64)
+        init_images: int = 5000  # training images a model with ``init_from_data`` (a whitening stem) is set from
 
         def __post_init__(self) -> None:
             check(0 <= self.label_smoothing < 1, "task.label_smoothing", "must be in [0, 1)")
             check(self.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1")
+            check(0 < self.norm_lr_scale <= 1000, "task.norm_lr_scale", "must be in (0, 1000]")
+            check(self.init_images >= 1, "task.init_images", "must be >= 1")
 
     export_models = ("classifier",)
     best_metric = ("val/accuracy", "max")
@@ -43,10 +47,28 @@ class ClassificationTask(Task):
         self.check_data("in_channels", "num_classes", "image_size")
         if data.train.labels is None:
             raise ConfigError("classification needs labelled data (class sub-folders or a labels array)")
-        net = ctx.prepare(build_model(m))
+        net = build_model(m)
+        if hasattr(net, "init_from_data"):  # deterministic: the same first images of the training split
+            count = min(cfg.task.init_images, len(data.train))
+            net.init_from_data(data.train.batch(torch.arange(count))[0])
+        net = ctx.prepare(net)
         self.models = {"classifier": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
-        self.add_optimizer("classifier", net.parameters())
+        self.add_optimizer("classifier", self.param_groups(net, cfg.task.norm_lr_scale))
+
+    @staticmethod
+    def param_groups(net: torch.nn.Module, norm_lr_scale: float) -> list:
+        """The trainable parameters as optimiser groups: normalisation layers' at ``norm_lr_scale`` times the rate
+        (their weight decay per step unchanged), the rest at the run's rate; one plain list at scale 1."""
+        if norm_lr_scale == 1:
+            return [p for p in net.parameters() if p.requires_grad]
+        norm_types = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+        norm_ids = {id(p) for mod in net.modules() if isinstance(mod, norm_types) for p in mod.parameters()}
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if id(p) not in norm_ids]},
+                  {"params": [p for p in trainable if id(p) in norm_ids], "lr_scale": norm_lr_scale,
+                   "decay_scale": 1 / norm_lr_scale}]  # fmt: skip
+        return [g for g in groups if g["params"]]
 
     def train_step(self, batch, step: int) -> dict[str, float]:
         x, y = batch

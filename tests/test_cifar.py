@@ -1,0 +1,119 @@
+"""Natural colour images (issue 36): the fast whitened classifier, its optimiser groups, schedule and augmentation."""
+
+import numpy as np
+import pytest
+import torch
+
+import convgen
+from convgen.config import TrainConfig, build_config
+from convgen.data.formats import read_image_folder
+from convgen.data.transforms import AugmentConfig
+from convgen.engine.optim import make_optimizer, make_scheduler
+from convgen.io.images import write_image
+from convgen.models.classifier import WhitenedConvNet
+from convgen.tasks.classification import ClassificationTask
+from convgen.viz.curves import read_metrics
+
+
+def _net(**kw) -> WhitenedConvNet:
+    torch.manual_seed(0)
+    return WhitenedConvNet(WhitenedConvNet.Config(widths=[8, 16, 16], **kw))
+
+
+def test_whitening_stem_decorrelates_training_patches():
+    net = _net()
+    x = torch.rand(64, 3, 32, 32) * torch.tensor([1.0, 0.5, 0.2]).view(1, 3, 1, 1)
+    x[:, 1] += 0.5 * x[:, 0]  # correlated channels
+    net.init_from_data(x)
+    w = net.whiten.weight
+    assert w.shape == (24, 3, 2, 2) and not w.requires_grad
+    assert torch.equal(w[12:], -w[:12])  # both signs
+    z = torch.nn.functional.conv2d((x - net.mean) / net.std, w[:12]).permute(1, 0, 2, 3).reshape(12, -1)
+    cov = z @ z.T / z.shape[1]
+    assert torch.allclose(cov, torch.eye(12), atol=0.02)  # eigenvalue + eps: within 2% of the identity
+
+
+def test_flip_tta_makes_the_prediction_mirror_invariant_and_features_are_one_view():
+    net = _net(tta="flip").eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x), net(x.flip(-1)), atol=1e-5)
+        assert not torch.allclose(net.features(x), net.features(x.flip(-1)), atol=1e-3)
+        assert net.features(x).shape == (4, 16)
+        full = _net(tta="flip-translate").eval()
+        full.load_state_dict(net.state_dict())
+        assert full(x).shape == (4, 10) and not torch.allclose(full(x), net(x))
+        net.train()
+        assert not torch.allclose(net(x), net(x.flip(-1)), atol=1e-4)  # training sees one view
+
+
+def test_norm_parameters_learn_faster_with_the_same_decay_per_step():
+    net = _net()
+    groups = ClassificationTask.param_groups(net, 64.0)
+    cfg = TrainConfig(optimizer="sgd", lr=0.5, weight_decay=0.01, momentum=0.85)
+    opt = make_optimizer(groups, cfg)
+    plain, norm = opt.param_groups
+    assert plain["lr"] == 0.5 and norm["lr"] == 32.0
+    assert plain["lr"] * plain["weight_decay"] == pytest.approx(norm["lr"] * norm["weight_decay"])
+    norm_params = {id(p) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    assert {id(p) for p in norm["params"]} <= norm_params and len(norm["params"]) == 6  # biases only: scale fixed
+    assert all(p.requires_grad for g in opt.param_groups for p in g["params"])
+    assert ClassificationTask.param_groups(net, 1.0) == [p for p in net.parameters() if p.requires_grad]
+
+
+def test_triangle_schedule():
+    cfg = TrainConfig(scheduler="triangle", warmup_fraction=0.2)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt, cfg, 100)
+    factors = []
+    for _ in range(101):
+        factors.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert factors[0] == pytest.approx(0.2) and factors[20] == pytest.approx(1.0) and factors[100] == 0.0
+    assert factors[60] == pytest.approx(0.5) and max(factors) == pytest.approx(1.0)
+
+
+def test_reflect_crop_adds_no_black_border():
+    x = torch.full((8, 3, 16, 16), 0.7)
+    gen = torch.Generator().manual_seed(0)
+    out = AugmentConfig(crop_padding=2, crop_reflect=True).apply(x, gen)
+    assert torch.equal(out, x)
+    zero = AugmentConfig(crop_padding=2).apply(x, torch.Generator().manual_seed(0))
+    assert (zero == 0).any()
+
+
+def _colour_folder(root, per_class: int = 40):
+    """Three classes written in reverse order: red-ish, green-ish and blue-ish noisy squares."""
+    rng = np.random.default_rng(0)
+    for c, name in reversed(list(enumerate(["cherry", "moss", "sky"]))):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.uniform(0, 0.45, (32, 32, 3))
+            img[..., c] += 0.5
+            write_image(root / name / f"{i:03d}.png", img.astype(np.float32))
+
+
+def test_whitened_classifier_learns_a_colour_image_folder(tmp_path):
+    _colour_folder(tmp_path / "data")
+    images, labels, classes = read_image_folder(tmp_path / "data", 3)
+    assert classes == ["cherry", "moss", "sky"] and images.dtype == np.uint8 and images.shape == (120, 32, 32, 3)
+    assert images[labels == 2][..., 2].mean() > images[labels == 2][..., 0].mean() + 100  # sorted: sky = 2
+    cfg = {
+        "name": "tiny-cifar",
+        "seed": 0,
+        "task": {"type": "classification", "label_smoothing": 0.2, "norm_lr_scale": 64, "init_images": 64,
+                 "augment": {"hflip": True, "crop_padding": 2, "crop_reflect": True}},
+        "model": {"type": "whitened-convnet", "num_classes": 3, "widths": [8, 16, 16]},
+        "data": {"type": "image-folder", "root": str(tmp_path / "data"), "val_count": 30},
+        "train": {"epochs": 4, "batch_size": 30, "lr": 0.3, "momentum": 0.85, "weight_decay": 0.0015,
+                  "optimizer": "sgd", "scheduler": "triangle", "warmup_fraction": 0.2, "log_every": 3,
+                  "progress": False},
+    }  # fmt: skip
+    result = convgen.train(build_config(cfg), tmp_path / "run")
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/loss" in r]
+    assert records[-1]["train/loss"] < records[0]["train/loss"]
+    assert result.best_value >= 0.9
+    pipe = convgen.load(tmp_path / "run")
+    predicted = pipe.classify_files(tmp_path / "data" / "sky")
+    assert sum(v == 2 for v in predicted.values()) >= 36
