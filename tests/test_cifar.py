@@ -1,5 +1,7 @@
 """Natural colour images (issue 36): the fast whitened classifier, its optimiser groups, schedule and augmentation."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from convgen.io.images import write_image
 from convgen.models.classifier import WhitenedConvNet
 from convgen.tasks.classification import ClassificationTask
 from convgen.viz.curves import read_metrics
+from tests.conftest import cli
 
 
 def _net(**kw) -> WhitenedConvNet:
@@ -117,3 +120,16 @@ def test_whitened_classifier_learns_a_colour_image_folder(tmp_path):
     pipe = convgen.load(tmp_path / "run")
     predicted = pipe.classify_files(tmp_path / "data" / "sky")
     assert sum(v == 2 for v in predicted.values()) >= 36
+    # a test set of class sub-folders: every image keyed by folder/file (names repeat across classes), scored
+    out = cli("classify", str(tmp_path / "run"), "--input", str(tmp_path / "data"), "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert len(report["predictions"]) == 120 and "moss/000.png" in report["predictions"]
+    assert report["count"] == 120 and report["accuracy"] >= 0.9
+    assert set(report["per_class_accuracy"]) == {"cherry", "moss", "sky"}
+    truth = {"cherry": 0, "moss": 1, "sky": 2}
+    right = sum(c == truth[k.split("/")[0]] for k, c in report["predictions"].items())
+    assert report["accuracy"] == pytest.approx(right / 120)
+    (tmp_path / "data" / "moss").rename(tmp_path / "data" / "lichen")  # not a class of the model: no score
+    report = json.loads(cli("classify", str(tmp_path / "run"), "--input", str(tmp_path / "data"), "--json").stdout)
+    assert "accuracy" not in report and len(report["predictions"]) == 120
