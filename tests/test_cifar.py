@@ -130,6 +130,16 @@ def test_whitened_classifier_learns_a_colour_image_folder(tmp_path):
     truth = {"cherry": 0, "moss": 1, "sky": 2}
     right = sum(c == truth[k.split("/")[0]] for k, c in report["predictions"].items())
     assert report["accuracy"] == pytest.approx(right / 120)
+    # the penultimate features as a domain feature space: probabilities are the model's own (head scale included)
+    from convgen.metrics.extractors import ClassifierExtractor
+
+    ex = ClassifierExtractor(str(tmp_path / "run"))
+    batch = ex.prepare([images[i] / 255.0 for i in range(6)])
+    feats, probs = ex(batch)
+    assert feats.shape == (6, 16) and ex.tag == "domaincls"
+    with torch.no_grad():
+        pipe.model.cfg.tta = "none"
+        assert torch.allclose(probs, pipe.predict_proba(batch), atol=1e-5)
     (tmp_path / "data" / "moss").rename(tmp_path / "data" / "lichen")  # not a class of the model: no score
     report = json.loads(cli("classify", str(tmp_path / "run"), "--input", str(tmp_path / "data"), "--json").stdout)
     assert "accuracy" not in report and len(report["predictions"]) == 120

@@ -4,8 +4,8 @@
   FID / KID / IS. The weights come from ``--inception-weights PATH``, ``$CONVGEN_INCEPTION_WEIGHTS``, the cache
   directory, or a checksummed download when online.
 * ``mnist-classifier`` or any convgen classifier (zoo name or model directory) -- a domain feature space. Its numbers
-  are labelled ``FD-mnistcls`` / ``KID-mnistcls`` / ``IS-mnistcls`` (``domaincls`` for other classifiers), never
-  bare FID.
+  are labelled ``FD-mnistcls`` / ``KID-mnistcls`` / ``IS-mnistcls`` (``cifarcls`` for ``cifar10-classifier``,
+  ``domaincls`` for other classifiers), never bare FID.
 
 :func:`default_extractor` picks ``mnist-classifier`` for single-channel images of at most 64 px (digits) and
 ``inception-v3`` otherwise; the output always names the extractor it used.
@@ -72,6 +72,9 @@ class FeatureExtractor:
         }
 
 
+DOMAIN_TAGS = {"mnist-classifier": "mnistcls", "cifar10-classifier": "cifarcls"}  # metric labels: FD-<tag>
+
+
 class ClassifierExtractor(FeatureExtractor):
     """The penultimate features of a convgen classifier (a zoo name or a model directory): a domain feature
     space, e.g. ``mnist-classifier`` for digits (metrics labelled FD-mnistcls, not FID)."""
@@ -84,7 +87,7 @@ class ClassifierExtractor(FeatureExtractor):
         self.net = saved.network("classifier", self.device)
         self.model_dir = saved.path
         self.name = saved.path.name if saved.path.parent.name == "zoo" else str(saved.path)
-        self.tag = "mnistcls" if self.name == "mnist-classifier" else "domaincls"
+        self.tag = DOMAIN_TAGS.get(self.name, "domaincls")
         self.channels = saved.cfg.model.in_channels
         self.image_size = size = saved.cfg.model.image_size
         self.resize = f"bilinear antialiased to {size}x{size}, {self.channels} channel(s)"
@@ -98,7 +101,7 @@ class ClassifierExtractor(FeatureExtractor):
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.net.features(batch.to(self.device))
-        return f.float().cpu(), torch.softmax(self.net.fc(f).float(), 1).cpu()
+        return f.float().cpu(), torch.softmax(self.net.logits_from_features(f).float(), 1).cpu()
 
 
 class InceptionExtractor(FeatureExtractor):

@@ -84,6 +84,10 @@ class CNNClassifier(nn.Module):
         """Penultimate activations (B x feature_dim) for inputs in [0, 1]."""
         return self.head(self.body((x - self.mean) / self.std))
 
+    def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Eval-mode logits of :meth:`features` output."""
+        return self.fc(f)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.features(x)))
 
@@ -184,8 +188,12 @@ class WhitenedConvNet(nn.Module):
         h = self.groups(F.gelu(self.whiten((x - self.mean) / self.std)))
         return torch.amax(h, dim=(2, 3))
 
+    def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Logits of :meth:`features` output (one view, no test-time augmentation)."""
+        return self.fc(f) * self.cfg.head_scale
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x)) * self.cfg.head_scale
+        return self.logits_from_features(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.cfg.tta == "none":
