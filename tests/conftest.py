@@ -15,6 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# the C2PA signing credentials every test run makes (convgen.io.provenance) go to a throwaway folder, not ~/.config
+os.environ.setdefault("CONVGEN_CONFIG", tempfile.mkdtemp(prefix="convgen-test-config-"))
 ENV_PYTHONPATH = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
 
 

@@ -9,7 +9,6 @@ endpoint and page (``/api/tool/<name>``, ``/tool/<name>``) without an edit to it
 from __future__ import annotations
 
 import base64
-import io
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,23 +69,21 @@ def sample_grid(pipe: Sampler, n: int, seed: int, classes: list | None, options:
 
     images = pipe.sample(n, seed, classes, **options)
     with _Scratch() as tmp:
-        return save_grid(images[:100], tmp.path / "grid.png").read_bytes()
+        return save_grid(images[:100], tmp.path / "grid.png", provenance=pipe.provenance("sample")).read_bytes()
 
 
 def interpolation_frames(pipe: Sampler, steps: int, seed: int, mode: str, label, classes,
                          options: dict[str, Any] | None = None) -> list[str]:  # fmt: skip
     """One latent (or class) walk of ``steps`` frames, as PNG data URLs (``convgen interpolate --rows 1``)."""
-    from PIL import Image
-
-    from convgen.io.images import to_uint8
+    from convgen.io.images import encode_image, to_uint8
 
     images = pipe.interpolate(steps, 1, seed, mode, classes, label, **(options or {}))
+    record = pipe.provenance("interpolate")
     frames = []
-    for img in images:
+    for i, img in enumerate(images):
         arr = to_uint8(img.permute(1, 2, 0).numpy())
-        buf = io.BytesIO()
-        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(buf, format="PNG")
-        frames.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+        png = encode_image(arr[..., 0] if arr.shape[-1] == 1 else arr, "PNG", provenance=record, title=f"frame{i}.png")
+        frames.append("data:image/png;base64," + base64.b64encode(png).decode())
     return frames
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from convgen.cli.common import add_option_flags, given_options
+from convgen.cli.common import add_option_flags, add_provenance_flag, given_options
 from convgen.errors import ConvgenError
 
 
@@ -15,7 +15,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
     pipe = load(args.model, device=args.device, expect=RestorePipeline, role="an autoencoder")
     options = given_options(args, args.option_names)
-    written = pipe.restore_files(args.input, args.output, overwrite=args.overwrite, verb="reconstruct", **options)
+    written = pipe.restore_files(args.input, args.output, overwrite=args.overwrite, verb="reconstruct",
+                                 provenance=args.provenance, **options)  # fmt: skip
     print(f"reconstruct: wrote {len(written)} image(s) to {args.output}", file=sys.stderr)
     return 0
 
@@ -39,7 +40,7 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
         raise ConvgenError(f"{args.model} is class-conditional: give --class CLASS")
     o = pipe.checked(pipe.traverse_options, given_options(args, args.option_names), "traverse")
     grid = pipe.traverse(image, o["dims"], o["span"], o["steps"], o["seed"], args.class_)
-    save_grid(grid, args.out, nrow=o["steps"])
+    save_grid(grid, args.out, nrow=o["steps"], provenance=pipe.provenance("traverse") if args.provenance else None)
     print(f"wrote {args.out} (rows: latent dimensions, columns: -{o['span']:g} .. +{o['span']:g})", file=sys.stderr)
     return 0
 
@@ -63,7 +64,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     label = args.from_ if pipe.num_classes else None  # a conditional model codes the image given its own class
     o = pipe.checked(pipe.edit_options, given_options(args, args.option_names), "edit")
     row = pipe.attribute_shift(image, means[args.to] - means[args.from_], o["steps"], o["strength"], label)
-    save_grid(row, args.out, nrow=o["steps"])
+    save_grid(row, args.out, nrow=o["steps"], provenance=pipe.provenance("edit") if args.provenance else None)
     print(f"wrote {args.out} ({o['steps']} steps from the reconstruction along class {args.from_} -> {args.to})",
           file=sys.stderr)  # fmt: skip
     return 0
@@ -99,6 +100,7 @@ def add_commands(sub, with_options: bool = True) -> None:
     r.add_argument("--input", required=True, help="image file or folder")
     r.add_argument("--output", required=True, help="output file or folder")
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_provenance_flag(r)
     r.add_argument("--device", default="auto")
     declared = []
     if with_options:
@@ -106,7 +108,6 @@ def add_commands(sub, with_options: bool = True) -> None:
 
         declared = [("autoencoders", VAEPipeline.restore_options["reconstruct"])]
     r.set_defaults(func=_cmd_reconstruct, option_names=add_option_flags(r, declared))
-
 
     t = sub.add_parser(
         "traverse",
@@ -119,6 +120,7 @@ def add_commands(sub, with_options: bool = True) -> None:
     t.add_argument("--input", help="image whose code is traversed (default: a prior sample)")
     t.add_argument("--class", dest="class_", help="class (conditional models)")
     t.add_argument("--overwrite", action="store_true")
+    add_provenance_flag(t)
     t.add_argument("--device", default="auto")
     t.set_defaults(func=_cmd_traverse, option_names=add_option_flags(t, _declared("traverse_options", with_options)))
 
@@ -137,6 +139,7 @@ def add_commands(sub, with_options: bool = True) -> None:
     e.add_argument("--reference", help="labelled images (a folder with labels.csv)")
     e.add_argument("--labels", help="labels.csv (default: REFERENCE/labels.csv)")
     e.add_argument("--overwrite", action="store_true")
+    add_provenance_flag(e)
     e.add_argument("--device", default="auto")
     e.set_defaults(func=_cmd_edit, option_names=add_option_flags(e, _declared("edit_options", with_options)))
 

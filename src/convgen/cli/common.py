@@ -22,6 +22,16 @@ def command_group(sub, name: str, help: str):
     return group
 
 
+def add_provenance_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-provenance",
+        dest="provenance",
+        action="store_false",
+        help="write no provenance record (outputs otherwise carry XMP with the IPTC digital source type and "
+        "signed C2PA Content Credentials naming convgen and the model)",
+    )
+
+
 # -- flags from declared options (convgen.options) -------------------------------------------------------------------
 def add_option_flags(parser: argparse.ArgumentParser, declared: list[tuple[str, type]], title: str = "model options"):
     """A flag for every field of the declared options (``[(owner label, Options dataclass), ...]``): ``name`` ->

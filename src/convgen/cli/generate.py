@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from convgen.cli.common import add_option_flags, given_options
+from convgen.cli.common import add_option_flags, add_provenance_flag, given_options
 
 
 def _sampler(model: str, device: str):
@@ -27,8 +27,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     pipe = _sampler(args.model, args.device)
     options = given_options(args, args.option_names)
     written = pipe.save_samples(
-        args.out, args.n, args.per_class, args.seed, args.classes, args.batch_size, args.grid, args.overwrite, **options
-    )
+        args.out, args.n, args.per_class, args.seed, args.classes, args.batch_size, args.grid, args.overwrite,
+        provenance=args.provenance, **options,
+    )  # fmt: skip
     print(f"wrote {written} images to {args.out}", file=sys.stderr)
     return 0
 
@@ -40,7 +41,8 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     classes = tuple(args.classes) if args.classes else None
     options = given_options(args, args.option_names)
     images = pipe.interpolate(args.steps, args.rows, args.seed, args.mode, classes, args.class_, **options)
-    save_interpolation(images, args.steps, args.out, args.gif, overwrite=args.overwrite)
+    record = pipe.provenance("interpolate") if args.provenance else None
+    save_interpolation(images, args.steps, args.out, args.gif, overwrite=args.overwrite, provenance=record)
     print(f"wrote {args.out}" + (f" and {args.gif}" if args.gif else ""), file=sys.stderr)
     return 0
 
@@ -63,6 +65,7 @@ def add_commands(sub, with_families: bool = True) -> None:
     sm.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     sm.add_argument("--grid", help="also write a preview grid PNG here")
     sm.add_argument("--overwrite", action="store_true", help="replace an existing --grid file")
+    add_provenance_flag(sm)
     sm.add_argument("--batch-size", type=int, default=500)
     sm.add_argument("--device", default="auto")
     names = add_option_flags(sm, sampler_families("sample_options") if with_families else [])
@@ -78,6 +81,7 @@ def add_commands(sub, with_families: bool = True) -> None:
     ip.add_argument("--out", required=True, help="PNG strip (rows x steps)")
     ip.add_argument("--gif", help="also write an animated GIF")
     ip.add_argument("--overwrite", action="store_true", help="replace existing --out / --gif files")
+    add_provenance_flag(ip)
     ip.add_argument("--steps", type=int, default=10)
     ip.add_argument("--rows", type=int, default=4)
     ip.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,20 @@ import sys
 from collections.abc import Sequence
 
 from convgen import __version__
-from convgen.cli import autoencode, classify, codec, data, evaluate, generate, models, restore, serve, stylize, train
+from convgen.cli import (
+    autoencode,
+    classify,
+    codec,
+    data,
+    evaluate,
+    generate,
+    models,
+    provenance,
+    restore,
+    serve,
+    stylize,
+    train,
+)
 from convgen.cli.common import Parser
 from convgen.errors import ConvgenError
 
@@ -39,6 +52,7 @@ def build_parser(argv: Sequence[str] | None = None):
     evaluate.add_commands(sub)
     data.add_commands(sub)
     serve.add_commands(sub)
+    provenance.add_commands(sub)
     return p
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from convgen.cli.common import add_option_flags, command_group, given_options
+from convgen.cli.common import add_option_flags, add_provenance_flag, command_group, given_options
 
 
 def restore_families() -> dict[str, list[tuple[str, type]]]:
@@ -49,8 +49,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     pipe.check_verb(args.verb, args.model)
     options = given_options(args, args.option_names)
     written = pipe.restore_files(
-        args.input, args.output, mask=args.mask, overwrite=args.overwrite, verb=args.verb, **options
-    )
+        args.input, args.output, mask=args.mask, overwrite=args.overwrite, verb=args.verb,
+        provenance=args.provenance, **options,
+    )  # fmt: skip
     print(f"{args.verb}: wrote {len(written)} image(s) to {args.output}", file=sys.stderr)
     return 0
 
@@ -72,6 +73,7 @@ def add_commands(sub, with_verbs: bool = True) -> None:
         r.add_argument("--output", required=True, help="output file or folder")
         r.add_argument("--mask", help="mask file or folder of masks named like the inputs (inpaint)")
         r.add_argument("--overwrite", action="store_true", help="replace existing output files")
+        add_provenance_flag(r)
         r.add_argument("--device", default="auto")
         names = add_option_flags(r, families.get(verb, []))
         r.set_defaults(func=_cmd_restore, verb=verb, option_names=names)

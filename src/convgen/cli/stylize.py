@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from convgen.cli.common import add_option_flags, given_options
+from convgen.cli.common import add_option_flags, add_provenance_flag, given_options
 from convgen.errors import ConvgenError
 
 GATYS_ARGS = ("style_mix", "vgg_weights", "feature_net")  # what the optimisation is built from, not its options
@@ -38,7 +38,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
         pipe = Gatys(args.style, args.style_mix, feature_net=args.feature_net or "auto",
                      vgg_weights=args.vgg_weights, device=args.device)  # fmt: skip
-    written = pipe.stylize_files(args.input, args.output, overwrite=args.overwrite, **options)
+    written = pipe.stylize_files(args.input, args.output, overwrite=args.overwrite, provenance=args.provenance,
+                                 **options)  # fmt: skip
     info = {k.split(":", 1)[1]: v for k, v in pipe.describe().items()}
     if info.get("feature_net", "").startswith("random"):
         print(f"stylize: feature network {info['feature_net']} (the offline fallback, not the ImageNet VGG19; "
@@ -76,6 +77,7 @@ def add_commands(sub, with_options: bool = True) -> None:
     g.add_argument("--feature-net", choices=["auto", "vgg19-imagenet", "random-vgg19"], help="default auto")
     g.add_argument("--vgg-weights", help="torchvision's vgg19-dcbb9e9d.pth (or set $CONVGEN_VGG_WEIGHTS)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_provenance_flag(s)
     s.add_argument("--json", action="store_true", help="print what was done as one JSON object on stdout")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     names = add_option_flags(s, _declared() if with_options else [], "style options")

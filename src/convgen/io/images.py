@@ -18,18 +18,23 @@ Channel rules (explicit, never silent):
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from convgen.errors import ConvgenError, ImageError
-from convgen.io.atomic import atomic_write
+from convgen.io.atomic import atomic_write, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from convgen.io.provenance import Provenance
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 READABLE_SUFFIXES = IMAGE_SUFFIXES + (".npy",)
@@ -224,9 +229,11 @@ def to_uint8(arr: np.ndarray) -> np.ndarray:
     return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_image(path: str | Path, arr: np.ndarray, metadata: dict[str, str] | None = None) -> Path:
+def write_image(path: str | Path, arr: np.ndarray, metadata: dict[str, str] | None = None,
+                provenance: Provenance | None = None) -> Path:  # fmt: skip
     """Write HxW or HxWxC float data atomically: ``.npy`` keeps float32 values, anything else is an 8-bit image.
-    ``metadata`` becomes PNG text chunks (other formats ignore it)."""
+    ``metadata`` becomes PNG text chunks (other formats ignore it); ``provenance`` adds the XMP record and, when
+    c2pa-python is installed, a signed C2PA manifest (:mod:`convgen.io.provenance`)."""
     path = Path(path)
     arr = np.asarray(arr)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -239,15 +246,35 @@ def write_image(path: str | Path, arr: np.ndarray, metadata: dict[str, str] | No
         arr = arr[..., 0]
     pixels = to_uint8(arr) if arr.dtype != np.uint8 else arr
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(path.suffix.lower(), "PNG")
-    extra = {}
-    if metadata and fmt == "PNG":
+    return atomic_write_bytes(path, encode_image(pixels, fmt, metadata, provenance, path.name))
+
+
+def encode_image(pixels: np.ndarray, fmt: str, metadata: dict[str, str] | None = None,
+                 provenance: Provenance | None = None, title: str = "image") -> bytes:  # fmt: skip
+    """8-bit pixels encoded as PNG, JPEG or TIFF, with PNG text ``metadata``; with ``provenance`` its XMP and,
+    when c2pa-python is installed, a C2PA manifest (``title``: the file name it records)."""
+    extra: dict = {}
+    xmp = provenance.xmp().encode("utf-8") if provenance is not None else None
+    if fmt == "PNG" and (metadata or xmp):
         from PIL.PngImagePlugin import PngInfo
 
         info = PngInfo()
-        for k, v in metadata.items():
+        for k, v in (metadata or {}).items():
             info.add_text(k, v)
+        if xmp:
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"))
         extra["pnginfo"] = info
-    return atomic_write(path, lambda p: Image.fromarray(pixels).save(p, format=fmt, **extra))
+    elif fmt == "JPEG":
+        extra = {"xmp": xmp} if xmp else {}
+    elif fmt == "TIFF" and xmp:
+        extra["tiffinfo"] = {700: xmp}
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt, **extra)
+    if provenance is None or not provenance.sign:
+        return buf.getvalue()
+    from convgen.io import provenance as prov
+
+    return prov.sign(buf.getvalue(), fmt, title, provenance) if prov.c2pa_available() else buf.getvalue()
 
 
 def list_images(directory: str | Path, suffixes: Iterable[str] = READABLE_SUFFIXES) -> list[Path]:

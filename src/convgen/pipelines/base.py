@@ -91,6 +91,12 @@ class Pipeline:
             return "this model"
         return model_dir.name if model_dir == zoo.model_dir(model_dir.name) else str(model_dir)
 
+    def provenance(self, verb: str, kind: str = "generated"):
+        """The :class:`~convgen.io.provenance.Provenance` record of what this model writes for ``verb``."""
+        from convgen.io.provenance import Provenance
+
+        return Provenance(kind, self.name, verb)
+
     def explainable(self, target: int | None = None) -> Explainable:
         """What ``convgen explain`` shows for this model (a family that can be explained overrides this)."""
         raise ConvgenError(f"{self.name} is a {self.saved.task} model, not a classifier or a GAN checkpoint (what "

@@ -138,11 +138,14 @@ class RestorePipeline(Pipeline):
         mask: str | Path | None = None,
         overwrite: bool = False,
         verb: str | None = None,
+        provenance: bool = True,
         **options,
     ) -> list[Path]:
         """Restore a file or every image of a folder; outputs keep the input file names (see :func:`plan_outputs`)
-        and a ``.npy`` input's shape (H x W stays H x W). ``options`` are checked against the verb's declaration."""
+        and a ``.npy`` input's shape (H x W stays H x W). ``options`` are checked against the verb's declaration.
+        Outputs record how they were made (XMP + C2PA, :attr:`provenance_kinds`) unless ``provenance`` is False."""
         verb = verb or self.default_verb(mask)
+        record = self.provenance(verb, self.provenance_kinds.get(verb, "enhanced")) if provenance else None
         checked = self.check_options(verb, mask, **options)
         from tqdm import tqdm
 
@@ -169,7 +172,7 @@ class RestorePipeline(Pipeline):
             for (f, target, _), out in zip(group, outs, strict=True):
                 if stored_ndim(f) == 2 and out.shape[-1] == 1:
                     out = out[..., 0]
-                written.append(_write_image(target, out))
+                written.append(_write_image(target, out, provenance=record))
                 bar.update(1)
         bar.close()
         warn_lossy(files, written)
@@ -177,6 +180,10 @@ class RestorePipeline(Pipeline):
 
     #: files :meth:`restore_files` reads and restores together (a family that batches sets more)
     file_batch: int = 1
+    #: the provenance record per verb: restored photos are "enhanced", inpainted ones a "composite" of the photo and
+    #: generated regions (IPTC compositeWithTrainedAlgorithmicMedia); a family whose outputs are wholly the
+    #: model's says "generated"
+    provenance_kinds: dict[str, str] = {"inpaint": "composite"}
 
     def restore_batch(self, images: list[np.ndarray], masks: list[np.ndarray | None], names: list[str], verb: str,
                       **options) -> list[np.ndarray]:  # fmt: skip

@@ -128,11 +128,13 @@ class Sampler(Pipeline):
         batch_size: int = 500,
         grid: str | Path | None = None,
         overwrite: bool = False,
+        provenance: bool = True,
         **options,
     ) -> int:
         """Write ``out/00000.png ...`` (``n`` samples) or ``out/<class>/00000.png ...`` (``per_class``), and with
         ``grid`` a preview grid PNG (up to 100 samples, or 10 per class). ``out`` must be new or empty; an existing
-        ``grid`` file is replaced only with ``overwrite``."""
+        ``grid`` file is replaced only with ``overwrite``. Every image records that it was generated (XMP + C2PA)
+        unless ``provenance`` is False."""
         from convgen.io.atomic import refuse_existing
         from convgen.viz.grid import save_grid
 
@@ -145,18 +147,19 @@ class Sampler(Pipeline):
         _check_out_dir(out)
         if grid is not None:
             refuse_existing([grid], overwrite)
+        record = self.provenance("sample") if provenance else None
         if per_class is not None:
             groups = self.sample_per_class(per_class, seed, batch_size, **options)
             for c, images in groups.items():
-                _write_all(images, out / _safe_dir(self.class_names[c]))
+                _write_all(images, out / _safe_dir(self.class_names[c]), record)
             if grid is not None:
                 k = min(per_class, 10)
-                save_grid(torch.cat([images[:k] for images in groups.values()]), grid, nrow=k)
+                save_grid(torch.cat([images[:k] for images in groups.values()]), grid, nrow=k, provenance=record)
             return per_class * len(groups)
         images = self.sample(n, seed, classes, batch_size, **options)
-        _write_all(images, out)
+        _write_all(images, out, record)
         if grid is not None:
-            save_grid(images[:100], grid)
+            save_grid(images[:100], grid, provenance=record)
         return n
 
     def interpolate(
@@ -302,17 +305,23 @@ def _safe_dir(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
 
 
-def _write_all(images: torch.Tensor, folder: Path) -> None:
+def _write_all(images: torch.Tensor, folder: Path, provenance=None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(images):
-        write_image(folder / f"{i:05d}.png", img.permute(1, 2, 0).numpy())
+        write_image(folder / f"{i:05d}.png", img.permute(1, 2, 0).numpy(), provenance=provenance)
 
 
 def save_interpolation(
-    images: torch.Tensor, steps: int, strip: str | Path, gif: str | Path | None = None, overwrite: bool = False
+    images: torch.Tensor,
+    steps: int,
+    strip: str | Path,
+    gif: str | Path | None = None,
+    overwrite: bool = False,
+    provenance=None,
 ) -> None:
     """Write the rows x steps grid as a PNG strip and, optionally, an animated GIF that walks there and back
-    (existing files only with ``overwrite``)."""
+    (existing files only with ``overwrite``). The strip carries ``provenance`` (XMP + C2PA); a GIF holds no XMP
+    and is not signed."""
     from PIL import Image
 
     from convgen.io.atomic import atomic_write, refuse_existing
@@ -320,7 +329,7 @@ def save_interpolation(
     from convgen.viz.grid import make_grid, save_grid
 
     refuse_existing([strip] + ([gif] if gif is not None else []), overwrite)
-    save_grid(images, strip, nrow=steps)
+    save_grid(images, strip, nrow=steps, provenance=provenance)
     if gif is None:
         return
     rows = len(images) // steps

@@ -214,6 +214,7 @@ def _optimise(x, loss_fn, cont, n, opts, progress, history) -> torch.Tensor:
         return x
     opt = torch.optim.LBFGS([x], lr=opts.lr or 1.0, max_iter=n, max_eval=n * 5 // 4 + 1, history_size=50,
                             tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")  # fmt: skip
+
     def closure():
         opt.zero_grad(set_to_none=True)
         parts = loss_fn(x, cont)
@@ -250,11 +251,13 @@ class _Stylizer:
         """The options checked against ``stylize_options`` (before any file is read or written)."""
         return build(self.stylize_options, options, f"stylize with {self.name}").values()
 
-    def stylize_files(self, inputs: str | Path, output: str | Path, overwrite: bool = False, **options) -> list[Path]:
+    def stylize_files(self, inputs: str | Path, output: str | Path, overwrite: bool = False, provenance: bool = True,
+                      **options) -> list[Path]:  # fmt: skip
         from convgen.io.images import probe_image, stored_ndim
         from convgen.pipelines.restore import plan_outputs, warn_lossy
 
         checked = self.check_options(**options)
+        record = self.provenance("stylize") if provenance else None
         files = resolve_inputs(inputs)
         targets = plan_outputs(files, Path(inputs), Path(output), overwrite)
         for f in files:  # every input is checked before anything is written
@@ -271,7 +274,7 @@ class _Stylizer:
                 raise type(e)(f"{e.template} (stopped there: {len(written)} of {len(files)} outputs written)") from None
             if stored_ndim(f) == 2 and out.shape[-1] == 1:
                 out = out[..., 0]
-            written.append(write_image(target, out, metadata=self.describe()))
+            written.append(write_image(target, out, metadata=self.describe(), provenance=record))
             bar.update(1)
         bar.close()
         warn_lossy(files, written)
@@ -328,6 +331,11 @@ class Gatys(_Stylizer):
     method = "gatys"
     name = "the Gatys optimisation"
     stylize_options = GatysOptions
+
+    def provenance(self, verb: str, kind: str = "generated"):
+        from convgen.io.provenance import Provenance
+
+        return Provenance(kind, "gatys-optimisation", verb)
 
     def __init__(self, styles: Sequence[str | Path | np.ndarray], style_mix: Sequence[float] | None = None,
                  feature_net: str = "auto", vgg_weights: str | Path | None = None,

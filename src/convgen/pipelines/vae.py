@@ -60,6 +60,7 @@ class VAEPipeline(Sampler, RestorePipeline):
     networks = ("vae",)
     restores = ("reconstruct",)
     restore_options = {"reconstruct": ReconstructOptions}
+    provenance_kinds = {"reconstruct": "generated"}  # the decoder's picture of the code, not the input restored
     sample_options = VAESampleOptions
     traverse_options = TraverseOptions
     edit_options = EditOptions

@@ -31,6 +31,8 @@ def make_grid(
     return grid.permute(1, 2, 0).numpy()
 
 
-def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None, padding: int = 2) -> Path:
-    """Write a grid of images in [0, 1] as a PNG (atomically)."""
-    return write_image(path, make_grid(images, nrow=nrow, padding=padding))
+def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None, padding: int = 2,
+              provenance=None) -> Path:  # fmt: skip
+    """Write a grid of images in [0, 1] as a PNG (atomically), with a :class:`~convgen.io.provenance.Provenance`
+    record when given."""
+    return write_image(path, make_grid(images, nrow=nrow, padding=padding), provenance=provenance)
