@@ -97,6 +97,14 @@ def _colour_folder(root, per_class: int = 40):
             write_image(root / name / f"{i:03d}.png", img.astype(np.float32))
 
 
+def test_a_limit_on_class_folders_takes_every_class_in_turn(tmp_path):
+    _colour_folder(tmp_path / "data", per_class=5)
+    images, labels, classes = read_image_folder(tmp_path / "data", 3, limit=7)
+    assert labels.tolist() == [0, 1, 2, 0, 1, 2, 0] and len(images) == 7
+    full, full_labels, _ = read_image_folder(tmp_path / "data", 3)
+    assert np.array_equal(images[1], full[5]) and np.array_equal(images[3], full[1])  # moss/000, cherry/001
+
+
 def test_whitened_classifier_learns_a_colour_image_folder(tmp_path):
     _colour_folder(tmp_path / "data")
     images, labels, classes = read_image_folder(tmp_path / "data", 3)

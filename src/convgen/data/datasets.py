@@ -111,7 +111,7 @@ class SplitConfig:
     val_fraction: float = 0.125
     val_count: int | None = None  # overrides val_fraction
     split_seed: int = 0
-    limit: int | None = None  # use only the first N images (quick experiments, tests)
+    limit: int | None = None  # use only the first N images (quick experiments, tests); class folders: in turn per class
 
     def _check_split(self) -> None:
         check(0 <= self.val_fraction < 1, "data.val_fraction", "must be in [0, 1)")
@@ -204,7 +204,7 @@ class ImageFolder:
 
     @staticmethod
     def build(cfg: Config) -> DataBundle:
-        images, labels, classes = read_image_folder(cfg.root, cfg.channels, cfg.image_size)
+        images, labels, classes = read_image_folder(cfg.root, cfg.channels, cfg.image_size, cfg.limit)
         return _bundle(images, labels, classes, f"image folder {cfg.root}", cfg)
 
 

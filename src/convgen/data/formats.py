@@ -180,11 +180,23 @@ def read_dataset_image(path: Path, channels: int) -> np.ndarray:
         raise DataError(str(e)) from None
 
 
-def read_image_folder(root: str | Path, channels: int, image_size: int | None = None):
-    """Read a flat folder (unlabelled) or a folder with one sub-folder per class.
+def _round_robin(files: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """(file, class) pairs reordered as the first of every class, then the second of every class, ..."""
+    seen: dict[int, int] = {}
+    ranked = []
+    for f, c in files:
+        ranked.append((seen.get(c, 0), c, f))
+        seen[c] = seen.get(c, 0) + 1
+    return [(f, c) for _, c, f in sorted(ranked, key=lambda t: (t[0], t[1]))]
 
-    Returns uint8 NxHxWxC images, labels (or None) and class names. Images of different sizes need
-    ``image_size`` (resized with antialiasing, then centre-cropped to a square).
+
+def read_image_folder(root: str | Path, channels: int, image_size: int | None = None, limit: int | None = None):
+    """Read a flat folder (unlabelled) or a folder with one sub-folder per class (classes in sorted name order, so
+    CIFAR-10's folders give its standard indices airplane = 0 ... truck = 9).
+
+    Returns uint8 NxHxWxC images, labels (or None) and class names, decoded once into memory. Images of different
+    sizes need ``image_size`` (resized with antialiasing, then centre-cropped to a square). ``limit`` reads only
+    that many, taken in turn from every class (the first file of each class, then the second, ...).
     """
     from convgen.data.transforms import resize_center_crop_numpy
 
@@ -200,6 +212,8 @@ def read_image_folder(root: str | Path, channels: int, image_size: int | None = 
         files = [(f, -1) for f in list_images(root, IMAGE_SUFFIXES)]
     if not files:
         raise DataError(f"{root}: no images found")
+    if limit is not None and limit < len(files):
+        files = _round_robin(files)[:limit]
     images = []
     for f, _ in files:
         arr = read_dataset_image(f, channels)
