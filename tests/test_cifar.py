@@ -151,3 +151,22 @@ def test_whitened_classifier_learns_a_colour_image_folder(tmp_path):
     (tmp_path / "data" / "moss").rename(tmp_path / "data" / "lichen")  # not a class of the model: no score
     report = json.loads(cli("classify", str(tmp_path / "run"), "--input", str(tmp_path / "data"), "--json").stdout)
     assert "accuracy" not in report and len(report["predictions"]) == 120
+
+
+def test_sngan_standard_cnn_layout():
+    from convgen.models.gan import DCGAN
+
+    cfg = DCGAN.Config(image_size=32, channels=3, z_dim=128, spectral_norm=True, d_norm="none", arch="sngan",
+                       num_classes=10)  # fmt: skip
+    m = DCGAN(cfg)
+    convs = [x for x in m.discriminator.main if isinstance(x, torch.nn.Conv2d)]
+    assert [(c.kernel_size[0], c.stride[0], c.out_channels) for c in convs] == [
+        (3, 1, 64), (4, 2, 64), (3, 1, 128), (4, 2, 128), (3, 1, 256), (4, 2, 256), (3, 1, 512)]  # fmt: skip
+    assert all(hasattr(c, "parametrizations") for c in convs)  # spectral norm on every layer
+    last = [x for x in m.generator.main if isinstance(x, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
+    assert type(last) is torch.nn.Conv2d and last.kernel_size == (3, 3)
+    z, y = torch.randn(5, 128), torch.randint(0, 10, (5,))
+    x = m.generator(z, y)
+    assert x.shape == (5, 3, 32, 32) and x.abs().max() <= 1 and m.discriminator(x, y).shape == (5,)
+    plain = DCGAN(DCGAN.Config(image_size=32, channels=3))  # the default layout is unchanged
+    assert [type(x).__name__ for x in plain.generator.main][-2:] == ["ConvTranspose2d", "Tanh"]

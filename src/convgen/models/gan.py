@@ -11,6 +11,11 @@ Self-conditioning (``clusters > 0``, Liu et al. 2020): the same machinery, condi
 clusters of the training images instead of labels. Such a generator picks its own cluster from its latent
 (``u = Phi(z[0])`` through the clusters' cumulative training frequencies), so from outside it is an unconditional
 generator of ``z``. Images are B x C x H x W in [-1, 1].
+
+``arch: sngan`` is the "standard CNN" of Miyato et al. 2018 (Table 3; StudioGAN's DCGAN for CIFAR-10): the
+generator ends with a 3x3 convolution at full resolution after its last upsampling, and the discriminator puts a
+3x3 convolution before every 4x4 stride-2 one (widths 64, 64, 128, 128, 256, 256, 512 at ``ndf`` 64), with
+LeakyReLU(0.1), then one dense logit.
 """
 
 from __future__ import annotations
@@ -68,20 +73,24 @@ class Generator(nn.Module):
         self.embed = nn.Embedding(n_cond, embed) if n_cond else None
         if cfg.clusters:  # cumulative cluster frequencies (set from the training data; saved with the weights)
             self.register_buffer("cluster_cdf", torch.arange(1, cfg.clusters + 1, dtype=torch.float32) / cfg.clusters)
-        ch = cfg.ngf * 2 ** (n_up - 1)
+        sngan = cfg.arch == "sngan"  # all upsamplings hidden, then a 3x3 convolution to the image
+        ch = cfg.ngf * 2 ** (n_up if sngan else n_up - 1)
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(cfg.z_dim + embed, ch, base, 1, 0, bias=cfg.g_norm == "none"),
             _norm(cfg.g_norm, ch),
             nn.ReLU(True),
         ]
-        for _ in range(n_up - 1):
+        for _ in range(n_up if sngan else n_up - 1):
             layers += [
                 nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=cfg.g_norm == "none"),
                 _norm(cfg.g_norm, ch // 2),
                 nn.ReLU(True),
             ]
             ch //= 2
-        layers += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1, bias=False), nn.Tanh()]
+        if sngan:
+            layers += [nn.Conv2d(ch, cfg.channels, 3, 1, 1), nn.Tanh()]
+        else:
+            layers += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
         dcgan_init(self)
 
@@ -136,14 +145,18 @@ class Discriminator(nn.Module):
         sn = spectral_norm if cfg.spectral_norm else (lambda m: m)
         in_ch = cfg.channels * cfg.d_pack + (self.num_classes if self.concat else 0)
         ch = cfg.ndf
-        layers: list[nn.Module] = [sn(nn.Conv2d(in_ch, ch, 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, True)]
-        for _ in range(n_down - 1):
-            layers += [
-                sn(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=cfg.d_norm == "none")),
-                _norm(cfg.d_norm, ch * 2),
-                nn.LeakyReLU(0.2, True),
-            ]
-            ch *= 2
+        if cfg.arch == "sngan":
+            layers = self._sngan_layers(cfg, in_ch, n_down, sn)
+            ch = cfg.ndf * 2**n_down
+        else:
+            layers = [sn(nn.Conv2d(in_ch, ch, 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, True)]
+            for _ in range(n_down - 1):
+                layers += [
+                    sn(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=cfg.d_norm == "none")),
+                    _norm(cfg.d_norm, ch * 2),
+                    nn.LeakyReLU(0.2, True),
+                ]
+                ch *= 2
         self.main = nn.Sequential(*layers)
         self.mbstd = MinibatchStddev(cfg.d_mbstd_group) if cfg.d_mbstd_group else None
         self.head = sn(nn.Conv2d(ch + (self.mbstd is not None), 1, base, 1, 0, bias=False))
@@ -153,6 +166,19 @@ class Discriminator(nn.Module):
             if cfg.spectral_norm:
                 self.project = spectral_norm(self.project)
         dcgan_init(self)
+
+    @staticmethod
+    def _sngan_layers(cfg: DCGAN.Config, in_ch: int, n_down: int, sn) -> list[nn.Module]:
+        """3x3 (ndf), then per halving 4x4 stride 2 (same width) and 3x3 (twice the width); LeakyReLU(0.1)."""
+        bias = cfg.d_norm == "none"
+        layers: list[nn.Module] = [sn(nn.Conv2d(in_ch, cfg.ndf, 3, 1, 1, bias=bias)), nn.LeakyReLU(0.1, True)]
+        ch = cfg.ndf
+        for _ in range(n_down):
+            layers += [sn(nn.Conv2d(ch, ch, 4, 2, 1, bias=bias)), _norm(cfg.d_norm, ch), nn.LeakyReLU(0.1, True),
+                       sn(nn.Conv2d(ch, ch * 2, 3, 1, 1, bias=bias)), _norm(cfg.d_norm, ch * 2),
+                       nn.LeakyReLU(0.1, True)]  # fmt: skip
+            ch *= 2
+        return layers
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """One real-valued logit per image (the reference's Sigmoid lives in the loss)."""
@@ -188,6 +214,7 @@ class DCGAN(nn.Module):
         d_conditioning: Literal["projection", "concat"] = "projection"
         d_mbstd_group: int = 0  # > 0: minibatch-stddev feature map before the discriminator head (group size)
         d_pack: int = 1  # PacGAN (Lin et al. 2018): D judges packs of this many images, stacked as channels
+        arch: Literal["dcgan", "sngan"] = "dcgan"  # sngan: Miyato et al.'s standard CNN (see the module notes)
 
         def __post_init__(self) -> None:
             try:
