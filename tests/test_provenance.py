@@ -127,3 +127,18 @@ def test_web_outputs_are_marked(tmp_path):
 
 def test_path_type_is_path():  # read() accepts str too
     assert isinstance(prov.credentials_dir(), Path) and os.environ["CONVGEN_CONFIG"]
+
+
+def test_signing_that_cannot_happen_is_one_line_naming_the_way_out(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV_PYTHONPATH
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    env = {**ENV_PYTHONPATH, "CONVGEN_CONFIG": str(blocker / "sub")}  # a folder that cannot be made
+    args = [sys.executable, "-m", "convgen", "sample", "mnist-dcgan", "--n", "2", "--out", str(tmp_path / "s")]
+    r = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "--no-provenance" in r.stderr, r.stderr
+    assert not list(tmp_path.rglob("*.png"))
