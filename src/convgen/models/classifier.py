@@ -19,6 +19,13 @@ from convgen.registry import MODELS
 from convgen.schema import check
 
 
+def check_normalisation(in_channels: int, mean: list[float], std: list[float]) -> None:
+    """The input normalisation a classifier stores: one mean and one positive std per input channel."""
+    ok = len(mean) == in_channels and len(std) == in_channels
+    check(ok, "model.input_mean", "input_mean and input_std need one value per input channel")
+    check(all(s > 0 for s in std), "model.input_std", "must be > 0")
+
+
 @MODELS.register("cnn-classifier")
 class CNNClassifier(nn.Module):
     @dataclass
@@ -49,12 +56,7 @@ class CNNClassifier(nn.Module):
             check(self.kernel_size % 2 == 1, "model.kernel_size", "must be odd")
             check(self.activation in ACTIVATIONS, "model.activation", f"one of {', '.join(ACTIVATIONS)}")
             check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
-            check(
-                len(self.input_mean) == self.in_channels and len(self.input_std) == self.in_channels,
-                "model.input_mean",
-                "input_mean and input_std need one value per input channel",
-            )
-            check(all(s > 0 for s in self.input_std), "model.input_std", "must be > 0")
+            check_normalisation(self.in_channels, self.input_mean, self.input_std)
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
@@ -148,12 +150,7 @@ class WhitenedConvNet(nn.Module):
             check(self.image_size >= 16, "model.image_size", "must be >= 16 (three 2x poolings)")
             check(0 < self.bn_momentum <= 1, "model.bn_momentum", "must be in (0, 1]")
             check(self.head_scale > 0, "model.head_scale", "must be > 0")
-            check(
-                len(self.input_mean) == self.in_channels and len(self.input_std) == self.in_channels,
-                "model.input_mean",
-                "input_mean and input_std need one value per input channel",
-            )
-            check(all(s > 0 for s in self.input_std), "model.input_std", "must be > 0")
+            check_normalisation(self.in_channels, self.input_mean, self.input_std)
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
