@@ -217,7 +217,7 @@ def test_superres_and_dejpeg_from_the_command_line(tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("name", ["denoise-gray-blind", "denoise-color-blind"])
+@pytest.mark.parametrize("name", ["denoise-gray-blind", "denoise-color-blind", "denoise-real"])
 def test_blind_denoisers_are_never_worse_than_their_input(name):
     """Pictures that are not photos (paintings, text, screenshots, line art, flat colour, gradients) and photos, at
     noise levels 0 to 50: the result is never below the noisy input's PSNR, and a clean picture comes back within
@@ -241,3 +241,16 @@ def test_blind_denoisers_are_never_worse_than_their_input(name):
             if (level == 0 and after < 40) or (level > 0 and after < before):
                 failures.append((kind, level, round(before, 2), round(after, 2)))
     assert not failures, failures
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: denoise-real reads a clean painting's brush texture as camera "
+                   "noise (its estimate 8.9x the white-noise one, as on real photos) and smooths it (31.6 dB)")
+def test_denoise_real_leaves_a_clean_textured_painting_alone():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from robustness import draw
+
+    clean = draw("painting", 1)
+    assert psnr(clean, convgen.load("denoise-real", device="cpu").restore(clean)) >= 40

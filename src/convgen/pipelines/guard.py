@@ -30,6 +30,12 @@ TRUST = 0.5
 #: a blend below this share is the input itself: what it would keep of the denoiser's change is worth at most
 #: ``lam^2`` of its error, less than the Monte-Carlo estimate's own noise
 DROP = 0.2
+#: a noise-estimating model's own level is the one checked against where it reads at least this many times the
+#: white-noise estimate: camera noise is correlated (demosaicking, in-camera noise reduction, JPEG), so the
+#: white-noise estimators read it 6-15x low on real photos (cc15), while on white noise, clean pictures and synthetic
+#: ones (text, screenshots, paintings: sharp edges it reads as noise) the model reads 1.5-5x the white estimate and
+#: that estimate is the right one. Nothing read as white noise at all (flat synthetic pictures) is never noise.
+CORRELATED = 5.0
 #: a removed part whose neighbouring pixels correlate below this is mostly picture detail, not noise (white noise:
 #: about 0 at every level on photos; detail removed from a clean painting or text: -0.3 to -0.45)
 STRUCTURED = -0.25

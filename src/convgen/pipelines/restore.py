@@ -35,7 +35,7 @@ from convgen.io.images import (
 from convgen.io.images import write_image as _write_image
 from convgen.options import Options, option
 from convgen.pipelines.base import Pipeline, check_distinct_targets
-from convgen.pipelines.guard import sure_blend
+from convgen.pipelines.guard import CORRELATED, sure_blend
 from convgen.pipelines.tiling import check_tiling, run_tiled
 from convgen.registry import PIPELINES
 
@@ -252,13 +252,14 @@ class RestorationPipeline(RestorePipeline):
 
         if sigma is not None:
             level = sigma / 255
-        elif hasattr(self.net, "estimate"):  # a model that reads the noise itself (camera noise, correlated)
-            h, w = x.shape[-2:]
-            crop = x[..., max(0, h // 2 - 512) : h // 2 + 512, max(0, w // 2 - 512) : w // 2 + 512]  # bounded memory
-            with torch.no_grad():
-                level = float(self.net.estimate(crop.to(self.device)).mean())
         else:
             level = estimate_noise_level(x[0].permute(1, 2, 0).numpy())
+            if hasattr(self.net, "estimate") and level * 255 >= 0.05:  # a model that reads the noise itself
+                h, w = x.shape[-2:]
+                crop = x[..., max(0, h // 2 - 512) : h // 2 + 512, max(0, w // 2 - 512) : w // 2 + 512]  # memory
+                with torch.no_grad():
+                    own = float(self.net.estimate(crop.to(self.device)).mean())
+                level = own if own >= CORRELATED * level else level
 
         def denoise(y: torch.Tensor) -> torch.Tensor:
             return run_tiled(network, y, cond, tile, overlap, 1)
