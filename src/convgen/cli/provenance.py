@@ -9,7 +9,7 @@ from convgen.cli.common import command_group
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from convgen.io.provenance import read
+    from convgen.io.provenance import c2pa_available, read
 
     report = read(args.file)
     if args.json:
@@ -25,7 +25,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print("  XMP: none (no IPTC digital source type)")
     c = report["c2pa"]
     if c is None:
-        print("  C2PA: no manifest" + ("" if _c2pa() else " (c2pa-python is not installed: not checked)"))
+        print("  C2PA: no manifest" + ("" if c2pa_available() else " (c2pa-python is not installed: not checked)"))
         return 0
     state = c["validation_state"] + (f", errors: {', '.join(c['validation_errors'])}" if c["validation_errors"] else "")
     print(f"  C2PA: {state}")
@@ -35,12 +35,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
     here = " (this machine's convgen credentials)" if c["signed_here"] else ""
     print(f"    signed by: {c['signer']} / {c['signer_issuer']}{here}")
     return 0
-
-
-def _c2pa() -> bool:
-    from convgen.io.provenance import c2pa_available
-
-    return c2pa_available()
 
 
 def add_commands(sub) -> None:

@@ -262,7 +262,9 @@ def encode_image(pixels: np.ndarray, fmt: str, metadata: dict[str, str] | None =
         for k, v in (metadata or {}).items():
             info.add_text(k, v)
         if xmp:
-            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"))
+            from convgen.io.provenance import XMP_KEY
+
+            info.add_itxt(XMP_KEY, xmp.decode("utf-8"))
         extra["pnginfo"] = info
     elif fmt == "JPEG":
         extra = {"xmp": xmp} if xmp else {}
