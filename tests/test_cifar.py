@@ -1,6 +1,7 @@
 """Natural colour images (issue 36): the fast whitened classifier, its optimiser groups, schedule and augmentation."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from convgen.models.classifier import WhitenedConvNet
 from convgen.tasks.classification import ClassificationTask
 from convgen.viz.curves import read_metrics
 from tests.conftest import cli
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _net(**kw) -> WhitenedConvNet:
@@ -170,3 +173,18 @@ def test_sngan_standard_cnn_layout():
     assert x.shape == (5, 3, 32, 32) and x.abs().max() <= 1 and m.discriminator(x, y).shape == (5,)
     plain = DCGAN(DCGAN.Config(image_size=32, channels=3))  # the default layout is unchanged
     assert [type(x).__name__ for x in plain.generator.main][-2:] == ["ConvTranspose2d", "Tanh"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "cifar10" / "train").is_dir(), reason="../shared/data not present")
+def test_zoo_cifar10_classifier_keeps_its_card_accuracy_on_the_held_out_images():
+    from convgen.config import load_config
+    from convgen.data.datasets import build_data
+
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs/classification/cifar10-classifier.yaml"))
+    cfg.data.root = str(DATA / "cifar10" / "train")
+    val = build_data(cfg.data).val  # the same 2,000 held-out images as in training (split_seed 0)
+    x, y = val.batch(torch.arange(len(val)))
+    pred = convgen.load("cifar10-classifier", device="cpu").predict_proba(x.float() / 255 if x.dtype == torch.uint8
+                                                                          else x).argmax(1)  # fmt: skip
+    assert (pred == y).float().mean().item() >= 0.91  # the card: 91.3%
