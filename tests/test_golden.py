@@ -108,11 +108,31 @@ def outputs(codec_streams: dict[str, bytes] | None = None) -> dict[str, np.ndarr
     mask = _mask(64, 64)
     out["inpaint/restore"] = convgen.load("inpaint").restore(colour * (1 - mask[..., None]), mask=mask)
     out.update(_codec_outputs(gray, colour, codec_streams))
+    cifar = convgen.load("cifar10-classifier", device="cpu")
+    views = cifar.prepare([colour, colour[::-1], np.repeat(gray, 3, -1)])
+    out["cifar10-classifier/probs"] = cifar.predict_proba(views).numpy()
+    out.update(_watermark_outputs())
     for style in ("starry-night", "shipwreck", "scream"):
         fast = convgen.load(f"style-{style}")
         out[f"style-{style}/stylize"] = fast.stylize(colour)
         out[f"style-{style}/stylize_odd"] = fast.stylize(colour[:7, :45], preserve_color=True)
     return out
+
+
+def _watermark_outputs() -> dict[str, np.ndarray]:
+    """The watermark's residual for a fixed payload on a 128 px photo crop, and its decoder's logits for the marked
+    crop at every zoom (floats: the rounded uint8 picture could differ by one level between CPUs)."""
+    import torch
+
+    from convgen.pipelines.watermark import encode_payload
+
+    net = convgen.load("watermark", device="cpu").net
+    x = torch.from_numpy(_colour_crop(128)).permute(2, 0, 1)[None]
+    bits = torch.from_numpy(encode_payload(0x12345678)).float()[None]
+    with torch.no_grad():
+        residual = net.residual(x, bits, 39.0)
+        logits = net.decode_zooms(x + residual)
+    return {"watermark/residual": residual[0].numpy(), "watermark/logits": logits[0].numpy()}
 
 
 def _codec_outputs(gray, colour, streams: dict[str, bytes] | None) -> dict[str, np.ndarray]:

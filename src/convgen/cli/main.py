@@ -24,6 +24,7 @@ from convgen.cli import (
     serve,
     stylize,
     train,
+    watermark,
 )
 from convgen.cli.common import Parser
 from convgen.errors import ConvgenError
@@ -53,6 +54,7 @@ def build_parser(argv: Sequence[str] | None = None):
     data.add_commands(sub)
     serve.add_commands(sub)
     provenance.add_commands(sub)
+    watermark.add_commands(sub, with_options=full("watermark"))
     return p
 
 

@@ -254,6 +254,8 @@ def encode_image(pixels: np.ndarray, fmt: str, metadata: dict[str, str] | None =
     """8-bit pixels encoded as PNG, JPEG or TIFF, with PNG text ``metadata``; with ``provenance`` its XMP and,
     when c2pa-python is installed, a C2PA manifest (``title``: the file name it records)."""
     extra: dict = {}
+    if provenance is not None:
+        pixels, provenance = provenance.apply_mark(pixels)
     xmp = provenance.xmp().encode("utf-8") if provenance is not None else None
     if fmt == "PNG" and (metadata or xmp):
         from PIL.PngImagePlugin import PngInfo

@@ -23,7 +23,8 @@ import datetime
 import io
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -59,6 +60,16 @@ class Provenance:
     model: str
     verb: str = ""
     sign: bool = True  # add a C2PA manifest (when c2pa-python is installed)
+    #: the invisible watermark: 8-bit pixels -> (marked pixels, what the XMP records about the mark); None: no mark
+    mark: Callable | None = field(default=None, compare=False, repr=False)
+    watermark: str = ""  # what was marked (set by :meth:`apply_mark`)
+
+    def apply_mark(self, pixels):
+        """``pixels`` with the watermark (if this record has a marker) and the record that says so."""
+        if self.mark is None:
+            return pixels, self
+        marked, note = self.mark(pixels)
+        return marked, replace(self, mark=None, watermark=note)
 
     @property
     def source_type(self) -> str:
@@ -82,7 +93,9 @@ class Provenance:
             f'    Iptc4xmpExt:DigitalSourceType="{self.source_type}"\n'
             f'    xmp:CreatorTool="{escape(self.tool)}"\n'
             f'    convgen:Model="{model}"\n'
-            f'    convgen:Action="{verb}"/>\n'
+            f'    convgen:Action="{verb}"'
+            + (f'\n    convgen:Watermark="{escape(self.watermark[:80])}"' if self.watermark else "")
+            + "/>\n"
             " </rdf:RDF>\n"
             "</x:xmpmeta>\n"
             '<?xpacket end="w"?>'
@@ -93,6 +106,8 @@ class Provenance:
         action must create or open), followed for a restored or inpainted picture by ``c2pa.edited``."""
         agent = {"name": "convgen", "version": convgen_version()}
         params = {"model": self.model[:200], "verb": self.verb[:40]}
+        if self.watermark:
+            params["watermark"] = self.watermark[:80]
         actions = [{"action": "c2pa.created", "digitalSourceType": self.source_type, "softwareAgent": agent,
                     "parameters": params}]  # fmt: skip
         if self.kind != "generated":
@@ -242,7 +257,8 @@ def _xmp_fields(text: str) -> dict:
 
     fields = {}
     for key, label in (("Iptc4xmpExt:DigitalSourceType", "digital_source_type"), ("xmp:CreatorTool", "creator_tool"),
-                       ("convgen:Model", "model"), ("convgen:Action", "action")):  # fmt: skip
+                       ("convgen:Model", "model"), ("convgen:Action", "action"),
+                       ("convgen:Watermark", "watermark")):  # fmt: skip
         m = re.search(rf'{key}="([^"]*)"', text) or re.search(rf"<{key}>([^<]*)</{key}>", text)
         if m:
             fields[label] = m.group(1)

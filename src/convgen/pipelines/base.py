@@ -92,10 +92,11 @@ class Pipeline:
         return model_dir.name if model_dir == zoo.model_dir(model_dir.name) else str(model_dir)
 
     def provenance(self, verb: str, kind: str = "generated"):
-        """The :class:`~convgen.io.provenance.Provenance` record of what this model writes for ``verb``."""
+        """The :class:`~convgen.io.provenance.Provenance` record of what this model writes for ``verb``: generated
+        and composite pictures also get the invisible watermark (zoo ``watermark``) where they can hold one."""
         from convgen.io.provenance import Provenance
 
-        return Provenance(kind, self.name, verb)
+        return Provenance(kind, self.name, verb, mark=watermark_marker(self.name) if kind != "enhanced" else None)
 
     def explainable(self, target: int | None = None) -> Explainable:
         """What ``convgen explain`` shows for this model (a family that can be explained overrides this)."""
@@ -121,6 +122,20 @@ class Pipeline:
     def describe_options(self, declared: type[Options]) -> list[dict[str, Any]]:
         """``declared`` as form fields for this model (:func:`convgen.options.describe`)."""
         return describe(declared, self.limits(declared), self.option_defaults(declared))
+
+
+def watermark_marker(model: str):
+    """The zoo watermark's marker for pictures of ``model`` (:meth:`~convgen.pipelines.watermark.
+    WatermarkPipeline.marker`), loaded once per process; None when this install has no watermark model."""
+    from convgen import zoo
+
+    if "watermark" not in _MARKERS:
+        _MARKERS["watermark"] = load("watermark", device="cpu") if zoo.model_dir("watermark").is_dir() else None
+    pipe = _MARKERS["watermark"]
+    return None if pipe is None else pipe.marker(model)
+
+
+_MARKERS: dict[str, Any] = {}
 
 
 def check_distinct_targets(files: Sequence[Path], targets: Sequence[Path]) -> None:
