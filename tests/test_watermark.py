@@ -170,7 +170,7 @@ def test_zoo_marks_are_faint_and_survive_the_required_attacks(marker, photos):
         for name in right:
             d = marker.detect(_attacked(marked, name))
             right[name] += d.detected and d.payload == "c0ffee42"
-    # the centre crop to 50% is the hardest: about 86% of photos in the benchmark (see the model card)
+    # the centre crop to 50% is the hardest: 93.5% of the benchmark's 200 photos (see the model card)
     assert right == {**dict.fromkeys(right, len(photos)), "crop50": right["crop50"]} and right["crop50"] >= 3
 
 
