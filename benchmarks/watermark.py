@@ -31,7 +31,7 @@ import convgen
 from convgen.data.attacks import BENCHMARK, REQUIRED
 from convgen.io.images import list_images, read_image
 from convgen.metrics.reference import psnr
-from convgen.pipelines.watermark import PAYLOAD_BITS, default_payload, encode_payload, read_logits
+from convgen.pipelines.watermark import DEFAULT_PSNR, PAYLOAD_BITS, best_reading, default_payload, encode_payload
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -60,9 +60,7 @@ class Convgen:
         with torch.no_grad():
             zoomed = self.pipe.net.decode_zooms(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)[0]
         rows = zoomed.double().numpy()
-        readings = [read_logits(r, tests=len(rows)) for r in rows]
-        best = min(range(len(rows)), key=lambda i: (readings[i].p_value, -readings[i].agreeing_pairs))
-        d = readings[best]
+        best, d = best_reading(rows)
         acc = float(np.mean((rows[best] > 0) == encode_payload(payload).astype(bool)))
         return acc, bool(d.detected and d.payload == f"{payload:08x}")
 
@@ -133,7 +131,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=200, help="use the first N photos")
     ap.add_argument("--unmarked", type=int, default=4000, help="unmarked pictures for the false-positive count")
     ap.add_argument("--model", default="watermark", help="convgen watermark model (zoo name or directory)")
-    ap.add_argument("--psnr", type=float, default=39.0, help="convgen's mark strength (dB)")
+    ap.add_argument("--psnr", type=float, default=DEFAULT_PSNR, help="convgen's mark strength (dB)")
     ap.add_argument("--no-baseline", action="store_true", help="skip invisible-watermark")
     ap.add_argument("--plot", help="write a bar chart of detection rates to this PNG")
     args = ap.parse_args()

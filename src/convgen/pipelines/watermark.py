@@ -38,6 +38,8 @@ from convgen.registry import PIPELINES
 
 PAYLOAD_BITS = 32
 P_THRESHOLD = 1e-4
+#: the default distance of a marked picture from its original (dB): what the zoo model was trained at
+DEFAULT_PSNR = 39.0
 #: images smaller than this on either side are not marked (too few pixels to carry the mark through a re-encode)
 MIN_SIDE = 128
 _KEYS = hashlib.sha256(b"convgen-watermark").digest()
@@ -102,19 +104,25 @@ def read_logits(logits: np.ndarray, tests: int = 1) -> Detection:
     return Detection(detected, f"{payload:08x}" if detected else None, accuracy, p, agree)
 
 
-def read_zooms(logits: np.ndarray) -> Detection:
-    """The verdict of one picture read at several zooms (Z x 64 logits, :data:`~convgen.models.watermark.ZOOMS`):
-    the reading with the smallest p-value, that p-value multiplied by Z."""
+def best_reading(logits: np.ndarray) -> tuple[int, Detection]:
+    """The row of ``logits`` (Z x 64: one picture read at several zooms, :data:`~convgen.models.watermark.ZOOMS`)
+    that counts, and its verdict: the reading with the smallest p-value, that p-value multiplied by Z."""
     readings = [read_logits(row, tests=len(logits)) for row in logits]
-    return min(readings, key=lambda d: (d.p_value, -d.agreeing_pairs))
+    best = min(range(len(readings)), key=lambda i: (readings[i].p_value, -readings[i].agreeing_pairs))
+    return best, readings[best]
+
+
+def read_zooms(logits: np.ndarray) -> Detection:
+    """The verdict of one picture read at several zooms (:func:`best_reading`)."""
+    return best_reading(logits)[1]
 
 
 @dataclass
 class EmbedOptions(Options):
     payload: str | None = option(None, "32-bit payload as 8 hex digits (default: a digest of convgen + the model name)",
                                  metavar="HEX8")  # fmt: skip
-    psnr: float = option(39.0, "distance of the marked image from the original in dB (higher: fainter, less robust)",
-                         lo=30, hi=50)  # fmt: skip
+    psnr: float = option(DEFAULT_PSNR, "distance of the marked image from the original in dB (higher: fainter, "
+                         "less robust)", lo=30, hi=50)  # fmt: skip
 
 
 @PIPELINES.register("watermark")
@@ -137,14 +145,19 @@ class WatermarkPipeline(Pipeline):
                                f"{1 if arr.ndim == 2 else arr.shape[-1]} channel(s)")  # fmt: skip
         return arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
 
+    @staticmethod
+    def check_size(image: np.ndarray, name: str) -> None:
+        """Refuse a picture too small to carry a mark (under :data:`MIN_SIDE` on either side)."""
+        h, w = image.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            raise ConvgenError(f"{name}: {w}x{h} is too small to carry a watermark (at least {MIN_SIDE} px a side)")
+
     @torch.no_grad()
-    def embed(self, image: np.ndarray, payload: int, psnr: float = 39.0, name: str = "image") -> np.ndarray:
+    def embed(self, image: np.ndarray, payload: int, psnr: float = DEFAULT_PSNR, name: str = "image") -> np.ndarray:
         """``image`` (H x W x 3, uint8 or floats in [0, 1], at least :data:`MIN_SIDE` a side) with ``payload``
         marked in it, as uint8."""
         x = self._rgb(image, name)
-        h, w = x.shape[:2]
-        if min(h, w) < MIN_SIDE:
-            raise ConvgenError(f"{name}: {w}x{h} is too small to carry a watermark (at least {MIN_SIDE} px a side)")
+        self.check_size(x, name)
         bits = torch.from_numpy(encode_payload(payload)).float()[None].to(self.device)
         t = torch.from_numpy(x).permute(2, 0, 1)[None].to(self.device)
         marked = self.net.embed(t, bits, psnr)[0].permute(1, 2, 0).cpu().numpy()
@@ -156,7 +169,7 @@ class WatermarkPipeline(Pipeline):
         x = torch.from_numpy(self._rgb(image, name)).permute(2, 0, 1)[None].to(self.device)
         return read_zooms(self.net.decode_zooms(x)[0].double().cpu().numpy())
 
-    def marker(self, model: str, psnr: float = 39.0) -> Callable[[np.ndarray], tuple[np.ndarray, str]]:
+    def marker(self, model: str, psnr: float = DEFAULT_PSNR) -> Callable[[np.ndarray], tuple[np.ndarray, str]]:
         """What the image writer calls on every generated picture: 8-bit pixels -> (marked pixels, the note its
         XMP records). Grey and small pictures are left as they are (the note says why)."""
         payload = default_payload(model)
@@ -183,9 +196,7 @@ class WatermarkPipeline(Pipeline):
         targets = plan_outputs(files, Path(inputs), Path(output), overwrite)
         images = [read_image(f, channels=3) for f in files]  # every input is read before anything is written
         for f, img in zip(files, images, strict=True):
-            if min(img.shape[:2]) < MIN_SIDE:
-                raise ConvgenError(f"{f.name}: {img.shape[1]}x{img.shape[0]} is too small to carry a watermark "
-                                   f"(at least {MIN_SIDE} px a side)")  # fmt: skip
+            self.check_size(img, f.name)
         written = []
         for f, img, target in tqdm(list(zip(files, images, targets, strict=True)), desc="watermark embed",
                                    unit="img", file=sys.stderr, disable=len(files) < 2):  # fmt: skip
