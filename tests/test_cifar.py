@@ -188,3 +188,43 @@ def test_zoo_cifar10_classifier_keeps_its_card_accuracy_on_the_held_out_images()
     pred = convgen.load("cifar10-classifier", device="cpu").predict_proba(x.float() / 255 if x.dtype == torch.uint8
                                                                           else x).argmax(1)  # fmt: skip
     assert (pred == y).float().mean().item() >= 0.91  # the card: 91.3%
+
+
+def _lookahead_config(root: Path, **train) -> dict:
+    return {
+        "name": "tiny-lookahead",
+        "seed": 0,
+        "task": {"type": "classification", "label_smoothing": 0.2, "norm_lr_scale": 64, "init_images": 64,
+                 "lookahead_every": 2, "stem_bias_epochs": 1,
+                 "augment": {"hflip": True, "crop_padding": 2, "crop_reflect": True}},
+        "model": {"type": "whitened-convnet", "num_classes": 3, "widths": [8, 16, 16]},
+        "data": {"type": "image-folder", "root": str(root), "val_count": 30},
+        "train": {"epochs": 3, "batch_size": 30, "lr": 0.3, "momentum": 0.85, "weight_decay": 0.0015,
+                  "optimizer": "sgd", "scheduler": "triangle", "warmup_fraction": 0.2, "log_every": 1,
+                  "keep_last": 3, "progress": False, **train},
+    }  # fmt: skip
+
+
+def test_lookahead_and_stem_bias_freeze_resume_exactly_and_hand_over_the_slow_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    _colour_folder(tmp_path / "data", per_class=30)
+    convgen.train(build_config(_lookahead_config(tmp_path / "data")), tmp_path / "straight")
+    ckpt = tmp_path / "straight" / "checkpoints"
+    steps = sorted(ckpt.glob("step_*"))
+    assert len(steps) == 3  # 60 training images in batches of 30: 2 steps an epoch, one checkpoint an epoch
+    first, *_, last = [load_file(str(s / "classifier.safetensors")) for s in steps]
+    # the whitening bias trained in epoch 1 and stayed put in epochs 2 and 3
+    assert not torch.equal(first["whiten.bias"], torch.zeros_like(first["whiten.bias"]))
+    assert torch.equal(first["whiten.bias"], last["whiten.bias"])
+    # the last step hands the slow (lookahead) copy over: both networks end equal, running statistics included
+    slow = load_file(str(steps[-1] / "lookahead.safetensors"))
+    floats = [k for k in last if last[k].is_floating_point()]  # (BatchNorm's batch counters are the fast net's)
+    assert slow.keys() == last.keys() and len(floats) > 10 and all(torch.equal(slow[k], last[k]) for k in floats)
+    # stopped after the first epoch and resumed: the same weights, the slow copy included
+    convgen.train(build_config(_lookahead_config(tmp_path / "data", stop_at_step=2)), tmp_path / "cut")
+    convgen.train(None, tmp_path / "cut", resume="latest", overrides=["train.stop_at_step=null"])
+    for name in ("classifier", "lookahead"):
+        a = load_file(str(steps[-1] / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "cut" / "checkpoints" / steps[-1].name / f"{name}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name

@@ -86,6 +86,7 @@ class Task:
         self.schedulers: dict[str, Any] = {}
         self.run_dir: Path | None = None  # set by the trainer on the main process (for pictures written mid-run)
         self.current_step = 0  # set by the trainer before each evaluation
+        self.steps_per_epoch: int | None = None  # set by the trainer
         #: the task's random generator (latents, noise, augmentation, label dropout)
         self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.rng_salt + ctx.dist.rank)
 

@@ -184,6 +184,7 @@ class Trainer:
         ctx = Context(device=device, dist=info, bf16=tcfg.bf16, channels_last=tcfg.channels_last)
         self.task = task = TASKS.get(cfg.task.registry_name)(cfg, self.data, ctx, self.total)
         task.run_dir = self.run_dir if info.is_main else None
+        task.steps_per_epoch = self.steps_per_epoch
         seed_everything(cfg.seed + 1_000_003 * info.rank)  # distinct dropout noise per rank, same init
         best_key, best_mode = task.best_metric
         self.best_key, self.best_mode = tcfg.best_metric or best_key, tcfg.best_mode or best_mode

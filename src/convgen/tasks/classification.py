@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,21 @@ class ClassificationTask(Task):
         eval_batch_size: int = 500
         norm_lr_scale: float = 1.0  # normalisation layers' parameters learn this much faster (airbench: 64)
         init_images: int = 5000  # training images a model with ``init_from_data`` (a whitening stem) is set from
+        # airbench's lookahead: every ``lookahead_every`` steps the weights and BatchNorm statistics move to a slow
+        # copy, slow = lerp(slow, fast, 1 - d) with d = lookahead_decay ** every * progress ** 3, and the fast
+        # weights restart from it; the last step hands over the slow copy. 0 = off.
+        lookahead_every: int = 0
+        lookahead_decay: float = 0.95
+        stem_bias_epochs: float = 0  # a whitening stem's bias trains this many epochs, then freezes (0 = never)
 
         def __post_init__(self) -> None:
             check(0 <= self.label_smoothing < 1, "task.label_smoothing", "must be in [0, 1)")
             check(self.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1")
             check(0 < self.norm_lr_scale <= 1000, "task.norm_lr_scale", "must be in (0, 1000]")
             check(self.init_images >= 1, "task.init_images", "must be >= 1")
+            check(self.lookahead_every >= 0, "task.lookahead_every", "must be >= 0 (0 = off)")
+            check(0 < self.lookahead_decay < 1, "task.lookahead_decay", "must be in (0, 1)")
+            check(self.stem_bias_epochs >= 0, "task.stem_bias_epochs", "must be >= 0 (0 = never frozen)")
 
     export_models = ("classifier",)
     best_metric = ("val/accuracy", "max")
@@ -53,6 +63,10 @@ class ClassificationTask(Task):
             net.init_from_data(data.train.batch(torch.arange(count))[0])
         net = ctx.prepare(net)
         self.models = {"classifier": net}
+        if cfg.task.lookahead_every:  # saved with every checkpoint, so a resumed run continues exactly
+            self.models["lookahead"] = copy.deepcopy(net).requires_grad_(False)
+        if cfg.task.stem_bias_epochs and not isinstance(getattr(net, "whiten", None), torch.nn.Conv2d):
+            raise ConfigError("task.stem_bias_epochs needs a model with a whitening stem (whitened-convnet)")
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
         self.add_optimizer("classifier", self.param_groups(net, cfg.task.norm_lr_scale))
 
@@ -77,13 +91,34 @@ class ClassificationTask(Task):
             x = tcfg.augment.apply(x, self.gen)
         x, y = self.ctx.to_device(x), y.to(self.ctx.device)
         opt = self.optimizers["classifier"]
+        frozen = None  # the stem bias after its epochs: put back after the step (DDP-safe, unlike requires_grad)
+        if tcfg.stem_bias_epochs and step / (self.steps_per_epoch or self.total_steps) >= tcfg.stem_bias_epochs:
+            frozen = self.models["classifier"].whiten.bias.detach().clone()
         self.net.train()
         with self.ctx.autocast():
             logits = self.net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=tcfg.label_smoothing)
         optimizer_step(loss, opt, self.net.parameters(), self.cfg.train.grad_clip, self.schedulers["classifier"])
+        if frozen is not None:
+            with torch.no_grad():
+                self.models["classifier"].whiten.bias.copy_(frozen)
+        self._lookahead(step + 1)
         acc = (logits.detach().argmax(1) == y).float().mean()
         return {"loss": loss.item(), "accuracy": acc.item(), "lr": opt.param_groups[0]["lr"]}
+
+    @torch.no_grad()
+    def _lookahead(self, done: int) -> None:
+        """airbench's LookaheadState.update after ``done`` optimiser steps (see the config's comment)."""
+        every = self.cfg.task.lookahead_every
+        if not every or (done % every and done != self.total_steps):
+            return
+        progress = done / self.total_steps
+        decay = 1.0 if done == self.total_steps else self.cfg.task.lookahead_decay**every * progress**3
+        fast = self.models["classifier"].state_dict()
+        for key, slow in self.models["lookahead"].state_dict().items():
+            if slow.is_floating_point():
+                slow.lerp_(fast[key], 1.0 - decay)
+                fast[key].copy_(slow)
 
     @torch.no_grad()
     def predict(self, dataset) -> tuple[torch.Tensor, float]:
