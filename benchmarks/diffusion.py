@@ -17,6 +17,11 @@ of its own, so the quality parts can run side by side in two one-thread processe
     python benchmarks/diffusion.py --only sweep --threads 1 --out A.json & \
     python benchmarks/diffusion.py --only final inpaint --threads 1 --out B.json; wait
     python benchmarks/diffusion.py --only speed --out C.json
+    # issue 38: the teacher at 10/25/50 steps and the distilled student at 1/2/4/8 steps, in one run
+    python benchmarks/diffusion.py --only fast --out docs/diffusion_fast.json
+
+The ``fast`` part times each row's ``--n`` samples (wall clock, the threads given) next to its quality, so the
+speed/quality table comes from one run on one machine.
 """
 
 from __future__ import annotations
@@ -41,8 +46,11 @@ HALVES = ("top", "bottom", "left", "right")
 
 
 def quality(gen, n: int, per_class: int, extractor, classifier, x_real, **options) -> dict:
-    """Metrics of ``n`` samples (seed 0) and the class accuracy of ``per_class`` samples of every class."""
+    """Metrics of ``n`` samples (seed 0), the seconds they took per 1,000, and the class accuracy of ``per_class``
+    samples of every class."""
+    start = time.perf_counter()
     fakes = gen.sample(n, seed=0, **options)
+    seconds = 1000 * (time.perf_counter() - start) / n
     m = generation_metrics(x_real, fakes, extractor, "bundled MNIST val (1,000 digits)", pr_max=min(n, 5000))
     pred = classifier.predict(fakes)
     shares = (torch.bincount(pred, minlength=10).double() / len(pred)).tolist()
@@ -53,6 +61,7 @@ def quality(gen, n: int, per_class: int, extractor, classifier, x_real, **option
         "precision": round(m["precision"], 3),
         "recall": round(m["recall"], 3),
         "min_class_share": round(min(shares), 4),
+        "seconds_per_1000": round(seconds, 2),
     }
     if per_class and gen.num_classes:
         groups = gen.sample_per_class(per_class, seed=0, **options)
@@ -138,6 +147,23 @@ def inpainting(pipe, x: torch.Tensor, y: torch.Tensor, classifier, variants: dic
     return results
 
 
+def fast(teacher, student, args, extractor, classifier, x_real, y_real) -> dict:
+    """Issue 38's table: quality and seconds per 1,000 samples of the teacher and the student by steps (each at
+    its default guidance), the done-when row (``--final-n`` samples) of both defaults, and inpainting at the
+    student's default."""
+    student.sample(8, seed=0)  # warm-up
+    rows = {f"{args.model}, {s} steps": quality(teacher, args.n, args.per_class, extractor, classifier, x_real, steps=s)
+            for s in args.teacher_steps}  # fmt: skip
+    for s in args.student_steps:
+        rows[f"{args.fast_model}, {s} steps"] = quality(student, args.n, args.per_class, extractor, classifier,
+                                                        x_real, steps=s)  # fmt: skip
+    final = {name: quality(pipe, args.final_n, args.final_per_class, extractor, classifier, x_real)
+             for name, pipe in ((args.model, teacher), (args.fast_model, student))}  # fmt: skip
+    k = args.inpaint_n
+    fills = inpainting(student, x_real[:k], y_real[:k], classifier, {f"{args.fast_model} (its default)": {}})
+    return {"by_steps": rows, "defaults": final, "inpainting": fills}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="mnist-ddpm")
@@ -149,7 +175,15 @@ def main() -> None:
     p.add_argument("--final-n", type=int, default=5000, help="samples of the default-sampler row (the done-when)")
     p.add_argument("--final-per-class", type=int, default=200)
     p.add_argument("--inpaint-n", type=int, default=200, help="validation digits (x 4 halves) for inpainting")
-    p.add_argument("--only", nargs="+", choices=["sweep", "final", "inpaint", "speed"], help="run these parts")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=["sweep", "final", "inpaint", "speed", "fast"],
+        help="run these parts (default: all but fast)",
+    )
+    p.add_argument("--fast-model", default="mnist-ddpm-fast", help="the distilled student (part fast)")
+    p.add_argument("--teacher-steps", type=int, nargs="+", default=[10, 25, 50])
+    p.add_argument("--student-steps", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--speed-n", type=int, default=200, help="samples per row of the speed part")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--out", help="also write the results here (merged into the file's existing parts)")
@@ -198,6 +232,9 @@ def main() -> None:
         results["inpainting"] = inpainting(pipe, x_real[:k], y_real[:k], classifier, variants)
     if "speed" in parts:
         results["speed"] = speed(pipe, gans, args.steps, args.speed_n)
+    if "fast" in parts:
+        results["fast"] = fast(pipe, convgen.load(args.fast_model, device="cpu"), args, extractor, classifier,
+                               x_real, y_real)  # fmt: skip
     print_report(
         "diffusion",
         results,

@@ -82,6 +82,12 @@ class Catalog:
         options: dict[str, Any] = {}
         if isinstance(pipe, Sampler):
             info["classes"] = pipe.class_names if pipe.num_classes else []
+            teacher = pipe.meta.get("distilled", {}).get("teacher")
+            if teacher:  # a few-step student: the Generate page offers it first (a teacher it serves says which)
+                info["distilled_from"] = teacher
+            students = [n for n, p in self._pipes.items() if p.meta.get("distilled", {}).get("teacher") == name]
+            if students:
+                info["fast"] = students[0]
             options["sample"] = pipe.describe_options(pipe.sample_options)
             options["interpolate"] = pipe.describe_options(pipe.walk_options)
         info["verbs"] = list(pipe.verbs) if isinstance(pipe, RestorePipeline) else []

@@ -12,11 +12,13 @@ from convgen.diffusion.samplers import (
     ddpm_sample,
     ddpm_step,
     denoise_from,
+    distilled_grid,
     guided_predictor,
     image_seeds,
     repaint_cost,
     repaint_sample,
     repaint_schedule,
+    step_grid,
 )
 from convgen.diffusion.schedule import NoiseSchedule
 
@@ -29,9 +31,11 @@ __all__ = [
     "ddpm_sample",
     "ddpm_step",
     "denoise_from",
+    "distilled_grid",
     "guided_predictor",
     "image_seeds",
     "repaint_cost",
     "repaint_sample",
     "repaint_schedule",
+    "step_grid",
 ]

@@ -13,6 +13,8 @@ image ``i`` of a seed does not depend on how images are batched).
   resampling (Lugmayr et al. 2022) on the strided grid: known pixels are re-noised to every level from the image,
   and every ``jump`` steps the merged image is diffused back ``jump`` levels and denoised again, ``resample`` times.
 - :func:`denoise_from`: denoising a noisy image by entering the reverse process at the level of its noise.
+- :func:`distilled_grid` / :func:`step_grid`: the timesteps of a distilled student (every ``factor``-th level of
+  its teacher's grid; Salimans & Ho 2022), and the grid a sampler runs for a number of steps.
 """
 
 from __future__ import annotations
@@ -58,15 +60,19 @@ def guided_predictor(
     guidance: float,
     null_label: int | None,
     clip: bool = True,
+    folded: bool = False,
 ) -> Predict:
     """``predict`` for a network ``net(x_t, t_batch, labels) -> output``, with classifier-free guidance (Ho &
     Salimans 2022): out = out(null) + ``guidance`` * (out(labels) - out(null)). Guidance 0 is the unconditional
     model, 1 the conditional one (one network pass for either); above 1 both passes run in one batch. Without
-    ``labels`` (or without a null class) the network runs as it is."""
+    ``labels`` (or without a null class) the network runs as it is. A ``folded`` network (a guidance-distilled
+    student) takes the scale as an input, ``net(x_t, t_batch, labels, scales)``: one pass at any scale."""
 
     def predict(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         tb = torch.full((len(x),), t, dtype=torch.long, device=x.device)
-        if labels is None or null_label is None or guidance == 1:
+        if folded and labels is not None:
+            out = net(x, tb, labels, torch.full((len(x),), float(guidance), device=x.device))
+        elif labels is None or null_label is None or guidance == 1:
             out = net(x, tb, labels)
         elif guidance == 0:
             out = net(x, tb, torch.full_like(labels, null_label))
@@ -96,17 +102,18 @@ def sample_images(
     batch_size: int,
     device: torch.device | str = "cpu",
     progress=None,
+    timesteps: list[int] | None = None,
 ) -> torch.Tensor:
     """``n`` DDIM samples in [0, 1] (CPU float32, n x C x H x W), ``batch_size`` at a time: image ``i`` starts from
     and draws its noise from (seed, i), with class ``labels[i]``; ``predictor(labels_of_the_batch)`` gives the
-    batch's ``predict`` (e.g. :func:`guided_predictor`)."""
+    batch's ``predict`` (e.g. :func:`guided_predictor`); ``timesteps`` (default: the even grid of ``steps``)."""
     out = []
     for i in range(0, n, batch_size):
         k = min(batch_size, n - i)
         noise = ImageNoise(image_seeds(seed, i, k))
         y = None if labels is None else labels[i : i + k].to(device)
         x = noise.initial(shape, device)
-        out.append(to_unit(ddim_sample(predictor(y), x, schedule, steps, eta, noise, progress=progress)))
+        out.append(to_unit(ddim_sample(predictor(y), x, schedule, steps, eta, noise, timesteps, progress)))
     return torch.cat(out)
 
 
@@ -125,15 +132,19 @@ def generate(
     null_label: int | None,
     device: torch.device | str = "cpu",
     progress=None,
+    timesteps: list[int] | None = None,
+    folded: bool = False,
 ) -> torch.Tensor:
     """The sampler of ``convgen sample`` and of a diffusion run's validation: ``n`` DDIM samples in [0, 1] of the
-    network ``net(x_t, t, labels)`` with classifier-free guidance ``guidance`` (:func:`guided_predictor`), image
-    ``i`` from (seed, i) with class ``labels[i]`` (:func:`sample_images`)."""
+    network ``net(x_t, t, labels)`` with classifier-free guidance ``guidance`` (:func:`guided_predictor`; a
+    ``folded`` net takes it as an input), image ``i`` from (seed, i) with class ``labels[i]``
+    (:func:`sample_images`), on ``timesteps`` (default: the even grid of ``steps``)."""
 
     def predictor(y: torch.Tensor | None) -> Predict:
-        return guided_predictor(net, schedule, parameterization, y, guidance, null_label)
+        return guided_predictor(net, schedule, parameterization, y, guidance, null_label, folded=folded)
 
-    return sample_images(predictor, shape, n, seed, labels, schedule, steps, eta, batch_size, device, progress)
+    return sample_images(predictor, shape, n, seed, labels, schedule, steps, eta, batch_size, device, progress,
+                         timesteps)  # fmt: skip
 
 
 def ddim_timesteps(T: int, steps: int, last: int | None = None) -> list[int]:
@@ -145,6 +156,36 @@ def ddim_timesteps(T: int, steps: int, last: int | None = None) -> list[int]:
         return [last]
     grid = torch.linspace(0, last, steps, dtype=torch.float64).round().long().tolist()
     return sorted(set(grid), reverse=True)
+
+
+def distilled_grid(teacher: list[int], factor: int) -> list[int]:
+    """A distilled student's timesteps: every ``factor``-th level of its teacher's grid ``teacher`` (descending,
+    ending at 0); student step ``i`` goes from ``teacher[factor * i]`` to ``teacher[factor * (i + 1)]`` (-1, the
+    clean image, past the end), where the teacher takes ``factor`` steps."""
+    if factor < 1 or len(teacher) % factor:
+        raise ValueError(f"a teacher grid of {len(teacher)} steps does not split into steps of {factor}")
+    return list(teacher[::factor])
+
+
+def one_step_target(
+    schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, x_end: torch.Tensor, t_end: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (x0, eps) for which one deterministic DDIM step from ``xt`` at ``t`` lands exactly on ``x_end`` at
+    ``t_end`` (per image; -1 = clean): x0 = (x_end - s_end / s_t x_t) / (a_end - s_end a_t / s_t), eps = (x_t -
+    a_t x0) / s_t, with a = sqrt(abar), s = sqrt(1 - abar) (Salimans & Ho 2022, Algorithm 2's target)."""
+    ab_t, ab_e = schedule.abar(t), schedule.abar(t_end)
+    a_t, s_t = schedule._b(ab_t.sqrt(), xt), schedule._b((1 - ab_t).sqrt(), xt)
+    a_e, s_e = schedule._b(ab_e.sqrt(), xt), schedule._b((1 - ab_e).sqrt(), xt)
+    x0 = (x_end - s_e / s_t * xt) / (a_e - s_e * a_t / s_t)
+    return x0, (xt - a_t * x0) / s_t
+
+
+def step_grid(T: int, steps: int, distilled: list[int] | None = None) -> list[int]:
+    """The timesteps a sampler of ``steps`` steps visits: a distilled model's own grid at its own count, else the
+    even DDIM grid (:func:`ddim_timesteps`)."""
+    if distilled and steps == len(distilled):
+        return list(distilled)
+    return ddim_timesteps(T, steps)
 
 
 def ddim_step(
@@ -238,10 +279,12 @@ def repaint_sample(
     jump: int = 5,
     resample: int = 4,
     progress=None,
+    timesteps: list[int] | None = None,
 ) -> torch.Tensor:
-    """Inpaint: ``known`` images (model range) where ``keep`` is 1, generated where it is 0. Returns images whose
-    kept pixels equal ``known`` exactly."""
-    levels = [-1, *sorted(ddim_timesteps(schedule.T, steps))]  # position p -> timestep levels[p]
+    """Inpaint: ``known`` images (model range) where ``keep`` is 1, generated where it is 0, on ``timesteps``
+    (default: the even grid of ``steps``). Returns images whose kept pixels equal ``known`` exactly."""
+    grid = timesteps if timesteps is not None else ddim_timesteps(schedule.T, steps)
+    levels = [-1, *sorted(grid)]  # position p -> timestep levels[p]
     seq = repaint_schedule(len(levels) - 1, jump, resample)
     keep = keep.to(known.dtype)
     x = keep * schedule.q_sample(known, torch.tensor(levels[-1]), noise(known)) + (1 - keep) * noise(known)
@@ -256,6 +299,35 @@ def repaint_sample(
         else:  # back up one level of the forward process
             x = schedule.q_jump(x, levels[p], levels[q], noise(x))
     return x
+
+
+def known_pixel_errors(
+    eps_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    keep: torch.Tensor,
+    schedule: NoiseSchedule,
+    num_classes: int,
+    levels: Sequence[int],
+    noise: Noise,
+) -> torch.Tensor:
+    """A diffusion classifier on the known pixels (Li et al. 2023, "Your diffusion model is secretly a zero-shot
+    classifier", restricted to ``keep``): B x ``num_classes`` mean squared errors of the noise predicted for
+    every class, ``eps_of(x_t, t_batch, labels)``, at the noise ``levels`` (one draw each, the same for every
+    class), over the pixels where ``keep`` is 1. ``image`` (model range) is complete: the missing pixels hold a
+    first fill. The class with the lowest error explains the known pixels best."""
+    b = len(image)
+    errors = torch.zeros(b, num_classes, dtype=torch.float64)
+    weight = keep.to(image.dtype).expand_as(image)
+    area = weight.flatten(1).sum(1).clamp(min=1)
+    classes = torch.arange(num_classes, device=image.device).repeat_interleave(b)
+    for t in levels:
+        n = noise(image)
+        xt = schedule.q_sample(image, torch.tensor(t), n)
+        tb = torch.full((b * num_classes,), int(t), dtype=torch.long, device=image.device)
+        eps = eps_of(xt.repeat(num_classes, 1, 1, 1), tb, classes).float()
+        err = (((eps - n.repeat(num_classes, 1, 1, 1)) ** 2) * weight.repeat(num_classes, 1, 1, 1)).flatten(1).sum(1)
+        errors += (err.view(num_classes, b) / area).T.double().cpu()
+    return errors / len(levels)
 
 
 def repaint_cost(steps: int, jump: int, resample: int) -> int:

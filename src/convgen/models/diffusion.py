@@ -71,8 +71,10 @@ class Attention(nn.Module):
 
 @MODELS.register("unet")
 class UNet(nn.Module):
-    """``forward(x, t, labels=None)``: the prediction (noise, v or x0: ``task.prediction``) for x_t at timesteps t;
-    ``labels`` None (or the null class ``num_classes``) is the unconditional model."""
+    """``forward(x, t, labels=None, guidance=None)``: the prediction (noise, v or x0: ``task.prediction``) for x_t
+    at timesteps t; ``labels`` None (or the null class ``num_classes``) is the unconditional model. With
+    ``guidance_input`` (a distilled student, Meng et al. 2023) the classifier-free guidance scale is an input
+    (``guidance``, one per image; default 1) and one pass gives the guided prediction."""
 
     @dataclass
     class Config:
@@ -84,6 +86,7 @@ class UNet(nn.Module):
         groups: int = 8  # GroupNorm groups
         dropout: float = 0.1
         num_classes: int = 0  # > 0: class-conditional, with a null class for classifier-free guidance
+        guidance_input: bool = False  # the guidance scale is an input (a guidance-distilled student)
 
         def __post_init__(self) -> None:
             check(self.channels in (1, 3), "model.channels", "must be 1 or 3")
@@ -104,6 +107,7 @@ class UNet(nn.Module):
             check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
             check(self.num_classes >= 0, "model.num_classes", "must be >= 0")
             check(self.image_size >= 1, "model.image_size", "must be >= 1")
+            check(not self.guidance_input or self.num_classes > 0, "model.guidance_input", "needs model.num_classes")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
@@ -115,6 +119,11 @@ class UNet(nn.Module):
         self.emb_dim = emb = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb) if cfg.num_classes else None
+        self.guidance_mlp = None
+        if cfg.guidance_input:  # zero output at first: a student starts as its teacher's conditional model
+            self.guidance_mlp = nn.Sequential(nn.Linear(base, emb), nn.SiLU(), nn.Linear(emb, emb))
+            nn.init.zeros_(self.guidance_mlp[-1].weight)
+            nn.init.zeros_(self.guidance_mlp[-1].bias)
         self.conv_in = nn.Conv2d(cfg.channels, base, 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -153,21 +162,32 @@ class UNet(nn.Module):
         """Input sides are padded to a multiple of this (each downsampling halves them)."""
         return 2 ** (len(self.cfg.widths) - 1)
 
-    def embedding(self, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def embedding(
+        self, t: torch.Tensor, labels: torch.Tensor | None, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.cfg.widths[0]))
         if self.class_embed is not None:
             if labels is None:
                 labels = torch.full_like(t, self.num_classes, dtype=torch.long)
             emb = emb + self.class_embed(labels)
+        if self.guidance_mlp is not None:  # scales 0..5 spread over the sinusoids like timesteps 0..500
+            w = torch.ones(len(t), device=t.device) if guidance is None else guidance.to(t.device).float()
+            emb = emb + self.guidance_mlp(timestep_embedding(100 * w, self.cfg.widths[0]))
         return emb
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         h0, w0 = x.shape[-2:]
         m = self.multiple
         ph, pw = (-h0) % m, (-w0) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h0, w0) > max(ph, pw) else "replicate")
-        emb = self.embedding(t, labels)
+        emb = self.embedding(t, labels, guidance)
         h = self.conv_in(x)
         skips = [h]
         for level, blocks in enumerate(self.down):

@@ -3,7 +3,10 @@ restoration by reverse diffusion: ``inpaint`` (RePaint-style conditioning on the
 and ``denoise`` (the reverse process entered at the step whose noise level is the input's).
 
 ``convgen.load("mnist-ddpm")`` returns a :class:`DiffusionPipeline`; it uses the EMA U-Net. Its default sampler is
-the model's ``meta.json`` ``inference`` section (steps, guidance, eta: what its card was measured with).
+the model's ``meta.json`` ``inference`` section (steps, guidance, eta: what its card was measured with), its
+default RePaint settings the ``repaint`` section. A distilled student (``mnist-ddpm-fast``) takes the guidance
+scale as an input (one network pass per step at any scale) and samples on its own grid of timesteps
+(``meta.json`` ``distilled``) at its own step count; at other counts it runs on the even DDIM grid.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from tqdm import tqdm
 
 from convgen.classical.noise import estimate_sigma as wavelet_sigma
 from convgen.diffusion import NoiseSchedule, ddim_sample, denoise_from, guided_predictor, repaint_sample
-from convgen.diffusion.samplers import ImageNoise, generate, image_seeds, repaint_cost, to_unit
+from convgen.diffusion.samplers import ImageNoise, generate, image_seeds, repaint_cost, step_grid, to_unit
 from convgen.errors import ConvgenError, ImageError
 from convgen.io.images import convert_channels
 from convgen.options import Options, option
@@ -56,13 +59,21 @@ class _Conditioning(Options):
     label: str | None = option(None, "condition on this class (name or index; default: the unconditional model)")
 
 
+#: RePaint's settings where a model's meta.json names none (what mnist-ddpm's card was measured with)
+REPAINT_DEFAULTS = {"steps": 25, "jump": 5, "resample": 4}
+
+
 @dataclass
 class RepaintOptions(_Conditioning):
-    steps: int = option(25, "reverse-process steps on the DDIM grid", lo=1, hi=MAX_T)
-    jump: int = option(5, "RePaint jump length (levels it goes back up)", lo=1, hi=MAX_T)
-    resample: int = option(4, "RePaint resamplings per jump (1 = none)", lo=1, hi=MAX_T)
+    steps: int | None = option(None, "reverse-process steps on the model's grid (default: the model's)", lo=1, hi=MAX_T)
+    jump: int | None = option(None, "RePaint jump length, levels it goes back up (default: the model's)", lo=1,
+                              hi=MAX_T)  # fmt: skip
+    resample: int | None = option(None, "RePaint resamplings per jump, 1 = none (default: the model's)", lo=1,
+                                  hi=MAX_T)  # fmt: skip
 
     def check(self) -> None:
+        if None in (self.steps, self.jump, self.resample):  # checked again once the model's defaults are in
+            return
         if self.resample > 1 and self.jump >= self.steps:
             raise ConvgenError(f"`jump` {self.jump} must be smaller than `steps` {self.steps} for `resample` "
                                f"{self.resample} to do anything (lower `jump`, or set `resample` 1)")  # fmt: skip
@@ -73,6 +84,8 @@ class DiffusionDenoiseOptions(_Conditioning):
     sigma: float | None = option(None, "noise standard deviation on the 0-255 scale (default: estimated from the "
                                  "image)", gt=0, hi=255)  # fmt: skip
     steps: int | None = option(None, "DDIM steps from the noise level down (default: the model's)", lo=1, hi=MAX_T)
+
+
 #: images per network batch: on a CPU the time per image grows with the batch (cache), 2x from 64 to 1,000
 NET_BATCH = 32
 
@@ -113,14 +126,35 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         t = self.cfg.task
         return {"steps": t.sample_steps, "guidance": t.guidance, "eta": t.eta, **self.meta.get("inference", {})}
 
+    @property
+    def repaint_defaults(self) -> dict[str, int]:
+        """RePaint's steps, jump and resamplings: ``meta.json`` ``repaint``, else :data:`REPAINT_DEFAULTS`."""
+        return {**REPAINT_DEFAULTS, **self.meta.get("repaint", {})}
+
+    @property
+    def folded(self) -> bool:
+        """A guidance-distilled student: the guidance scale is a network input (one pass per step)."""
+        return bool(getattr(self.cfg.model, "guidance_input", False))
+
+    def grid(self, steps: int) -> list[int]:
+        """The timesteps of a ``steps``-step sampler: a distilled model's own grid at its own count, else the even
+        DDIM grid."""
+        return step_grid(self.schedule.T, steps, self.meta.get("distilled", {}).get("timesteps"))
+
     # -- the network ----------------------------------------------------------------------------------------------
-    def _net(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _net(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.net(x, t.to(self.device), None if labels is None else labels.to(self.device))
+        y = None if labels is None else labels.to(self.device)
+        if self.folded:
+            return self.net(x, t.to(self.device), y, guidance)
+        return self.net(x, t.to(self.device), y)
 
     def predictor(self, labels: torch.Tensor | None, guidance: float):
         null = self.num_classes if self.num_classes else None
-        return guided_predictor(self._net, self.schedule, self.cfg.task.prediction, labels, guidance, null)
+        return guided_predictor(self._net, self.schedule, self.cfg.task.prediction, labels, guidance, null,
+                                folded=self.folded)  # fmt: skip
 
     def limits(self, declared) -> dict[str, dict]:
         """Steps, jumps and resamplings up to the model's own number of timesteps."""
@@ -132,6 +166,8 @@ class DiffusionPipeline(Sampler, RestorePipeline):
             return dict(d)
         if declared is DiffusionWalkOptions:
             return {"guidance": d["guidance"]}
+        if declared is RepaintOptions:
+            return self.repaint_defaults
         return {"steps": d["steps"]} if declared is DiffusionDenoiseOptions else {}
 
     def sampler_options(self, steps=None, guidance=None, eta=None) -> tuple[int, float, float]:
@@ -154,8 +190,8 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         null = self.num_classes if self.num_classes else None
         with tqdm(total=n * steps, desc="sample", unit="img-step", file=sys.stderr, disable=n * steps < 2000) as bar:
             return generate(self._net, self.schedule, self.cfg.task.prediction, self.image_shape, n, seed, labels,
-                            steps, guidance, eta, min(batch_size, NET_BATCH), null, self.device,
-                            progress=bar)  # fmt: skip
+                            steps, guidance, eta, min(batch_size, NET_BATCH), null, self.device, progress=bar,
+                            timesteps=self.grid(steps), folded=self.folded)  # fmt: skip
 
     @torch.no_grad()
     def walk(self, steps, rows, seed, mode, classes, label, guidance=None):
@@ -174,6 +210,10 @@ class DiffusionPipeline(Sampler, RestorePipeline):
 
             def predict(xt: torch.Tensor, step: int):
                 tb = torch.full((len(xt),), step, dtype=torch.long)
+                if self.folded:  # blending the guided outputs is the same blend, guided
+                    scale = torch.full((len(xt),), guidance)
+                    out = (1 - w) * self._net(xt, tb, a, scale) + w * self._net(xt, tb, b, scale)
+                    return self.schedule.split(self.cfg.task.prediction, xt, out.float(), tb)
                 out = (1 - w) * self._net(xt, tb, a) + w * self._net(xt, tb, b)
                 if guidance != 1:
                     uncond = self._net(xt, tb, null)
@@ -190,7 +230,7 @@ class DiffusionPipeline(Sampler, RestorePipeline):
             predict = self.predictor(labels, guidance)
         total = len(x) * n_steps
         with tqdm(total=total, desc="interpolate", unit="img-step", file=sys.stderr, disable=total < 2000) as bar:
-            x = ddim_sample(predict, x.to(self.device), self.schedule, n_steps, 0.0, None, progress=bar)
+            x = ddim_sample(predict, x.to(self.device), self.schedule, n_steps, 0.0, None, self.grid(n_steps), bar)
         return to_unit(x)
 
     # -- restoration ----------------------------------------------------------------------------------------------
@@ -271,7 +311,8 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         (seed, i); with ``same_noise`` every image draws image 0's (as one image restored alone does)."""
         given = {k: v for k, v in (("steps", steps), ("jump", jump), ("resample", resample)) if v is not None}
         checked = self.checked(RepaintOptions, {**given, "seed": seed}, "inpaint")
-        opts = {k: checked[k] for k in ("steps", "jump", "resample")}
+        opts = {k: self.repaint_defaults[k] if checked[k] is None else checked[k] for k in REPAINT_DEFAULTS}
+        RepaintOptions(seed=seed, **opts).check()
         y = self._restore_labels(labels, len(images))
         images = images.float()
         masks = masks.float().expand(len(images), 1, *images.shape[-2:])
@@ -284,7 +325,8 @@ class DiffusionPipeline(Sampler, RestorePipeline):
             noise = ImageNoise(seeds)
             keep = (1 - m).to(self.device)
             filled = repaint_sample(self.predictor(yi, 0.0 if yi is None else 1.0), (x * 2 - 1).to(self.device), keep,
-                                    self.schedule, noise, progress=bar, **opts)  # fmt: skip
+                                    self.schedule, noise, progress=bar, timesteps=self.grid(opts["steps"]),
+                                    **opts)  # fmt: skip
             out.append(torch.where(m.bool(), to_unit(filled), x))
         bar.close()
         return torch.cat(out)

@@ -7,13 +7,17 @@
   let generators = [];
   try {
     const c = await convgen.models();
-    generators = c.models.filter((m) => m.generate);
+    // a distilled (few-step) diffusion model comes first: the page opens on it, its slow teacher right after
+    const fast = (m) => (m.distilled_from ? 0 : 1);
+    generators = c.models.filter((m) => m.generate).sort((a, b) => fast(a) - fast(b));
     $("count").max = c.limits.max_samples;
   } catch (e) {
     convgen.status(status, e.message, true);
     return;
   }
-  convgen.fillSelect($("model"), generators, (m) => m.name + (m.classes.length ? " (conditional)" : ""));
+  const label = (m) => m.name + (m.classes.length ? " (conditional)" : "") +
+    (m.distilled_from ? ", fast: distilled from " + m.distilled_from : "") + (m.fast ? ", slow: see " + m.fast : "");
+  convgen.fillSelect($("model"), generators, label);
   const wanted = new URLSearchParams(location.search).get("model");
   if (wanted && generators.some((m) => m.name === wanted)) $("model").value = wanted;
   const current = () => generators.find((m) => m.name === $("model").value);
