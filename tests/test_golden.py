@@ -30,7 +30,7 @@ PHOTO = SHARED_DATA / "bsds500" / "test" / "100007.jpg"
 ATOL = 2e-4
 #: wider for diffusion samples from pure noise: the first DDIM step divides the network's output by sqrt(abar) of
 #: the last timestep (5e-5), so float sums that differ with the thread count (3e-4 here, 1 vs 2 threads) show
-ATOL_BY_KEY = {"mnist-ddpm/sample": 2e-3, "mnist-ddpm/per_class_guided": 2e-3}
+ATOL_BY_KEY = {"mnist-ddpm/sample": 2e-3, "mnist-ddpm/per_class_guided": 2e-3, "mnist-ddpm-fast/per_class": 1e-2}
 
 
 def _gray_crop() -> np.ndarray:
@@ -91,6 +91,8 @@ def outputs(codec_streams: dict[str, bytes] | None = None) -> dict[str, np.ndarr
     top[:14] = 1
     out["mnist-ddpm/inpaint"] = ddpm.inpaint(np.where(top > 0, 1.0, digits), top, steps=4, jump=2, resample=2)
     out["mnist-ddpm/denoise"] = ddpm.denoise(_noisy(digits, 50), sigma=50, steps=3)
+    fast = convgen.load("mnist-ddpm-fast", device="cpu")  # its own 8-step grid (8 chained steps: a looser atol)
+    out["mnist-ddpm-fast/per_class"] = np.stack([v.numpy() for v in fast.sample_per_class(1, seed=1).values()])
 
     gray, colour = _gray_crop(), _colour_crop()
     out["denoise-gray-s25/restore"] = convgen.load("denoise-gray-s25").restore(_noisy(gray, 25), sigma=25)

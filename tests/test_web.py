@@ -88,6 +88,12 @@ def test_models_describe_what_each_model_serves(client):
     steps = ddpm["sample"][0]
     assert steps["type"] == "int" and steps["lo"] == 1 and steps["hi"] == 1000 and steps["model_default"] == 25
     assert [o["name"] for o in ddpm["restore"]["inpaint"]] == ["seed", "label", "steps", "jump", "resample"]
+    assert {o["name"]: o["model_default"] for o in ddpm["restore"]["inpaint"]}["steps"] == 25
+    # the distilled student and its teacher name each other; the student's defaults are its own
+    assert models["mnist-ddpm"]["fast"] == "mnist-ddpm-fast"
+    assert models["mnist-ddpm-fast"]["distilled_from"] == "mnist-ddpm"
+    fast = {o["name"]: o for o in models["mnist-ddpm-fast"]["options"]["sample"]}
+    assert fast["steps"]["model_default"] == 8 and "fast" not in models["mnist-ddpm-fast"]
     denoise = {o["name"]: o for o in models["denoise-gray-s25"]["options"]["restore"]["denoise"]}
     assert denoise["tile"]["default"] == 512 and denoise["clip"]["type"] == "bool" and denoise["sigma"]["gt"] == 0
     assert denoise["strength"]["hi"] == 4 and denoise["guard"]["default"] is True

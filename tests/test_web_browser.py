@@ -106,6 +106,9 @@ def test_generate_page(server, page, tmp_path):
     page.wait_for_selector(".models .card")
     assert page.locator(".models .card").count() >= 17
     page.screenshot(path=shots(tmp_path) / "web-models.png")
+    page.goto(server["url"] + "/generate")  # opens on the fast (distilled) diffusion model
+    page.wait_for_selector("#model option[value='mnist-ddpm-fast']", state="attached")
+    assert page.eval_on_selector("#model", "e => e.value") == "mnist-ddpm-fast"
     page.goto(server["url"] + "/generate?model=mnist-cgan")
     page.wait_for_selector("#class option[value='7']", state="attached")
     page.select_option("#class", "7")

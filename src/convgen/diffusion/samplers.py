@@ -303,31 +303,29 @@ def repaint_sample(
 
 def known_pixel_errors(
     eps_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
+    images: torch.Tensor,
     keep: torch.Tensor,
     schedule: NoiseSchedule,
-    num_classes: int,
     levels: Sequence[int],
     noise: Noise,
 ) -> torch.Tensor:
     """A diffusion classifier on the known pixels (Li et al. 2023, "Your diffusion model is secretly a zero-shot
-    classifier", restricted to ``keep``): B x ``num_classes`` mean squared errors of the noise predicted for
-    every class, ``eps_of(x_t, t_batch, labels)``, at the noise ``levels`` (one draw each, the same for every
-    class), over the pixels where ``keep`` is 1. ``image`` (model range) is complete: the missing pixels hold a
-    first fill. The class with the lowest error explains the known pixels best."""
-    b = len(image)
-    errors = torch.zeros(b, num_classes, dtype=torch.float64)
-    weight = keep.to(image.dtype).expand_as(image)
+    classifier", restricted to ``keep``): K x B mean squared errors of the noise predicted for class k,
+    ``eps_of(x_t, t_batch, labels)``, at the noise ``levels`` (one draw each, the same for every class), over the
+    pixels where ``keep`` (B x 1 x H x W) is 1. ``images`` (K x B x C x H x W, model range) are complete: class k's
+    row holds its own fill of the missing pixels. The class with the lowest error explains the known pixels best."""
+    k, b = images.shape[:2]
+    weight = keep.to(images.dtype).expand_as(images[0]).repeat(k, 1, 1, 1)
     area = weight.flatten(1).sum(1).clamp(min=1)
-    classes = torch.arange(num_classes, device=image.device).repeat_interleave(b)
+    classes = torch.arange(k, device=images.device).repeat_interleave(b)
+    flat = images.flatten(0, 1)
+    errors = torch.zeros(k * b, dtype=torch.float64)
     for t in levels:
-        n = noise(image)
-        xt = schedule.q_sample(image, torch.tensor(t), n)
-        tb = torch.full((b * num_classes,), int(t), dtype=torch.long, device=image.device)
-        eps = eps_of(xt.repeat(num_classes, 1, 1, 1), tb, classes).float()
-        err = (((eps - n.repeat(num_classes, 1, 1, 1)) ** 2) * weight.repeat(num_classes, 1, 1, 1)).flatten(1).sum(1)
-        errors += (err.view(num_classes, b) / area).T.double().cpu()
-    return errors / len(levels)
+        n = noise(images[0]).repeat(k, 1, 1, 1)
+        tb = torch.full((k * b,), int(t), dtype=torch.long, device=images.device)
+        eps = eps_of(schedule.q_sample(flat, tb, n), tb, classes).float()
+        errors += ((((eps - n) ** 2) * weight).flatten(1).sum(1) / area).double().cpu()
+    return (errors / len(levels)).view(k, b)
 
 
 def repaint_cost(steps: int, jump: int, resample: int) -> int:
