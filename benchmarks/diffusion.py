@@ -122,7 +122,7 @@ def inpainting(pipe, x: torch.Tensor, y: torch.Tensor, classifier, variants: dic
     }
     for name, opts in variants.items():
         methods[name] = lambda img, m, opts=opts: pipe.inpaint_batch(img, m, seed=0, **opts)
-    methods["mnist-ddpm, told the true digit (oracle)"] = lambda img, m: pipe.inpaint_batch(
+    methods[f"{pipe.name}, told the true digit (oracle)"] = lambda img, m: pipe.inpaint_batch(
         img, m, seed=0, labels=y.tolist()
     )
     clean = float((classifier.predict(x) == y).double().mean())
@@ -149,19 +149,26 @@ def inpainting(pipe, x: torch.Tensor, y: torch.Tensor, classifier, variants: dic
 
 def fast(teacher, student, args, extractor, classifier, x_real, y_real) -> dict:
     """Issue 38's table: quality and seconds per 1,000 samples of the teacher and the student by steps (each at
-    its default guidance), the done-when row (``--final-n`` samples) of both defaults, and inpainting at the
-    student's default."""
+    its default guidance; ``--n`` 0 skips it), the done-when row (``--final-n`` samples; 0 skips it) of both
+    defaults, and inpainting at the student's default (``--inpaint-n`` digits; 0 skips it)."""
+    out: dict = {}
     student.sample(8, seed=0)  # warm-up
-    rows = {f"{args.model}, {s} steps": quality(teacher, args.n, args.per_class, extractor, classifier, x_real, steps=s)
-            for s in args.teacher_steps}  # fmt: skip
-    for s in args.student_steps:
-        rows[f"{args.fast_model}, {s} steps"] = quality(student, args.n, args.per_class, extractor, classifier,
-                                                        x_real, steps=s)  # fmt: skip
-    final = {name: quality(pipe, args.final_n, args.final_per_class, extractor, classifier, x_real)
-             for name, pipe in ((args.model, teacher), (args.fast_model, student))}  # fmt: skip
-    k = args.inpaint_n
-    fills = inpainting(student, x_real[:k], y_real[:k], classifier, {f"{args.fast_model} (its default)": {}})
-    return {"by_steps": rows, "defaults": final, "inpainting": fills}
+    if args.n:
+        rows = {f"{args.model}, {s} steps": quality(teacher, args.n, args.per_class, extractor, classifier, x_real,
+                                                    steps=s) for s in args.teacher_steps}  # fmt: skip
+        for s in args.student_steps:
+            rows[f"{args.fast_model}, {s} steps"] = quality(student, args.n, args.per_class, extractor, classifier,
+                                                            x_real, steps=s)  # fmt: skip
+        out["by_steps"] = rows
+    if args.final_n:
+        out["defaults"] = {name: quality(pipe, args.final_n, args.final_per_class, extractor, classifier, x_real)
+                           for name, pipe in ((args.model, teacher), (args.fast_model, student))}  # fmt: skip
+    if args.inpaint_n:
+        k = args.inpaint_n
+        variants = {f"{args.fast_model} (its default: the digit inferred)": {},
+                    f"{args.fast_model}, --no-infer-label (unconditional)": {"infer_label": False}}  # fmt: skip
+        out["inpainting"] = inpainting(student, x_real[:k], y_real[:k], classifier, variants)
+    return out
 
 
 def main() -> None:

@@ -73,6 +73,29 @@ def make_task(cfg: dict):
     return TASKS.get("diffusion")(run, build_data(run.data), Context(torch.device("cpu"), DistInfo()), 30)
 
 
+def test_known_pixel_errors_pick_the_class_whose_noise_prediction_fits_the_known_pixels():
+    s = NoiseSchedule.make("cosine", 100)
+    images, keep = torch.zeros(10, 2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    keep[:, :, :2] = 1  # the top half is known
+    seen = {}
+
+    def eps_of(xt, tb, labels):  # right noise for class 3 on image 0 and class 7 on image 1; and only known pixels
+        n = (xt - s.abar(tb[0]).sqrt() * images.flatten(0, 1)) / (1 - s.abar(tb[0])).sqrt()
+        seen["labels"] = labels
+        wrong = n + 1.0
+        right = (labels == 3) & (torch.arange(len(xt)) % 2 == 0) | (labels == 7) & (torch.arange(len(xt)) % 2 == 1)
+        out = torch.where(right.view(-1, 1, 1, 1), n, wrong)
+        out[:, :, 2:] += 5.0  # errors on the missing pixels do not count
+        return out
+
+    from convgen.diffusion.samplers import ImageNoise, known_pixel_errors
+
+    errors = known_pixel_errors(eps_of, images, keep, s, [10, 50, 90], ImageNoise([1, 2]))
+    assert errors.shape == (10, 2) and errors.argmin(0).tolist() == [3, 7]
+    assert torch.allclose(errors[0], torch.ones(2, dtype=torch.float64))  # (n + 1 - n)^2 on known pixels only
+    assert seen["labels"].tolist() == [c for c in range(10) for _ in range(2)]
+
+
 def _batch(task, n: int = 32):
     return task.data.train.batch(torch.arange(n))
 
@@ -125,6 +148,12 @@ def test_distillation_trains_and_the_student_samples_in_one_pass_per_step(teache
     mask[:14] = True
     out = pipe.inpaint(img, mask, steps=4, jump=1, resample=2)
     assert np.array_equal(out[14:, :, 0], img[14:])
+    calls.clear()  # inferring the class: one fill per class (4 passes each), then 10 levels x 10 classes scored
+    inferred = pipe.inpaint(img, mask, steps=4, jump=1, resample=1, infer_label=True)
+    assert np.array_equal(inferred[14:, :, 0], img[14:]) and calls == [1] * 40 + [10] * 10
+    calls.clear()
+    pipe.inpaint(img, mask, steps=4, jump=1, resample=1, infer_label=True, label="3")  # a label given: one fill
+    assert calls == [1] * 4
 
     # the student teaches the next stage on its own grid: 4 -> 2 steps
     nxt = distill_config(tmp_path / "student" / "model", train__max_steps=4, task__sample_steps=2,

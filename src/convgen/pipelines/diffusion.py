@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,15 @@ from tqdm import tqdm
 
 from convgen.classical.noise import estimate_sigma as wavelet_sigma
 from convgen.diffusion import NoiseSchedule, ddim_sample, denoise_from, guided_predictor, repaint_sample
-from convgen.diffusion.samplers import ImageNoise, generate, image_seeds, repaint_cost, step_grid, to_unit
+from convgen.diffusion.samplers import (
+    ImageNoise,
+    generate,
+    image_seeds,
+    known_pixel_errors,
+    repaint_cost,
+    step_grid,
+    to_unit,
+)
 from convgen.errors import ConvgenError, ImageError
 from convgen.io.images import convert_channels
 from convgen.options import Options, option
@@ -60,7 +69,7 @@ class _Conditioning(Options):
 
 
 #: RePaint's settings where a model's meta.json names none (what mnist-ddpm's card was measured with)
-REPAINT_DEFAULTS = {"steps": 25, "jump": 5, "resample": 4}
+REPAINT_DEFAULTS = {"steps": 25, "jump": 5, "resample": 4, "infer_label": False}
 
 
 @dataclass
@@ -70,6 +79,9 @@ class RepaintOptions(_Conditioning):
                               hi=MAX_T)  # fmt: skip
     resample: int | None = option(None, "RePaint resamplings per jump, 1 = none (default: the model's)", lo=1,
                                   hi=MAX_T)  # fmt: skip
+    infer_label: bool | None = option(None, "conditional models without a label: fill once per class and keep the "
+                                      "fill whose class best explains the known pixels (10x the work; default: the "
+                                      "model's)")  # fmt: skip
 
     def check(self) -> None:
         if None in (self.steps, self.jump, self.resample):  # checked again once the model's defaults are in
@@ -127,7 +139,7 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         return {"steps": t.sample_steps, "guidance": t.guidance, "eta": t.eta, **self.meta.get("inference", {})}
 
     @property
-    def repaint_defaults(self) -> dict[str, int]:
+    def repaint_defaults(self) -> dict[str, Any]:
         """RePaint's steps, jump and resamplings: ``meta.json`` ``repaint``, else :data:`REPAINT_DEFAULTS`."""
         return {**REPAINT_DEFAULTS, **self.meta.get("repaint", {})}
 
@@ -258,7 +270,7 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         checked by the caller (:meth:`restore`, :meth:`restore_files`)."""
         sigma = options.get("sigma")
         seed, steps, label = options.get("seed", 0), options.get("steps"), options.get("label")
-        jump, resample = options.get("jump"), options.get("resample")
+        jump, resample, infer = options.get("jump"), options.get("resample"), options.get("infer_label")
         xs = [self.prepare(a, n) for a, n in zip(images, names, strict=True)]
         sigmas = [sigma if sigma is not None or verb == "inpaint" else estimate_sigma(a) for a in images]
         groups: dict[tuple, list[int]] = {}
@@ -272,7 +284,7 @@ class DiffusionPipeline(Sampler, RestorePipeline):
                 m = torch.stack([torch.from_numpy(np.asarray(masks[i], np.float32))[None] for i in idx])
                 if m.shape[-2:] != x.shape[-2:]:
                     raise ImageError(f"{names[idx[0]]}: the mask is not the image's size")
-                res = self.inpaint_batch(x, m, seed, steps, jump, resample, labels, same_noise=True)
+                res = self.inpaint_batch(x, m, seed, steps, jump, resample, labels, same_noise=True, infer_label=infer)
             else:
                 res = self.denoise_batch(x, s, seed, steps, labels)
             for j, i in enumerate(idx):
@@ -304,32 +316,58 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         labels=None,
         batch_size: int = NET_BATCH,
         same_noise: bool = False,
+        infer_label: bool | None = None,
     ) -> torch.Tensor:
         """Fill a B x C x H x W batch in [0, 1] where ``masks`` (B x 1 x H x W) is 1, by RePaint on the DDIM grid
         (defaults: :class:`RepaintOptions`); known pixels are returned exactly. Without ``labels`` the
         unconditional model fills (guidance 0); with them, the conditional one. Image ``i`` draws its noise from
         (seed, i); with ``same_noise`` every image draws image 0's (as one image restored alone does)."""
-        given = {k: v for k, v in (("steps", steps), ("jump", jump), ("resample", resample)) if v is not None}
+        given = {k: v for k, v in (("steps", steps), ("jump", jump), ("resample", resample),
+                                   ("infer_label", infer_label)) if v is not None}  # fmt: skip
         checked = self.checked(RepaintOptions, {**given, "seed": seed}, "inpaint")
         opts = {k: self.repaint_defaults[k] if checked[k] is None else checked[k] for k in REPAINT_DEFAULTS}
         RepaintOptions(seed=seed, **opts).check()
+        infer = opts.pop("infer_label") and labels is None and bool(self.num_classes)
         y = self._restore_labels(labels, len(images))
         images = images.float()
         masks = masks.float().expand(len(images), 1, *images.shape[-2:])
-        starts, bar = self._batches(len(images), batch_size, repaint_cost(**opts), "inpaint")
+        fills = self.num_classes if infer else 1
+        starts, bar = self._batches(len(images), batch_size, fills * repaint_cost(**opts), "inpaint")
         out = []
         for i in starts:
             x, m = images[i : i + batch_size], masks[i : i + batch_size]
-            yi = None if y is None else y[i : i + batch_size]
             seeds = image_seeds(seed, 0, 1) * len(x) if same_noise else image_seeds(seed, i, len(x))
-            noise = ImageNoise(seeds)
             keep = (1 - m).to(self.device)
-            filled = repaint_sample(self.predictor(yi, 0.0 if yi is None else 1.0), (x * 2 - 1).to(self.device), keep,
-                                    self.schedule, noise, progress=bar, timesteps=self.grid(opts["steps"]),
-                                    **opts)  # fmt: skip
+            known = (x * 2 - 1).to(self.device)
+
+            def fill(yi: torch.Tensor | None, seeds=seeds, keep=keep, known=known) -> torch.Tensor:
+                return repaint_sample(self.predictor(yi, 0.0 if yi is None else 1.0), known, keep, self.schedule,
+                                      ImageNoise(seeds), progress=bar, timesteps=self.grid(opts["steps"]),
+                                      **opts)  # fmt: skip
+
+            if infer:  # one fill per class; keep the one whose class best explains the known pixels
+                every = torch.stack([fill(torch.full((len(x),), c)) for c in range(self.num_classes)])
+                errors = self._known_pixel_errors(every, keep, seeds)
+                filled = every[errors.argmin(0), torch.arange(len(x))]
+            else:
+                filled = fill(None if y is None else y[i : i + batch_size])
             out.append(torch.where(m.bool(), to_unit(filled), x))
         bar.close()
         return torch.cat(out)
+
+    def _known_pixel_errors(self, fills: torch.Tensor, keep: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """K x B errors of :func:`~convgen.diffusion.samplers.known_pixel_errors` at ten levels (5% .. 95% of T),
+        the conditional model's noise prediction, noise drawn from the images' own seeds (shifted)."""
+        T = self.schedule.T
+        levels = sorted({min(T - 1, int(T * (0.05 + 0.1 * i))) for i in range(10)})
+
+        def eps_of(xt: torch.Tensor, tb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            scale = torch.ones(len(xt))
+            out = self._net(xt, tb, labels, scale) if self.folded else self._net(xt, tb, labels)
+            return self.schedule.split(self.cfg.task.prediction, xt, out.float(), tb, clip=False)[1]
+
+        noise = ImageNoise([s + 1 for s in seeds])
+        return known_pixel_errors(eps_of, fills, keep, self.schedule, levels, noise)
 
     @torch.no_grad()
     def denoise_batch(
