@@ -89,7 +89,7 @@ def test_models_describe_what_each_model_serves(client):
     assert steps["type"] == "int" and steps["lo"] == 1 and steps["hi"] == 1000 and steps["model_default"] == 25
     inpaint = ["seed", "label", "steps", "jump", "resample", "infer_label"]
     assert [o["name"] for o in ddpm["restore"]["inpaint"]] == inpaint
-    assert {o["name"]: o["model_default"] for o in ddpm["restore"]["inpaint"]}["steps"] == 25
+    assert {o["name"]: o.get("model_default") for o in ddpm["restore"]["inpaint"]}["steps"] == 25
     # the distilled student and its teacher name each other; the student's defaults are its own
     assert models["mnist-ddpm"]["fast"] == "mnist-ddpm-fast"
     assert models["mnist-ddpm-fast"]["distilled_from"] == "mnist-ddpm"
