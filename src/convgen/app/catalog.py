@@ -61,7 +61,10 @@ class Catalog:
         """The pipeline of a served model (``expect``: it must be that kind of pipeline)."""
         if not isinstance(name, str) or name not in self._pipes:
             shown = repr(name) if len(repr(name)) <= 60 else f"{repr(name)[:60]}... ({len(repr(name)):,} characters)"
-            raise UnknownModel(f"unknown model {shown} (this server has: {', '.join(self.names())})")
+            served = ", ".join(self.names())
+            if len(served) > 200:  # the list grows with the zoo; the message must not
+                served = served[:200].rsplit(", ", 1)[0] + f", ... ({len(self.names())} in all: GET /api/models)"
+            raise UnknownModel(f"unknown model {shown} (this server has: {served})")
         pipe = self._pipes[name]
         if expect is not None and not isinstance(pipe, expect):
             raise ConvgenError(f"{name} is a {pipe.saved.task} model, not {role or expect.__name__}")
