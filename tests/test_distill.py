@@ -79,18 +79,21 @@ def test_known_pixel_errors_pick_the_class_whose_noise_prediction_fits_the_known
     keep[:, :, :2] = 1  # the top half is known
     seen = {}
 
-    def eps_of(xt, tb, labels):  # right noise for class 3 on image 0 and class 7 on image 1; and only known pixels
-        n = (xt - s.abar(tb[0]).sqrt() * images.flatten(0, 1)) / (1 - s.abar(tb[0])).sqrt()
-        seen["labels"] = labels
-        wrong = n + 1.0
-        right = (labels == 3) & (torch.arange(len(xt)) % 2 == 0) | (labels == 7) & (torch.arange(len(xt)) % 2 == 1)
-        out = torch.where(right.view(-1, 1, 1, 1), n, wrong)
-        out[:, :, 2:] += 5.0  # errors on the missing pixels do not count
-        return out
+    def predictor(labels):  # right noise for class 3 on image 0 and class 7 on image 1; and only known pixels
+        def predict(xt, t):
+            n = (xt - s.abar(t).sqrt() * images.flatten(0, 1)) / (1 - s.abar(t)).sqrt()
+            seen["labels"] = labels
+            wrong = n + 1.0
+            right = (labels == 3) & (torch.arange(len(xt)) % 2 == 0) | (labels == 7) & (torch.arange(len(xt)) % 2 == 1)
+            out = torch.where(right.view(-1, 1, 1, 1), n, wrong)
+            out[:, :, 2:] += 5.0  # errors on the missing pixels do not count
+            return None, out
+
+        return predict
 
     from convgen.diffusion.samplers import ImageNoise, known_pixel_errors
 
-    errors = known_pixel_errors(eps_of, images, keep, s, [10, 50, 90], ImageNoise([1, 2]))
+    errors = known_pixel_errors(predictor, images, keep, s, [10, 50, 90], ImageNoise([1, 2]))
     assert errors.shape == (10, 2) and errors.argmin(0).tolist() == [3, 7]
     assert torch.allclose(errors[0], torch.ones(2, dtype=torch.float64))  # (n + 1 - n)^2 on known pixels only
     assert seen["labels"].tolist() == [c for c in range(10) for _ in range(2)]

@@ -302,7 +302,7 @@ def repaint_sample(
 
 
 def known_pixel_errors(
-    eps_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    predictor: Callable[[torch.Tensor], Predict],
     images: torch.Tensor,
     keep: torch.Tensor,
     schedule: NoiseSchedule,
@@ -310,10 +310,11 @@ def known_pixel_errors(
     noise: Noise,
 ) -> torch.Tensor:
     """A diffusion classifier on the known pixels (Li et al. 2023, "Your diffusion model is secretly a zero-shot
-    classifier", restricted to ``keep``): K x B mean squared errors of the noise predicted for class k,
-    ``eps_of(x_t, t_batch, labels)``, at the noise ``levels`` (one draw each, the same for every class), over the
-    pixels where ``keep`` (B x 1 x H x W) is 1. ``images`` (K x B x C x H x W, model range) are complete: class k's
-    row holds its own fill of the missing pixels. The class with the lowest error explains the known pixels best."""
+    classifier", restricted to ``keep``): K x B mean squared errors of the noise predicted for class k (the eps of
+    ``predictor(labels)(x_t, t)``, e.g. :func:`guided_predictor` unclipped), at the noise ``levels`` (one draw
+    each, the same for every class), over the pixels where ``keep`` (B x 1 x H x W) is 1. ``images`` (K x B x C x H x
+    W, model range) are complete: class k's row holds its own fill of the missing pixels. The class with the lowest
+    error explains the known pixels best."""
     k, b = images.shape[:2]
     weight = keep.to(images.dtype).expand_as(images[0]).repeat(k, 1, 1, 1)
     area = weight.flatten(1).sum(1).clamp(min=1)
@@ -323,7 +324,7 @@ def known_pixel_errors(
     for t in levels:
         n = noise(images[0]).repeat(k, 1, 1, 1)
         tb = torch.full((k * b,), int(t), dtype=torch.long, device=images.device)
-        eps = eps_of(schedule.q_sample(flat, tb, n), tb, classes).float()
+        eps = predictor(classes)(schedule.q_sample(flat, tb, n), int(t))[1].float()
         errors += ((((eps - n) ** 2) * weight).flatten(1).sum(1) / area).double().cpu()
     return (errors / len(levels)).view(k, b)
 

@@ -84,7 +84,7 @@ class RepaintOptions(_Conditioning):
                                       "model's)")  # fmt: skip
 
     def check(self) -> None:
-        if None in (self.steps, self.jump, self.resample):  # checked again once the model's defaults are in
+        if None in (self.steps, self.jump, self.resample):  # inpaint_batch checks again with the model's defaults in
             return
         if self.resample > 1 and self.jump >= self.steps:
             raise ConvgenError(f"`jump` {self.jump} must be smaller than `steps` {self.steps} for `resample` "
@@ -324,9 +324,8 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         (seed, i); with ``same_noise`` every image draws image 0's (as one image restored alone does)."""
         given = {k: v for k, v in (("steps", steps), ("jump", jump), ("resample", resample),
                                    ("infer_label", infer_label)) if v is not None}  # fmt: skip
-        checked = self.checked(RepaintOptions, {**given, "seed": seed}, "inpaint")
-        opts = {k: self.repaint_defaults[k] if checked[k] is None else checked[k] for k in REPAINT_DEFAULTS}
-        RepaintOptions(seed=seed, **opts).check()
+        checked = self.checked(RepaintOptions, {**self.repaint_defaults, **given, "seed": seed}, "inpaint")
+        opts = {k: checked[k] for k in REPAINT_DEFAULTS}
         infer = opts.pop("infer_label") and labels is None and bool(self.num_classes)
         y = self._restore_labels(labels, len(images))
         images = images.float()
@@ -361,13 +360,12 @@ class DiffusionPipeline(Sampler, RestorePipeline):
         T = self.schedule.T
         levels = sorted({min(T - 1, int(T * (0.05 + 0.1 * i))) for i in range(10)})
 
-        def eps_of(xt: torch.Tensor, tb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            scale = torch.ones(len(xt))
-            out = self._net(xt, tb, labels, scale) if self.folded else self._net(xt, tb, labels)
-            return self.schedule.split(self.cfg.task.prediction, xt, out.float(), tb, clip=False)[1]
+        def conditional(labels: torch.Tensor):  # guidance 1: the plain conditional model; eps not re-clipped
+            return guided_predictor(self._net, self.schedule, self.cfg.task.prediction, labels, 1.0,
+                                    self.num_classes, clip=False, folded=self.folded)  # fmt: skip
 
         noise = ImageNoise([s + 1 for s in seeds])
-        return known_pixel_errors(eps_of, fills, keep, self.schedule, levels, noise)
+        return known_pixel_errors(conditional, fills, keep, self.schedule, levels, noise)
 
     @torch.no_grad()
     def denoise_batch(
