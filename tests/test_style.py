@@ -20,7 +20,7 @@ import convgen
 from convgen.config import build_config
 from convgen.engine.trainer import Trainer
 from convgen.errors import ConfigError, ConvgenError
-from convgen.losses.perceptual import PerceptualLoss, gram, total_variation
+from convgen.losses.perceptual import LossWeights, PerceptualLoss, gram, total_variation
 from convgen.models.backbones import vgg
 from convgen.models.style import TransformNet
 from convgen.pipelines.style import (
@@ -203,6 +203,24 @@ def test_gram_total_variation_and_style_mix(features):
     assert parts["style"].item() < 1e-10 and parts["content"].item() < 1e-10
 
 
+def test_multiscale_style_loss_compares_each_scale_with_the_downscaled_painting(features):
+    layers = ("relu1_1", "relu2_1")
+    art, other = to_tensor(painting(side=64)), to_tensor(painting("the_scream.jpg", 64))
+    targets = PerceptualLoss.multiscale_targets(features, [art], (1.0, 0.5), layers)
+    half = PerceptualLoss.downscale(art, 0.5)
+    direct = PerceptualLoss.style_targets(features, [half], layers)
+    assert half.shape[-1] == 32 and torch.allclose(targets[1]["relu1_1"], direct["relu1_1"])
+    multi = PerceptualLoss(features, targets, weights=LossWeights(content=0.0), scales=(1.0, 0.5))
+    assert multi(art, None)["style"].item() < 1e-10  # the painting matches itself at every scale
+    # the multi-scale loss is the mean of the single-scale losses, the half-size one taken on downscaled images
+    full = PerceptualLoss(features, targets[0], weights=LossWeights(content=0.0))
+    coarse = PerceptualLoss(features, targets[1], weights=LossWeights(content=0.0))
+    expect = (full(other, None)["style"] + coarse(PerceptualLoss.downscale(other, 0.5), None)["style"]) / 2
+    assert multi(other, None)["style"].item() == pytest.approx(expect.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="one set of style Grams per scale"):
+        PerceptualLoss(features, targets, scales=(1.0,))
+
+
 # -- the optimisation ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_gatys_lowers_style_and_content_losses(features, optimizer):
@@ -350,6 +368,9 @@ def test_bad_style_configs_are_errors(tmp_path):
         Trainer(build_config(style_config(task__style_layers=["relu9_1"])), tmp_path / "r2").fit()
     with pytest.raises(ConfigError, match="style_mix"):
         build_config(style_config(task__style_mix=[1.0, 1.0]))
+    for bad in ([], [1.0, 2.0], [0.0]):
+        with pytest.raises(ConfigError, match="task.style_scales"):
+            build_config(style_config(task__style_scales=bad))
 
 
 # -- pipeline and CLI -----------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ mean squared error, Gatys et al. 2016), style (Gram matrices, Gatys et al. 2015)
 
 Gram matrices are normalised by the number of positions and channels, so a layer's style loss does not depend on
 the image size and images of different sizes (a 512 px photo, a 1024 px painting) compare directly. Style targets
-of several paintings mix their Grams with the given weights.
+of several paintings mix their Grams with the given weights. A multi-scale style loss (``scales``) also compares
+the image downscaled by each factor with the painting downscaled by the same factor, so brush strokes larger than
+the feature network's receptive field count too (the pyramid of Grams of Snelgrove 2017 / Wang et al. 2017).
 """
 
 from __future__ import annotations
@@ -59,16 +61,29 @@ class PerceptualLoss(nn.Module):
         content_layers: tuple[str, ...] = CONTENT_LAYERS
         style_layers: tuple[str, ...] = STYLE_LAYERS
 
-    def __init__(self, net: nn.Module, style_grams: dict[str, torch.Tensor], content_layers: Sequence[str] =
-                 CONTENT_LAYERS, weights: LossWeights | None = None, layer_scale: bool = True) -> None:  # fmt: skip
+    def __init__(self, net: nn.Module, style_grams: dict[str, torch.Tensor] | Sequence[dict[str, torch.Tensor]],
+                 content_layers: Sequence[str] = CONTENT_LAYERS, weights: LossWeights | None = None,
+                 layer_scale: bool = True, scales: Sequence[float] = (1.0,)) -> None:  # fmt: skip
         super().__init__()
+        per_scale = [style_grams] if isinstance(style_grams, dict) else list(style_grams)
+        if len(per_scale) != len(scales) or not all(0 < s <= 1 for s in scales):
+            raise ValueError("give one set of style Grams per scale, each scale in (0, 1]")
         self.net = net
-        self.style_layers = tuple(style_grams)
+        self.scales = tuple(float(s) for s in scales)
+        self.style_layers = tuple(per_scale[0])
         self.content_layers = tuple(content_layers)
         self.weights = weights or LossWeights()
-        self.grams = {k: v.detach() for k, v in style_grams.items()}
-        self.scale = {k: (1.0 / v.square().sum().clamp_min(1e-12).item() if layer_scale else 1.0)
-                      for k, v in self.grams.items()}  # fmt: skip
+        self.grams = [{k: v.detach() for k, v in g.items()} for g in per_scale]
+        self.scale = [{k: (1.0 / v.square().sum().clamp_min(1e-12).item() if layer_scale else 1.0)
+                       for k, v in g.items()} for g in self.grams]  # fmt: skip
+
+    @staticmethod
+    def downscale(x: torch.Tensor, factor: float) -> torch.Tensor:
+        """``x`` resized by ``factor`` (antialiased bilinear; 1 returns ``x``)."""
+        if factor == 1:
+            return x
+        size = (max(1, round(x.shape[-2] * factor)), max(1, round(x.shape[-1] * factor)))
+        return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
     @staticmethod
     @torch.no_grad()
@@ -83,6 +98,13 @@ class PerceptualLoss(nn.Module):
                 out[k] = out.get(k, 0) + m * gram(feats[k])[0]
         return out
 
+    @classmethod
+    def multiscale_targets(cls, net: nn.Module, styles: Sequence[torch.Tensor], scales: Sequence[float],
+                           layers: Sequence[str] = STYLE_LAYERS, mix: Sequence[float] | None = None,
+                           ) -> list[dict[str, torch.Tensor]]:  # fmt: skip
+        """:meth:`style_targets` of the style images downscaled by each of ``scales``."""
+        return [cls.style_targets(net, [cls.downscale(s, f) for s in styles], layers, mix) for f in scales]
+
     def content_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             return {k: v.detach() for k, v in self.net(x, self.content_layers).items()}
@@ -93,8 +115,12 @@ class PerceptualLoss(nn.Module):
         ``tv`` (unweighted parts, mean over the batch)."""
         layers = tuple(dict.fromkeys(self.style_layers + (self.content_layers if content is not None else ())))
         feats = self.net(x, layers)
-        style = sum(self.scale[k] * (gram(feats[k]) - self.grams[k]).square().sum((1, 2)).mean()
-                    for k in self.style_layers) / len(self.style_layers)  # fmt: skip
+        style = x.new_zeros(())
+        for factor, grams, scale in zip(self.scales, self.grams, self.scale, strict=True):
+            f = feats if factor == 1 else self.net(self.downscale(x, factor), self.style_layers)
+            style = style + sum(scale[k] * (gram(f[k]) - grams[k]).square().sum((1, 2)).mean()
+                                for k in self.style_layers) / len(self.style_layers)  # fmt: skip
+        style = style / len(self.scales)
         zero = x.new_zeros(())
         cont = zero
         if content is not None:  # relative squared error, so layers of any scale compare

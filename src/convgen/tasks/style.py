@@ -45,6 +45,8 @@ class StyleTask(Task):
         style: list[str] = field(default_factory=list)  # painting file(s)
         style_mix: list[float] | None = None  # weights of several paintings (default: equal)
         style_size: int = 256  # the painting's longer side when its Grams are taken
+        style_scales: list[float] = field(default_factory=lambda: [1.0])  # multi-scale style loss: output and
+        # painting also compared downscaled by each factor (e.g. [1, 0.5, 0.25] for strokes wider than relu5_1 sees)
         feature_net: str = "auto"  # vgg19-imagenet, random-vgg19, or auto (ImageNet VGG19 when its file is found)
         vgg_weights: str | None = None
         content_weight: float = 1.0
@@ -63,6 +65,8 @@ class StyleTask(Task):
             check(self.style_mix is None or (min(self.style_mix) >= 0 < sum(self.style_mix)), "task.style_mix",
                   "weights must be >= 0 and not all 0")  # fmt: skip
             check(32 <= self.style_size <= 4096, "task.style_size", "must be in 32..4096")
+            check(len(self.style_scales) >= 1 and all(0.05 <= f <= 1 for f in self.style_scales),
+                  "task.style_scales", "give one or more factors in 0.05..1 (1 = full size)")  # fmt: skip
             for k in ("content_weight", "style_weight", "tv_weight"):
                 check(getattr(self, k) >= 0, f"task.{k}", "must be >= 0")
             check(len(self.style_layers) >= 1, "task.style_layers", "give at least one layer")
@@ -90,9 +94,9 @@ class StyleTask(Task):
             raise ConfigError(f"model type {cfg.model.registry_name!r} is not a style network (style-transform)")
         self.features = feature_network(t.feature_net, t.vgg_weights).to(ctx.device)
         styles = [read_style(s, t.style_size).to(ctx.device) for s in t.style]
-        grams = PerceptualLoss.style_targets(self.features, styles, t.style_layers, t.style_mix)
-        self.loss = PerceptualLoss(self.features, grams, t.content_layers,
-                                   LossWeights(t.content_weight, t.style_weight, t.tv_weight))  # fmt: skip
+        grams = PerceptualLoss.multiscale_targets(self.features, styles, t.style_scales, t.style_layers, t.style_mix)
+        weights = LossWeights(t.content_weight, t.style_weight, t.tv_weight)
+        self.loss = PerceptualLoss(self.features, grams, t.content_layers, weights, scales=t.style_scales)
         net = ctx.prepare(net)
         self.models = {"transform": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
@@ -144,5 +148,6 @@ class StyleTask(Task):
                 "style_layers": list(t.style_layers),
                 "content_layers": list(t.content_layers),
                 "style_size": t.style_size,
+                "style_scales": list(t.style_scales),
             },  # fmt: skip
         }
