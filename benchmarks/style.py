@@ -6,11 +6,12 @@ the CIE Lab pixel distributions (mean and covariance) of an image and the painti
 of a vector of luminance statistics: log mean energy of oriented (0, 45, 90, 135 degree) derivative-of-Gaussian
 responses at three scales, and the uniform local-binary-pattern histogram (P = 8, R = 1); **gradient texture** --
 the L1 distance of gradient histograms (log Sobel magnitude, 16 bins, and magnitude-weighted orientation, 8 bins)
-at 1, 1/2 and 1/4 size: a second, independent texture statistic that an artefact at one scale (a fine regular
-pattern) cannot hide from by matching mean energies. ``progress`` = 1 - d(result, painting) / d(photo, painting):
-0 = the photo's statistics, 1 = the painting's. **Structure**: SSIM of the result's and the photo's luminance after
-a Gaussian blur (sigma 2 px), beside the same SSIM between the photo and the painting resized to it (what no
-structure at all scores), and the correlation of their gradient magnitudes (``edge_corr``, sigma 1 px).
+at 1, 1/2 and 1/4 size (and at full size alone, ``gradient_texture_full``): a second, independent texture statistic
+that an artefact at one scale (a fine regular pattern) cannot hide from by matching mean energies.
+``progress`` = 1 - d(result, painting) / d(photo, painting): 0 = the photo's statistics, 1 = the painting's.
+**Structure**: SSIM of the result's and the photo's luminance after a Gaussian blur (sigma 2 px), beside the same
+SSIM between the photo and the painting resized to it (what no structure at all scores), and the correlation of
+their gradient magnitudes (``edge_corr``, sigma 1 px).
 
 Parts: ``features`` (the offline fallback against the alternatives tried, with Gatys' optimisation at a small
 size), ``quality`` (the zoo fast models and Gatys at 512 px on held-out BSDS500 test photos), ``speed`` (seconds
@@ -119,16 +120,21 @@ class Judge:
     def score(self, result: np.ndarray, photo: np.ndarray) -> dict[str, float]:
         d_col, d_tex = frechet(lab_stats(result), self.lab), float(np.linalg.norm(texture_stats(result) - self.tex))
         p_col, p_tex = frechet(lab_stats(photo), self.lab), float(np.linalg.norm(texture_stats(photo) - self.tex))
-        d_grad = float(np.abs(gradient_histograms(result) - self.grad).sum())
-        p_grad = float(np.abs(gradient_histograms(photo) - self.grad).sum())
+        g_res, g_photo = gradient_histograms(result), gradient_histograms(photo)
+        d_grad, p_grad = float(np.abs(g_res - self.grad).sum()), float(np.abs(g_photo - self.grad).sum())
+        full = slice(0, 24)  # the full-size histograms only (16 magnitude + 8 orientation bins)
+        d_full = float(np.abs(g_res[full] - self.grad[full]).sum())
+        p_full = float(np.abs(g_photo[full] - self.grad[full]).sum())
         painting = resize(self.painting, photo.shape[:2])
         return {
             "color_progress": 1 - d_col / p_col,
             "texture_progress": 1 - d_tex / p_tex,
             "gradient_texture_progress": 1 - d_grad / p_grad,
+            "gradient_texture_full_progress": 1 - d_full / p_full,
             "structure_ssim": structure(result, photo),
             "edge_corr": edge_correlation(result, photo),
             "painting_ssim": structure(painting, photo),
+            "painting_edge_corr": edge_correlation(painting, photo),
         }
 
 
@@ -324,12 +330,16 @@ def part_grid(args) -> None:
 
     images = Path(args.images)
     stems = [p.stem for p in photos(2)]
-    fig, axes = plt.subplots(len(STYLES), 7, figsize=(21, 3 * len(STYLES) * 0.75 + 0.6))
-    titles = ["photo", "Gatys (optimisation)", "fast (zoo model)"] * 2
+    with_gatys = all((images / f"{stem}_{style}_gatys.png").is_file() for stem in stems for style in STYLES)
+    kinds = ["", "_gatys", "_fast"] if with_gatys else ["", "_fast"]  # Gatys only where this run made it
+    names = {"": "photo", "_gatys": "Gatys (optimisation)", "_fast": "fast (zoo model)"}
+    fig, axes = plt.subplots(len(STYLES), 1 + 2 * len(kinds),
+                             figsize=(3 * (1 + 2 * len(kinds)), 3 * len(STYLES) * 0.75 + 0.6))  # fmt: skip
+    titles = [names[k] for k in kinds] * 2
     for r, style in enumerate(STYLES):
         tiles = [images / f"painting_{style}.png"]
         for stem in stems:
-            tiles += [images / f"{stem}.png", images / f"{stem}_{style}_gatys.png", images / f"{stem}_{style}_fast.png"]
+            tiles += [images / (f"{stem}.png" if not k else f"{stem}_{style}{k}.png") for k in kinds]
         for c, path in enumerate(tiles):
             ax = axes[r, c]
             ax.imshow(read_image(path, channels=3))
