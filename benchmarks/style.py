@@ -55,11 +55,16 @@ def frechet(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) 
     return float(np.sqrt(max(0.0, ((m1 - m2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))))
 
 
+def luminance(img: np.ndarray) -> np.ndarray:
+    """H x W x 3 in [0, 1] (clipped) -> H x W luma (Rec. 601 weights)."""
+    return np.clip(img, 0, 1) @ np.array([0.299, 0.587, 0.114])
+
+
 def texture_stats(img: np.ndarray) -> np.ndarray:
     from scipy import ndimage
     from skimage.feature import local_binary_pattern
 
-    y = np.clip(img, 0, 1) @ np.array([0.299, 0.587, 0.114])
+    y = luminance(img)
     feats = []
     for sigma in (1.0, 2.0, 4.0):
         gy = ndimage.gaussian_filter(y, sigma, order=(1, 0)) * sigma
@@ -71,19 +76,22 @@ def texture_stats(img: np.ndarray) -> np.ndarray:
     return np.concatenate([np.array(feats), 3 * np.sqrt(hist)])
 
 
-def gradient_histograms(img: np.ndarray, scales=(1, 2, 4), bins: int = 16) -> np.ndarray:
+MAGNITUDE_BINS, ORIENTATION_BINS = 16, 8
+
+
+def gradient_histograms(img: np.ndarray, scales=(1, 2, 4)) -> np.ndarray:
     """Per scale (1, 1/2, 1/4 size): the histogram of log10 Sobel gradient magnitude of the luminance (16 bins over
     1e-3 .. 1) and the magnitude-weighted histogram of gradient orientation (8 bins), each normalised to sum 1."""
     from scipy import ndimage
 
-    y = np.clip(img, 0, 1) @ np.array([0.299, 0.587, 0.114])
+    y = luminance(img)
     feats = []
     for s in scales:
         z = y if s == 1 else ndimage.zoom(ndimage.gaussian_filter(y, 0.5 * s), 1 / s, order=1)
         gx, gy = ndimage.sobel(z, 1) / 8, ndimage.sobel(z, 0) / 8
         mag = np.hypot(gx, gy)
-        h, _ = np.histogram(np.log10(mag + 1e-3), bins=bins, range=(-3, 0))
-        o, _ = np.histogram(np.mod(np.arctan2(gy, gx), np.pi), bins=8, range=(0, np.pi), weights=mag)
+        h, _ = np.histogram(np.log10(mag + 1e-3), bins=MAGNITUDE_BINS, range=(-3, 0))
+        o, _ = np.histogram(np.mod(np.arctan2(gy, gx), np.pi), bins=ORIENTATION_BINS, range=(0, np.pi), weights=mag)
         feats += [h / h.sum(), o / (o.sum() + 1e-12)]
     return np.concatenate(feats)
 
@@ -93,7 +101,7 @@ def edge_correlation(result: np.ndarray, photo: np.ndarray, sigma: float = 1.0) 
     from scipy import ndimage
 
     def edges(a):
-        y = np.clip(a, 0, 1) @ np.array([0.299, 0.587, 0.114])
+        y = luminance(a)
         return np.hypot(ndimage.gaussian_filter(y, sigma, order=(0, 1)),
                         ndimage.gaussian_filter(y, sigma, order=(1, 0))).ravel()  # fmt: skip
 
@@ -105,7 +113,7 @@ def structure(result: np.ndarray, photo: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
     def lum(a):
-        return ndimage.gaussian_filter(np.clip(a, 0, 1) @ np.array([0.299, 0.587, 0.114]), 2.0)
+        return ndimage.gaussian_filter(luminance(a), 2.0)
 
     return float(structural_similarity(lum(result), lum(photo), data_range=1.0))
 
@@ -122,7 +130,7 @@ class Judge:
         p_col, p_tex = frechet(lab_stats(photo), self.lab), float(np.linalg.norm(texture_stats(photo) - self.tex))
         g_res, g_photo = gradient_histograms(result), gradient_histograms(photo)
         d_grad, p_grad = float(np.abs(g_res - self.grad).sum()), float(np.abs(g_photo - self.grad).sum())
-        full = slice(0, 24)  # the full-size histograms only (16 magnitude + 8 orientation bins)
+        full = slice(0, MAGNITUDE_BINS + ORIENTATION_BINS)  # the full-size histograms come first
         d_full = float(np.abs(g_res[full] - self.grad[full]).sum())
         p_full = float(np.abs(g_photo[full] - self.grad[full]).sum())
         painting = resize(self.painting, photo.shape[:2])

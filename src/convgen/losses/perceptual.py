@@ -74,7 +74,7 @@ class PerceptualLoss(nn.Module):
         self.content_layers = tuple(content_layers)
         self.weights = weights or LossWeights()
         self.grams = [{k: v.detach() for k, v in g.items()} for g in per_scale]
-        self.scale = [{k: (1.0 / v.square().sum().clamp_min(1e-12).item() if layer_scale else 1.0)
+        self.layer_weights = [{k: (1.0 / v.square().sum().clamp_min(1e-12).item() if layer_scale else 1.0)
                        for k, v in g.items()} for g in self.grams]  # fmt: skip
 
     @staticmethod
@@ -116,9 +116,9 @@ class PerceptualLoss(nn.Module):
         layers = tuple(dict.fromkeys(self.style_layers + (self.content_layers if content is not None else ())))
         feats = self.net(x, layers)
         style = x.new_zeros(())
-        for factor, grams, scale in zip(self.scales, self.grams, self.scale, strict=True):
+        for factor, grams, weight in zip(self.scales, self.grams, self.layer_weights, strict=True):
             f = feats if factor == 1 else self.net(self.downscale(x, factor), self.style_layers)
-            style = style + sum(scale[k] * (gram(f[k]) - grams[k]).square().sum((1, 2)).mean()
+            style = style + sum(weight[k] * (gram(f[k]) - grams[k]).square().sum((1, 2)).mean()
                                 for k in self.style_layers) / len(self.style_layers)  # fmt: skip
         style = style / len(self.scales)
         zero = x.new_zeros(())
