@@ -20,7 +20,14 @@ import convgen
 from convgen.config import build_config
 from convgen.engine.trainer import Trainer
 from convgen.errors import ConfigError, ConvgenError
-from convgen.losses.perceptual import LossWeights, PerceptualLoss, gram, total_variation
+from convgen.losses.perceptual import (
+    LossWeights,
+    PerceptualLoss,
+    gradient_field,
+    gram,
+    sliced_wasserstein,
+    total_variation,
+)
 from convgen.models.backbones import vgg
 from convgen.models.style import TransformNet
 from convgen.pipelines.style import (
@@ -221,6 +228,68 @@ def test_multiscale_style_loss_compares_each_scale_with_the_downscaled_painting(
         PerceptualLoss(features, targets, scales=(1.0,))
 
 
+def test_sliced_wasserstein_matches_distributions_not_only_second_moments(features):
+    torch.manual_seed(0)
+    f = torch.randn(2, 1, 16, 16)  # one channel: every direction is +-1, so the loss is the 1-D W2^2 exactly
+    assert sliced_wasserstein(f, f[0].flatten(1).T).item() == pytest.approx(
+        (f[0].flatten().sort().values - f[1].flatten().sort().values).square().mean().item() / 2, rel=1e-5
+    )
+    assert sliced_wasserstein(f[:1] + 0.5, f[0].flatten(1).T).item() == pytest.approx(0.25, rel=1e-5)  # a shift
+    # a two-valued (+-1) target has a Gaussian's second moment: equal Grams, different distributions
+    two = torch.where(torch.rand(4096, 1) < 0.5, -1.0, 1.0)
+    g = torch.randn(1, 1, 64, 64)
+    g = g / g.square().mean().sqrt()
+    assert (gram(g)[0, 0, 0] - two.square().mean()).abs().item() < 1e-5
+    assert sliced_wasserstein(g, two).item() > 0.1
+    # a target of another sample count is compared at the image's quantiles (the painting's sample of itself: ~0)
+    x = torch.rand(1, 3, 24, 24)
+    assert sliced_wasserstein(x, x[0].flatten(1).T[torch.randperm(576)[:200]]).item() < 2e-3
+    # the loss over the feature network: the painting matches itself, another picture does not, gradients flow
+    art, other = to_tensor(painting(side=64)), to_tensor(painting("the_scream.jpg", 64))
+    layers = ("relu1_1", "relu2_1")
+    targets = PerceptualLoss.multiscale_targets(features, [art], (1.0, 0.5), layers, statistic="sliced")
+    n = art.shape[-2] * art.shape[-1]  # every position of the small painting (fewer than the sample cap)
+    assert targets[0]["relu1_1"].shape == (n, 64) and targets[1]["relu2_1"].shape == (n // 16, 128)
+    loss = PerceptualLoss(features, targets, weights=LossWeights(content=0.0), scales=(1.0, 0.5), statistic="sliced")
+    assert loss(art, None)["style"].item() < 1e-6
+    y = other.clone().requires_grad_(True)
+    parts = loss(y, None)
+    parts["total"].backward()
+    assert parts["style"].item() > 0.05 and y.grad.abs().sum() > 0
+    mixed = PerceptualLoss.style_targets(features, [art, other], layers, mix=[3, 1], statistic="sliced")
+    m = other.shape[-2] * other.shape[-1]  # the samples in the weights' proportion, none drawn twice
+    assert mixed["relu1_1"].shape == (round(0.75 * min(n / 0.75, m / 0.25)) + round(0.25 * min(n / 0.75, m / 0.25)), 64)
+    with pytest.raises(ValueError, match="style statistic"):
+        PerceptualLoss.style_targets(features, [art], layers, statistic="hist")
+
+
+def test_gradient_term_matches_the_paintings_derivative_distribution(features):
+    ramp = torch.linspace(0, 0.5, 41).expand(1, 3, 20, 41).contiguous()  # d/dx = 0.0125 per pixel, d/dy = 0
+    g = gradient_field(ramp)
+    assert g.shape == (1, 8, 18 * 39)
+    slope = torch.asinh(torch.tensor(0.0125 / 0.01))
+    assert torch.allclose(g[0, 0], slope.expand(18 * 39), atol=1e-4)  # along x: the slope, compressed
+    assert g[0, 4].abs().max() < 1e-4  # along y (pi/2): nothing
+    assert torch.allclose(g[0, 2], torch.asinh(torch.tensor(0.0125 * 2**-0.5 / 0.01)).expand(18 * 39), atol=1e-4)
+    art, other = to_tensor(painting(side=64)), to_tensor(painting("the_scream.jpg", 64))
+    layers, scales = ("relu1_1",), (1.0, 0.5)
+    targets = PerceptualLoss.multiscale_targets(features, [art], scales, layers)
+    grads = PerceptualLoss.gradient_targets([art], scales)
+    assert [t.shape[0] for t in grads] == [8, 8]
+    loss = PerceptualLoss(features, targets, weights=LossWeights(content=0.0, style=0.0, gradient=1.0),
+                          scales=scales, gradients=grads)  # fmt: skip
+    assert loss(art, None)["gradient"].item() < 1e-6  # the painting matches itself
+    flat = torch.full_like(other, 0.5).requires_grad_(True)
+    parts = loss(flat, None)
+    parts["total"].backward()
+    assert parts["gradient"].item() > 0.5 and flat.grad.abs().sum() > 0  # no strokes at all: far, and it pushes
+    assert loss(other, None)["gradient"].item() > 1e-3
+    off = PerceptualLoss(features, targets, weights=LossWeights(content=0.0), scales=scales)
+    assert off(other, None)["gradient"].item() == 0.0  # no weight: not computed
+    with pytest.raises(ValueError, match="one gradient target per scale"):
+        PerceptualLoss(features, targets, scales=scales, gradients=grads[:1])
+
+
 # -- the optimisation ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_gatys_lowers_style_and_content_losses(features, optimizer):
@@ -361,6 +430,41 @@ def test_resume_continues_exactly(tmp_path, style_run):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_sliced_style_training_resumes_exactly(tmp_path):
+    """The sliced loss draws fresh random directions every step: resuming restores that generator too."""
+    from safetensors.torch import load_file
+
+    over = {"task__style_statistic": "sliced", "task__style_weight": 3.0, "train__max_steps": 20,
+            "train__eval_every": 10, "train__ckpt_every": 10}  # fmt: skip
+    Trainer(build_config(style_config(**over)), tmp_path / "whole").fit()
+    Trainer(build_config(style_config(**{**over, "train__max_steps": 10})), tmp_path / "part").fit()
+    Trainer(build_config(style_config(**over)), tmp_path / "part", resume="latest").fit()
+    a = load_file(tmp_path / "whole" / "checkpoints" / "step_00000020" / "transform.safetensors")
+    b = load_file(tmp_path / "part" / "checkpoints" / "step_00000020" / "transform.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((tmp_path / "whole" / "model" / "meta.json").read_text())
+    assert meta["loss"]["style_statistic"] == "sliced"
+
+
+def test_a_later_stage_starts_from_a_saved_style_model(tmp_path, style_model):
+    from safetensors.torch import load_file
+
+    over = {"task__init_from": str(style_model), "task__gradient_weight": 5.0, "train__max_steps": 1,
+            "train__lr": 1e-12, "train__eval_every": 1, "train__ckpt_every": 1}  # fmt: skip
+    Trainer(build_config(style_config(**over)), tmp_path / "stage2").fit()
+    a, b = (
+        load_file(style_model / "transform.safetensors"),
+        load_file(tmp_path / "stage2" / "model" / "transform.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    meta = json.loads((tmp_path / "stage2" / "model" / "meta.json").read_text())
+    assert meta["loss"]["gradient_weight"] == 5.0
+    rows = [json.loads(line) for line in (tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("train/gradient", 0) > 0 for r in rows)
+    with pytest.raises(ConvgenError, match="not a saved model directory"):
+        Trainer(build_config(style_config(task__init_from=str(tmp_path))), tmp_path / "r3").fit()
+
+
 def test_bad_style_configs_are_errors(tmp_path):
     with pytest.raises(ConfigError, match="task.style"):
         Trainer(build_config(style_config(task__style=[str(tmp_path / "none.jpg")])), tmp_path / "r").fit()
@@ -371,6 +475,10 @@ def test_bad_style_configs_are_errors(tmp_path):
     for bad in ([], [1.0, 2.0], [0.0]):
         with pytest.raises(ConfigError, match="task.style_scales"):
             build_config(style_config(task__style_scales=bad))
+    with pytest.raises(ConfigError, match="task.style_statistic"):
+        build_config(style_config(task__style_statistic="histogram"))
+    with pytest.raises(ConfigError, match="task.gradient_weight"):
+        build_config(style_config(task__gradient_weight=-1))
 
 
 # -- pipeline and CLI -----------------------------------------------------------------------------------------------

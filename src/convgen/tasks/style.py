@@ -18,9 +18,9 @@ import torch
 
 from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
-from convgen.engine.task import Task
+from convgen.engine.task import Task, init_weights
 from convgen.errors import ConfigError
-from convgen.losses.perceptual import STYLE_LAYERS, LossWeights, PerceptualLoss
+from convgen.losses.perceptual import STATISTICS, STYLE_LAYERS, LossWeights, PerceptualLoss
 from convgen.models import build_model
 from convgen.registry import TASKS
 from convgen.schema import check
@@ -47,11 +47,15 @@ class StyleTask(Task):
         style_size: int = 256  # the painting's longer side when its Grams are taken
         style_scales: list[float] = field(default_factory=lambda: [1.0])  # multi-scale style loss: output and
         # painting also compared downscaled by each factor (e.g. [1, 0.5, 0.25] for strokes wider than relu5_1 sees)
+        style_statistic: str = "gram"  # gram (Gatys et al.) or sliced (sliced Wasserstein, Heitz et al. 2021)
         feature_net: str = "auto"  # vgg19-imagenet, random-vgg19, or auto (ImageNet VGG19 when its file is found)
         vgg_weights: str | None = None
         content_weight: float = 1.0
         style_weight: float = 30.0  # the zoo presets' (a heavier style loses the photo's structure)
         tv_weight: float = 20.0
+        gradient_weight: float = 0.0  # > 0: also match the distribution of the painting's luminance derivatives
+        # (8 orientations, asinh-compressed, at every style scale): its share of flat areas and of strong strokes
+        init_from: str | None = None  # a saved style model (zoo name or path) to start from (a later stage)
         style_layers: list[str] = field(default_factory=lambda: list(STYLE_LAYERS))
         content_layers: list[str] = field(default_factory=lambda: list(FAST_CONTENT_LAYERS))
         eval_batch_size: int = 4
@@ -67,7 +71,8 @@ class StyleTask(Task):
             check(32 <= self.style_size <= 4096, "task.style_size", "must be in 32..4096")
             check(len(self.style_scales) >= 1 and all(0.05 <= f <= 1 for f in self.style_scales),
                   "task.style_scales", "give one or more factors in 0.05..1 (1 = full size)")  # fmt: skip
-            for k in ("content_weight", "style_weight", "tv_weight"):
+            check(self.style_statistic in STATISTICS, "task.style_statistic", f"use one of {', '.join(STATISTICS)}")
+            for k in ("content_weight", "style_weight", "tv_weight", "gradient_weight"):
                 check(getattr(self, k) >= 0, f"task.{k}", "must be >= 0")
             check(len(self.style_layers) >= 1, "task.style_layers", "give at least one layer")
             check(self.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1")
@@ -94,9 +99,14 @@ class StyleTask(Task):
             raise ConfigError(f"model type {cfg.model.registry_name!r} is not a style network (style-transform)")
         self.features = feature_network(t.feature_net, t.vgg_weights).to(ctx.device)
         styles = [read_style(s, t.style_size).to(ctx.device) for s in t.style]
-        grams = PerceptualLoss.multiscale_targets(self.features, styles, t.style_scales, t.style_layers, t.style_mix)
-        weights = LossWeights(t.content_weight, t.style_weight, t.tv_weight)
-        self.loss = PerceptualLoss(self.features, grams, t.content_layers, weights, scales=t.style_scales)
+        targets = PerceptualLoss.multiscale_targets(self.features, styles, t.style_scales, t.style_layers, t.style_mix,
+                                                    t.style_statistic)  # fmt: skip
+        weights = LossWeights(t.content_weight, t.style_weight, t.tv_weight, t.gradient_weight)
+        gradients = PerceptualLoss.gradient_targets(styles, t.style_scales, t.style_mix) if t.gradient_weight else None
+        self.loss = PerceptualLoss(self.features, targets, t.content_layers, weights, scales=t.style_scales,
+                                   statistic=t.style_statistic, gradients=gradients)  # fmt: skip
+        if t.init_from:
+            net.load_state_dict(init_weights(t.init_from, "transform", "style model"))
         net = ctx.prepare(net)
         self.models = {"transform": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
@@ -149,5 +159,7 @@ class StyleTask(Task):
                 "content_layers": list(t.content_layers),
                 "style_size": t.style_size,
                 "style_scales": list(t.style_scales),
+                "style_statistic": t.style_statistic,
+                "gradient_weight": t.gradient_weight,
             },  # fmt: skip
         }
