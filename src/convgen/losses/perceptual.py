@@ -60,6 +60,16 @@ def sorted_distance(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (x - t[None]).square().mean()
 
 
+def check_statistic(statistic: str) -> None:
+    if statistic not in STATISTICS:
+        raise ValueError(f"style statistic {statistic!r}: use one of {', '.join(STATISTICS)}")
+
+
+def normalised_mix(mix: Sequence[float] | None, n: int) -> list[float]:
+    """The weights of ``n`` paintings summing to 1 (None: equal)."""
+    return [1.0 / n] * n if mix is None else [m / sum(mix) for m in mix]
+
+
 def mixed_sample(samples: Sequence[torch.Tensor], mix: Sequence[float], cap: int = SLICED_SAMPLES) -> torch.Tensor:
     """Rows drawn (a fixed random choice, none twice) from each N_i x C matrix in proportion to ``mix`` (summing to
     1), at most ``cap`` in all and none beyond a matrix's own rows."""
@@ -130,8 +140,7 @@ class PerceptualLoss(nn.Module):
         per_scale = [style_grams] if isinstance(style_grams, dict) else list(style_grams)
         if len(per_scale) != len(scales) or not all(0 < s <= 1 for s in scales):
             raise ValueError("give one set of style Grams per scale, each scale in (0, 1]")
-        if statistic not in STATISTICS:
-            raise ValueError(f"style statistic {statistic!r}: use one of {', '.join(STATISTICS)}")
+        check_statistic(statistic)
         self.statistic = statistic
         self.net = net
         self.scales = tuple(float(s) for s in scales)
@@ -146,6 +155,9 @@ class PerceptualLoss(nn.Module):
         if gradients is not None and len(gradients) != len(scales):
             raise ValueError("give one gradient target per scale")
         self.gradients = None if gradients is None else [g.detach() for g in gradients]
+        # each scale's gradient term relative to the painting's spread there (its derivatives' mean variance)
+        self.gradient_weights = [] if gradients is None else [
+            1.0 / g.var(1).mean().clamp_min(1e-12).item() for g in self.gradients]  # fmt: skip
 
     @staticmethod
     def downscale(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -163,9 +175,8 @@ class PerceptualLoss(nn.Module):
         """Per-layer targets of one or more style images (each 1 x 3 x H x W), mixed by ``mix``: C x C Grams, or
         for ``statistic="sliced"`` N x C feature vectors (at most :data:`SLICED_SAMPLES`, a fixed random sample,
         each painting's share in proportion to its weight)."""
-        if statistic not in STATISTICS:
-            raise ValueError(f"style statistic {statistic!r}: use one of {', '.join(STATISTICS)}")
-        mix = [1.0 / len(styles)] * len(styles) if mix is None else [m / sum(mix) for m in mix]
+        check_statistic(statistic)
+        mix = normalised_mix(mix, len(styles))
         feats = [net(s, tuple(layers)) for s in styles]
         if statistic == "gram":
             return {k: sum(m * gram(f[k])[0] for f, m in zip(feats, mix, strict=True)) for k in layers}
@@ -185,7 +196,7 @@ class PerceptualLoss(nn.Module):
                          mix: Sequence[float] | None = None) -> list[torch.Tensor]:  # fmt: skip
         """Per scale, the paintings' compressed directional derivatives (:func:`gradient_field`) as 8 x N samples
         (mixed by ``mix`` as the sliced targets are): what the ``gradient`` term matches the output's against."""
-        mix = [1.0 / len(styles)] * len(styles) if mix is None else [m / sum(mix) for m in mix]
+        mix = normalised_mix(mix, len(styles))
         return [mixed_sample([gradient_field(cls.downscale(s, f))[0].T for s in styles], mix).T.contiguous()
                 for f in scales]  # fmt: skip
 
@@ -211,9 +222,8 @@ class PerceptualLoss(nn.Module):
             f = feats if factor == 1 else self.net(xs, self.style_layers)
             style = style + sum(weight[k] * self.style_distance(f[k], grams[k])
                                 for k in self.style_layers) / len(self.style_layers)  # fmt: skip
-            if self.gradients is not None and self.weights.gradient:  # relative to the painting's spread
-                t = self.gradients[i]
-                grad = grad + sorted_distance(gradient_field(xs), t) / t.var(1).mean().clamp_min(1e-12)
+            if self.gradients is not None and self.weights.gradient:
+                grad = grad + self.gradient_weights[i] * sorted_distance(gradient_field(xs), self.gradients[i])
         grad = grad / len(self.scales)
         style = style / len(self.scales)
         zero = x.new_zeros(())
