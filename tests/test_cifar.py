@@ -1,6 +1,7 @@
 """Natural colour images (issue 36): the fast whitened classifier, its optimiser groups, schedule and augmentation."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from convgen.config import TrainConfig, build_config
 from convgen.data.formats import read_image_folder
 from convgen.data.transforms import AugmentConfig
 from convgen.engine.optim import make_optimizer, make_scheduler
+from convgen.errors import ConfigError
 from convgen.io.images import write_image
 from convgen.models.classifier import WhitenedConvNet
 from convgen.tasks.classification import ClassificationTask
@@ -89,13 +91,13 @@ def test_reflect_crop_adds_no_black_border():
     assert (zero == 0).any()
 
 
-def _colour_folder(root, per_class: int = 40):
+def _colour_folder(root, per_class: int = 40, size: int = 32):
     """Three classes written in reverse order: red-ish, green-ish and blue-ish noisy squares."""
     rng = np.random.default_rng(0)
     for c, name in reversed(list(enumerate(["cherry", "moss", "sky"]))):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
-            img = rng.uniform(0, 0.45, (32, 32, 3))
+            img = rng.uniform(0, 0.45, (size, size, 3))
             img[..., c] += 0.5
             write_image(root / name / f"{i:03d}.png", img.astype(np.float32))
 
@@ -228,3 +230,137 @@ def test_lookahead_and_stem_bias_freeze_resume_exactly_and_hand_over_the_slow_we
         a = load_file(str(steps[-1] / f"{name}.safetensors"))
         b = load_file(str(tmp_path / "cut" / "checkpoints" / steps[-1].name / f"{name}.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# -- the colour VAE: a coupled mixture of discretized logistics and a spatial latent ------------------------------
+def test_logistic_mixture_is_a_probability_and_reduces_to_one_logistic():
+    from itertools import product
+
+    from convgen.losses.likelihood import discretized_logistic_nll, discretized_mixture_nll, mixture_params
+
+    assert mixture_params(3) == 10 and mixture_params(1) == 3
+    # on a grid of 4 values per channel the 64 colours of one pixel take probability 1 between them, couplings
+    # and several components included
+    torch.manual_seed(0)
+    params = torch.randn(1, 2 * 10, 1, 1)
+    colours = torch.tensor(list(product(range(4), repeat=3)), dtype=torch.float32).view(64, 3, 1, 1) / 3
+    p = torch.exp(-discretized_mixture_nll(params.expand(64, -1, -1, -1), colours, bins=4))
+    assert p.sum().item() == pytest.approx(1.0, abs=1e-5)
+    # one component without coupling is the single discretized logistic (its mean as a logit on [0, 1], its
+    # scale half as large as on the [-1, 1] scale)
+    x = (torch.rand(2, 3, 5, 5) * 255).round() / 255  # (means near the values: no bin's probability underflows)
+    logit = torch.logit((x + 0.05 * torch.randn(2, 3, 5, 5)).clamp(0.01, 0.99))
+    log_scale = torch.rand(2, 3, 5, 5) * 2 - 4
+    no_coupling = torch.zeros(2, 3, 5, 5)  # tanh(0) = 0
+    mix = torch.cat([torch.zeros(2, 1, 5, 5), 2 * torch.sigmoid(logit) - 1, log_scale + math.log(2), no_coupling], 1)
+    torch.testing.assert_close(
+        discretized_mixture_nll(mix, x),
+        discretized_logistic_nll(torch.cat([logit, log_scale], 1), x),
+        rtol=1e-4,
+        atol=1e-3,
+    )
+
+
+def test_logistic_mixture_mean_follows_the_coupling():
+    from convgen.losses.likelihood import DiscretizedLogisticMixture
+
+    # one component, sharp scales: red at mean 0.2 (on [-1, 1]), green = 0.1 + 0.5 * red, blue = 0 - 0.5 * red + 0
+    params = torch.tensor([0.0, 0.2, 0.1, 0.0, -6, -6, -6, math.atanh(0.5), math.atanh(-0.5), 0.0]).view(1, 10, 1, 1)
+    mean = DiscretizedLogisticMixture.mean(params, 3).view(3)
+    torch.testing.assert_close(mean, (torch.tensor([0.2, 0.2, -0.1]) + 1) / 2)
+    # two equally weighted components average
+    two = torch.cat([params[:, :1], params[:, :1], params[:, 1:4], -params[:, 1:4], params[:, 4:7], params[:, 4:7],
+                     torch.zeros(1, 6, 1, 1)], 1)  # fmt: skip
+    torch.testing.assert_close(DiscretizedLogisticMixture.mean(two, 3).view(3), torch.full((3,), 0.5))
+
+
+def test_resnet_vae_spatial_latent_bounds_and_errors():
+    from convgen.losses.likelihood import iwae_nll, log_weights
+    from convgen.models.autoencoders import ResNetVAE
+
+    torch.manual_seed(0)
+    net = ResNetVAE(ResNetVAE.Config(image_size=16, width=8, downsamplings=2, blocks=1, latent_channels=4,
+                                     mixtures=3))  # fmt: skip
+    assert net.latent_dim == 4 * 4 * 4
+    x = (torch.rand(5, 3, 16, 16) * 255).round() / 255
+    mu, logvar = net.encode(x)
+    assert mu.shape == logvar.shape == (5, 64)
+    params = net.decode(mu)
+    assert params.shape == (5, 30, 16, 16)
+    mean = net.mean_image(params)
+    assert mean.shape == x.shape and mean.min() >= 0 and mean.max() <= 1
+    with torch.no_grad():
+        log_w, _ = log_weights(net, x, None, 16, torch.Generator().manual_seed(0))
+    assert log_w.shape == (16, 5)
+    assert bool((iwae_nll(log_w) <= -log_w.double().mean(0) + 1e-6).all())  # the IWAE bound is below the ELBO
+    for key, value, match in (
+        ("downsamplings", 5, "1..4"),
+        ("image_size", 18, "multiple of 4"),
+        ("num_classes", 10, "unconditional"),
+        ("likelihood", "gauss", "unknown likelihood"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            build_config(_resnet_vae_config(tmp_path=Path("."), **{key: value}))
+
+
+def _resnet_vae_config(tmp_path: Path, **model) -> dict:
+    return {
+        "name": "tiny-colour-vae",
+        "seed": 0,
+        "task": {"type": "vae", "eval_samples": 20, "eval_batch_size": 20, "fd_extractor": "none"},
+        "model": {"type": "resnet-vae", "image_size": 16, "width": 8, "blocks": 1, "latent_channels": 4,
+                  "mixtures": 2, **model},
+        "data": {"type": "image-folder", "root": str(tmp_path / "data"), "val_count": 20},
+        "train": {"epochs": 100, "max_steps": 40, "batch_size": 20, "lr": 0.003, "log_every": 10, "eval_every": 20,
+                  "ckpt_every": 20, "progress": False},
+    }  # fmt: skip
+
+
+def test_colour_vae_trains_to_fewer_bits_per_dim_and_reports_the_bound(tmp_path):
+    _colour_folder(tmp_path / "data", per_class=20, size=16)
+    run = tmp_path / "run"
+    result = convgen.train(build_config(_resnet_vae_config(tmp_path)), run)
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if "val/bpd" in r]
+    assert len(rows) == 2 and rows[-1]["val/bpd"] < rows[0]["val/bpd"] < 8.5
+    assert result.final_metrics["val/bpd"] == pytest.approx(rows[-1]["val/bpd"])
+    r = cli("eval", "likelihood", str(run / "model"), "--input", str(tmp_path / "data" / "sky"), "--binarize", "none",
+            "--samples", "8", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["n"] == 20 and report["k"] == 8
+    assert 0 < report["bits_per_dim"] <= report["bits_per_dim_elbo"] < 8.5  # the IWAE bound: below the ELBO
+    # a later chunk from the saved model (task.init_from) starts where the first one ended
+    later = _resnet_vae_config(tmp_path)
+    later["task"]["init_from"] = str(run / "model")
+    later["train"].update(max_steps=20, lr=0.0003)
+    again = convgen.train(build_config(later), tmp_path / "later")
+    assert again.final_metrics["val/bpd"] < rows[0]["val/bpd"]
+    later["model"]["width"] = 16
+    with pytest.raises(ConfigError, match="do not fit"):
+        convgen.train(build_config(later), tmp_path / "misfit")
+
+
+def test_causal_head_sees_only_earlier_pixels_and_generates_its_own_fixed_point():
+    from convgen.losses.likelihood import DiscretizedLogisticMixture
+    from convgen.models.autoencoders import ResNetVAE
+
+    torch.manual_seed(0)
+    net = ResNetVAE(ResNetVAE.Config(image_size=8, width=8, downsamplings=1, blocks=1, latent_channels=2,
+                                     mixtures=2, autoregressive_kernel=5)).eval()  # fmt: skip
+    with torch.no_grad():
+        for p in net.causal.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # (not the zero-ish start: every weight matters)
+        features = net.decode(torch.randn(2, net.latent_dim))
+        x = torch.rand(2, 3, 8, 8)
+        base = net.causal(features, x)
+        y = x.clone()
+        y[:, :, 4, 5] = 1 - y[:, :, 4, 5]  # change one pixel: only the pixels after it in raster order may move
+        moved = (net.causal(features, y) - base).abs().amax((0, 1)) > 1e-6
+        order = torch.arange(64).view(8, 8)
+        assert not moved[order <= 4 * 8 + 5].any() and moved[5, 5] and moved[4, 6]
+        # generating pixel by pixel, each at its conditional mean, gives an image that is its own teacher-forced
+        # mean: the one-pass likelihood and the row-by-row generation use the same conditionals
+        mean = net.mean_image(features)
+        assert mean.shape == (2, 3, 8, 8) and mean.min() >= 0 and mean.max() <= 1
+        torch.testing.assert_close(DiscretizedLogisticMixture.mean(net.causal(features, mean), 3), mean)
+        assert torch.isfinite(net.nll(features, (x * 255).round() / 255)).all()

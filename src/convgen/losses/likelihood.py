@@ -4,6 +4,9 @@
 * ``logistic``: 8-bit images through a discretized logistic (PixelCNN++ / Kingma et al. 2016): the probability
   of the 1/255-wide bin of each pixel value under a logistic of the decoder's mean and log-scale, with the edge
   bins taking the tails, so the likelihood is a true probability of the 8-bit image.
+* ``logistic-mixture``: PixelCNN++'s output distribution (Salimans et al. 2017) without its autoregression over
+  pixels: per pixel a mixture of discretized logistics whose colour channels are coupled linearly within the pixel
+  (the green mean moves with the red value, the blue with both), so one pixel's three values are not independent.
 
 Bits per dimension are nats / (D ln 2) for D pixel values (:func:`bits_per_dim`).
 """
@@ -29,6 +32,16 @@ class Likelihood(Loss):
     def __call__(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @classmethod
+    def out_channels(cls, channels: int, components: int = 1) -> int:
+        """Decoder output maps for an image of ``channels`` channels (``components``: of a mixture)."""
+        return channels * cls.params_per_channel
+
+    @staticmethod
+    def mean(params: torch.Tensor, channels: int) -> torch.Tensor:
+        """The distribution's mean image in [0, 1] (the first ``channels`` maps are its logits)."""
+        return torch.sigmoid(params[:, :channels].float())
+
 
 @LOSSES.register("bernoulli")
 class Bernoulli(Likelihood):
@@ -46,6 +59,34 @@ class DiscretizedLogistic(Likelihood):
 
     def __call__(self, params, x):
         return discretized_logistic_nll(params, x)
+
+
+@LOSSES.register("logistic-mixture")
+class DiscretizedLogisticMixture(Likelihood):
+    """8-bit values; per pixel a mixture of discretized logistics with linearly coupled colour channels (the
+    decoder gives, per component, a mixture logit, C means, C log-scales and C(C-1)/2 coupling coefficients)."""
+
+    def __call__(self, params, x):
+        return discretized_mixture_nll(params, x)
+
+    @classmethod
+    def out_channels(cls, channels: int, components: int = 1) -> int:
+        return components * mixture_params(channels)
+
+    @staticmethod
+    def mean(params: torch.Tensor, channels: int) -> torch.Tensor:
+        logit_pi, means, _, coeffs = split_mixture(params, channels)
+        e = []  # each component's mean per channel, the coupled channels at the earlier channels' means
+        k = 0
+        for c in range(channels):
+            m = means[:, :, c]
+            for j in range(c):
+                m = m + coeffs[:, :, k] * e[j]
+                k += 1
+            e.append(m.clamp(-1, 1))
+        per_comp = torch.stack(e, 2)  # B x n x C x H x W, on the [-1, 1] scale
+        w = torch.softmax(logit_pi, 1)[:, :, None]
+        return ((w * per_comp).sum(1) + 1) / 2
 
 
 def likelihood_names() -> list[str]:
@@ -71,6 +112,57 @@ def discretized_logistic_nll(params: torch.Tensor, x: torch.Tensor, bins: int = 
     upper = torch.where(x > 1 - half, torch.ones_like(upper), upper)  # the last bin takes the upper tail
     lower = torch.where(x < half, torch.zeros_like(lower), lower)  # the first bin takes the lower tail
     return -torch.log((upper - lower).clamp(min=1e-12)).flatten(1).sum(1)
+
+
+def mixture_params(channels: int) -> int:
+    """Decoder maps per mixture component: a logit, a mean and a log-scale per channel, and the coupling
+    coefficients of each channel on the earlier ones."""
+    return 1 + 2 * channels + channels * (channels - 1) // 2
+
+
+def split_mixture(params: torch.Tensor, channels: int):
+    """(logits B x n x H x W, means and log-scales B x n x C x H x W on the [-1, 1] scale, coupling coefficients
+    B x n x C(C-1)/2 x H x W in (-1, 1)) from B x n*(1 + 2C + C(C-1)/2) x H x W decoder maps."""
+    b, p, h, w = params.shape
+    n = p // mixture_params(channels)
+    if n * mixture_params(channels) != p:
+        raise ValueError(f"{p} decoder maps are not a mixture over {channels} channels")
+    params = params.float()
+    nc, nk = n * channels, n * (channels * (channels - 1) // 2)
+    logit_pi = params[:, :n]
+    means = params[:, n : n + nc].view(b, n, channels, h, w)
+    log_scales = params[:, n + nc : n + 2 * nc].view(b, n, channels, h, w).clamp(min=-7.0)
+    coeffs = torch.tanh(params[:, n + 2 * nc : n + 2 * nc + nk]).view(b, n, -1, h, w)
+    return logit_pi, means, log_scales, coeffs
+
+
+def discretized_mixture_nll(params: torch.Tensor, x: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """-log P(x) per sample for ``x`` in [0, 1] on a grid of ``bins`` values under the coupled mixture of
+    discretized logistics (PixelCNN++'s ``discretized_mix_logistic_loss``, on the [-1, 1] scale)."""
+    c = x.shape[1]
+    logit_pi, means, log_scales, coeffs = split_mixture(params, c)
+    xs = (x.float() * 2 - 1)[:, None]  # B x 1 x C x H x W
+    coupled, k = [], 0
+    for ch in range(c):
+        m = means[:, :, ch]
+        for j in range(ch):
+            m = m + coeffs[:, :, k] * xs[:, :, j]
+            k += 1
+        coupled.append(m)
+    centered = xs - torch.stack(coupled, 2)
+    inv = torch.exp(-log_scales)
+    half = 1.0 / (bins - 1)  # half a bin on the [-1, 1] scale
+    plus_in, min_in = inv * (centered + half), inv * (centered - half)
+    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    log_cdf_plus = plus_in - F.softplus(plus_in)  # the first bin: the lower tail
+    log_one_minus_cdf_min = -F.softplus(min_in)  # the last bin: the upper tail
+    mid_in = inv * centered  # where the bin's probability underflows: the density times the bin width
+    log_pdf_mid = mid_in - log_scales - 2 * F.softplus(mid_in) + math.log(2 * half)
+    log_mid = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid)
+    edge = 1 - half / 2
+    log_probs = torch.where(xs < -edge, log_cdf_plus, torch.where(xs > edge, log_one_minus_cdf_min, log_mid))
+    log_mix = log_probs.sum(2) + torch.log_softmax(logit_pi, 1)  # B x n x H x W
+    return -torch.logsumexp(log_mix, 1).flatten(1).sum(1)
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -315,6 +315,7 @@ class VAEPipeline(Sampler, RestorePipeline):
             "neg_elbo_nats": neg_elbo,
             "nll_iwae_nats": nll,
             "bits_per_dim": bits_per_dim(nll, dims),
+            "bits_per_dim_elbo": bits_per_dim(neg_elbo, dims),
             "k": k,
             "n": len(x),
             "per_image": {"neg_elbo_nats": elbo, "nll_iwae_nats": iwae},

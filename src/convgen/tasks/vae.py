@@ -22,9 +22,16 @@ import torch
 from convgen.data.degradations import make_degradation
 from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
-from convgen.engine.task import Task
+from convgen.engine.task import Task, init_weights
 from convgen.errors import ConfigError
-from convgen.losses.likelihood import EVAL_BINARIZE_SEED, binarize, gaussian_kl, iwae_nll, log_weights
+from convgen.losses.likelihood import (
+    EVAL_BINARIZE_SEED,
+    binarize,
+    bits_per_dim,
+    gaussian_kl,
+    iwae_nll,
+    log_weights,
+)
 from convgen.models import build_model
 from convgen.models.autoencoders import decode_means, prior_latents
 from convgen.registry import TASKS
@@ -44,6 +51,7 @@ class VAETask(Task):
         eval_batch_size: int = 500
         fd_extractor: str = "auto"  # auto | none | a classifier (zoo name or model dir)
         sample_grid: int = 64
+        init_from: str | None = None  # a saved VAE (zoo name or path) to start from (a later chunk, a shipped model)
 
         def __post_init__(self) -> None:
             check(self.beta >= 0, "task.beta", "must be >= 0")
@@ -67,6 +75,11 @@ class VAETask(Task):
         net = build_model(m)
         if not hasattr(net, "encode"):
             raise ConfigError(f"model type {m.registry_name!r} is not an autoencoder")
+        if t.init_from:
+            try:
+                net.load_state_dict(init_weights(t.init_from, "vae", "VAE"))
+            except RuntimeError:
+                raise ConfigError(f"task.init_from {t.init_from}: weights do not fit the configured model") from None
         if t.iwae_k > 1 and not net.variational:
             raise ConfigError("task.iwae_k > 1 needs a variational model (model.variational: true)")
         if t.iwae_k > 1 and ctx.dist.world_size > 1:
@@ -151,6 +164,8 @@ class VAETask(Task):
             rec_sum += self.net.nll(self.net.decode(z, yi), xi).sum().item()
         n = len(x)
         result = {"neg_elbo": (rec_sum + kl_sum) / n, "rec": rec_sum / n, "kl": kl_sum / n}
+        if self.binarize == "none" and self.net.likelihood != "bernoulli":  # 8-bit values: bits per dimension
+            result["bpd"] = float(bits_per_dim(result["neg_elbo"], x[0].numel()))
         fakes, y = self.generate(self.cfg.task.eval_samples, seed=2024)
         self.save_sample_grid(fakes[: self.cfg.task.sample_grid], self.net.num_classes or None)
         validator = self.validator
