@@ -17,7 +17,14 @@ import convgen
 from convgen.config import build_config
 from convgen.engine.trainer import Trainer
 from convgen.errors import ConfigError, ConvgenError
-from convgen.losses.likelihood import bernoulli_nll, bits_per_dim, discretized_logistic_nll, iwae_nll
+from convgen.losses.likelihood import (
+    bernoulli_nll,
+    bits_per_dim,
+    discretized_logistic_nll,
+    free_bits_kl,
+    gaussian_kl,
+    iwae_nll,
+)
 from tests.conftest import cli, with_overrides
 
 
@@ -57,6 +64,18 @@ def test_likelihood_conversions_on_known_answers():
     values = torch.arange(256, dtype=torch.float32).view(256, 1, 1, 1) / 255
     params = torch.tensor([0.3, -2.0]).view(1, 2, 1, 1).expand(256, 2, 1, 1)
     assert torch.exp(-discretized_logistic_nll(params, values)).sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_free_bits_floor_each_dimension_and_stop_its_gradient():
+    mu = torch.tensor([[2.0, 0.01], [2.0, -0.01]], requires_grad=True)  # dimension 0 carries 2 nats, dimension 1 ~0
+    logvar = torch.zeros(2, 2)
+    kl = free_bits_kl(mu, logvar, floor=0.5)
+    assert kl.shape == (2,)
+    torch.testing.assert_close(kl, torch.full((2,), 2.0 + 0.5))  # 0.5 * 2^2 = 2 nats above the floor, the other at it
+    kl.sum().backward()
+    assert mu.grad[:, 0].abs().min() > 0 and torch.equal(mu.grad[:, 1], torch.zeros(2))  # no push to switch off
+    # a floor of 0: the plain KL (batch mean)
+    torch.testing.assert_close(free_bits_kl(mu, logvar, 0.0), gaussian_kl(mu, logvar).mean().expand(2))
 
 
 def test_iwae_is_never_above_the_elbo_and_falls_with_k(trained: Path):

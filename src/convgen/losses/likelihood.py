@@ -170,6 +170,15 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.square() + logvar.exp() - 1 - logvar).flatten(1).sum(1)
 
 
+def free_bits_kl(mu: torch.Tensor, logvar: torch.Tensor, floor: float) -> torch.Tensor:
+    """The KL term with "free bits" (Kingma et al. 2016): each latent dimension's KL, averaged over the batch, counts
+    as at least ``floor`` nats, so the training objective gains nothing from switching a dimension off (the decoder
+    cannot collapse the posterior onto the prior). Per sample, for adding to the reconstruction term; the ELBO
+    itself is still reported with :func:`gaussian_kl`."""
+    per_dim = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).flatten(1)  # B x D
+    return per_dim.mean(0).clamp(min=floor).sum().expand(len(mu))
+
+
 def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, exp(logvar)) per sample (summed over the latent dimensions)."""
     return (-0.5 * (math.log(2 * math.pi) + logvar + (z - mu).square() / logvar.exp())).flatten(1).sum(1)

@@ -28,6 +28,7 @@ from convgen.losses.likelihood import (
     EVAL_BINARIZE_SEED,
     binarize,
     bits_per_dim,
+    free_bits_kl,
     gaussian_kl,
     iwae_nll,
     log_weights,
@@ -44,6 +45,7 @@ class VAETask(Task):
     class Config:
         beta: float = 1.0  # weight of the KL term (beta-VAE); 1 = the ELBO
         kl_warmup_steps: int = 0  # the KL weight rises linearly from 0 to beta over this many steps
+        free_bits: float = 0.0  # > 0: each latent dimension's batch-mean KL counts as at least this many nats
         iwae_k: int = 1  # > 1: train on the importance-weighted bound with this many samples (IWAE)
         binarize: Literal["stochastic", "threshold", "none"] | None = None  # null: stochastic for bernoulli
         corruption: Any = None  # a degradation ({kind: noise, sigma: 50}, ...): a denoising autoencoder
@@ -56,6 +58,7 @@ class VAETask(Task):
         def __post_init__(self) -> None:
             check(self.beta >= 0, "task.beta", "must be >= 0")
             check(self.kl_warmup_steps >= 0, "task.kl_warmup_steps", "must be >= 0")
+            check(self.free_bits >= 0, "task.free_bits", "must be >= 0")
             check(1 <= self.iwae_k <= 5000, "task.iwae_k", "must be in 1..5000")
             check(self.eval_samples >= 10, "task.eval_samples", "must be >= 10")
             check(self.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1")
@@ -115,7 +118,10 @@ class VAETask(Task):
                 params, mu, logvar = self.module(inp, y, noise)
                 rec = self.net.nll(params, target)
                 kl = gaussian_kl(mu.float(), logvar.float()) if logvar is not None else torch.zeros_like(rec)
-                loss = (rec + beta * kl).mean()
+                penalty = (
+                    free_bits_kl(mu.float(), logvar.float(), t.free_bits) if t.free_bits and logvar is not None else kl
+                )
+                loss = (rec + beta * penalty).mean()
         opt = self.optimizers["vae"]
         optimizer_step(loss, opt, self.net.parameters(), self.cfg.train.grad_clip, self.schedulers["vae"])
         return {
