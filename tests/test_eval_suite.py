@@ -13,7 +13,7 @@ from convgen.cli import main
 from convgen.data.export import export_images
 from convgen.errors import ConvgenError
 from convgen.metrics.audit import load_image_tensor, memorization_report, two_sample_test
-from convgen.metrics.distribution import evaluate_generation
+from convgen.metrics.distribution import evaluate_generation, per_class_precision_recall
 from convgen.metrics.extractors import StatsCache, default_extractor, folder_features, get_extractor, stream_features
 from convgen.models.backbones import inception
 from convgen.models.backbones.inception import FIDInceptionV3, build_fid_inception, tf1_resize_bilinear
@@ -315,3 +315,29 @@ def test_eval_generation_cli_audits(capsys, digit_sets, tmp_path):
 def test_evaluate_generation_python_api(digit_sets, tmp_path):
     result = evaluate_generation(digit_sets / "val", digit_sets / "train", cache=False, limit=100)
     assert result["protocol"]["n_real"] == 100 and result["fd_mnistcls"] == result["fid"]
+
+
+def test_per_class_precision_recall_groups_by_the_predicted_class(capsys, digit_sets):
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 4))
+    real_probs = np.eye(2)[np.repeat([0, 1], 100)]
+    # class-0 samples are real class-0 points; class-1 samples lie far off; only a tenth of the samples are class 1
+    fake = np.concatenate([real[:90] + 0.01, real[100:110] + 50.0])
+    fake_probs = np.eye(2)[np.repeat([0, 1], [90, 10])]
+    rows = per_class_precision_recall(real, real_probs, fake, fake_probs, min_images=10)
+    assert rows["0"]["precision"] == 1.0 and rows["0"]["recall"] > 0.8
+    assert rows["1"]["precision"] == 0.0 and rows["1"]["recall"] == 0.0
+    assert rows["1"]["fake_share"] == pytest.approx(0.1) and rows["1"]["real_share"] == pytest.approx(0.5)
+    assert per_class_precision_recall(real, real_probs, fake, fake_probs, min_images=11)["1"]["precision"] is None
+    # through the command: every digit class named, the samples' shares summing to one
+    args = ["eval", "generation", "--real", str(digit_sets / "val"), "--fake", str(digit_sets / "train")]
+    code, out, _ = run_main(capsys, [*args, "--per-class", "--no-cache", "--json"])
+    assert code == 0
+    result = json.loads(out)["per_class"]
+    assert set(result) == {str(d) for d in range(10)}
+    assert sum(r["fake_share"] for r in result.values()) == pytest.approx(1.0)
+    assert all(r["precision"] is None or 0 <= r["precision"] <= 1 for r in result.values())
+    code, out, _ = run_main(capsys, [*args, "--per-class", "--no-cache"])
+    assert code == 0 and "class 7: precision" in out
+    with pytest.raises(ConvgenError, match="domain classifier"):
+        evaluate_generation(digit_sets / "val", digit_sets / "train", extractor="inception-v3", per_class=True)

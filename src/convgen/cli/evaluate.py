@@ -41,6 +41,7 @@ def _cmd_eval_generation(args: argparse.Namespace) -> int:
         two_sample=args.two_sample,
         audit_limit=args.audit_limit,
         device=args.device,
+        per_class=args.per_class,
     )
     if args.json:
         print(json.dumps(finite_or_none(result)))
@@ -51,6 +52,13 @@ def _cmd_eval_generation(args: argparse.Namespace) -> int:
         if "two_sample" in result:
             t = result["two_sample"]
             print(f"two-sample classifier accuracy {t['accuracy']:.3f} (0.5 = indistinguishable), p {t['p_value']:.3g}")
+        for name, row in result.get("per_class", {}).items():
+            pr = (
+                "too few images"
+                if row["precision"] is None
+                else f"precision {row['precision']:.3f}, recall {row['recall']:.3f}"
+            )
+            print(f"class {name}: {pr}; share of samples {row['fake_share']:.3f} (real {row['real_share']:.3f})")
         if "memorization" in result:
             m = result["memorization"]
             print(
@@ -112,6 +120,8 @@ def add_commands(sub) -> None:
     eg.add_argument("--train", help="the generator's training images: adds a memorisation check (--real = held out)")
     eg.add_argument("--pairs", help="PNG of the closest sample / training-image pairs (with --train)")
     eg.add_argument("--two-sample", action="store_true", help="add a classifier two-sample test (real vs fake)")
+    eg.add_argument("--per-class", action="store_true",
+                    help="precision/recall within each class the feature classifier predicts")  # fmt: skip
     eg.add_argument("--audit-limit", type=int, default=5000, help="images per set for --train / --two-sample")
     eg.add_argument("--device", default="cpu")
     eg.add_argument("--json", action="store_true")

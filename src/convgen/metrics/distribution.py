@@ -118,6 +118,36 @@ def precision_recall_density_coverage(
     }
 
 
+def per_class_precision_recall(
+    real_features: np.ndarray,
+    real_probs: np.ndarray,
+    fake_features: np.ndarray,
+    fake_probs: np.ndarray,
+    pr_max: int = 2000,
+    seed: int = 0,
+    min_images: int = 10,
+) -> dict[str, dict[str, float | None]]:
+    """Precision and recall within each class, both sets grouped by the feature network's predicted class (so an
+    unconditional generator's samples are grouped the same way as the real images): whether the samples the
+    classifier calls "cat" look like real cats (precision) and cover them (recall), and each class's share of the
+    samples and of the real images. A class with fewer than ``min_images`` in either set gets None."""
+    rng = np.random.default_rng(seed)
+    real_cls, fake_cls = real_probs.argmax(1), fake_probs.argmax(1)
+    out: dict[str, dict[str, float | None]] = {}
+    for c in range(real_probs.shape[1]):
+        r, f = real_features[real_cls == c], fake_features[fake_cls == c]
+        row: dict[str, float | None] = {"real_share": len(r) / len(real_cls), "fake_share": len(f) / len(fake_cls)}
+        if min(len(r), len(f)) >= min_images:
+            r = r[rng.choice(len(r), min(pr_max, len(r)), replace=False)]
+            f = f[rng.choice(len(f), min(pr_max, len(f)), replace=False)]
+            prdc = precision_recall_density_coverage(r, f)
+            row.update(precision=prdc["precision"], recall=prdc["recall"])
+        else:
+            row.update(precision=None, recall=None)
+        out[str(c)] = row
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Directory-level evaluation behind ``convgen eval generation``, and validation of a generator's samples
 # ---------------------------------------------------------------------------------------------------------------
@@ -141,6 +171,7 @@ def evaluate_generation(
     two_sample: bool = False,
     audit_limit: int = 5000,
     device: str = "cpu",
+    per_class: bool = False,
 ) -> dict[str, Any]:
     """Fréchet distance, KID, IS, precision/recall, density/coverage between two image folders.
 
@@ -148,7 +179,8 @@ def evaluate_generation(
     picks one from the images (:func:`~convgen.metrics.extractors.default_extractor`). Features of ``real`` are
     cached (see :class:`~convgen.metrics.extractors.StatsCache`). With ``train`` (the generator's training images),
     a memorisation check compares the fakes' nearest training neighbours with those of the held-out ``real``
-    images; ``two_sample`` adds a classifier two-sample test.
+    images; ``two_sample`` adds a classifier two-sample test; ``per_class`` precision and recall within each class
+    the feature network predicts (:func:`per_class_precision_recall`).
     """
     if pairs_out is not None and train is None:
         raise ConvgenError("`pairs` needs `train` (the pairs are samples and their nearest training images)")
@@ -168,12 +200,19 @@ def evaluate_generation(
         if not first:
             raise ImageError(f"{real}: no images found")
         extractor = default_extractor(read_image(first[0]))
+    if per_class and extractor == "inception-v3":
+        raise ConvgenError("`per_class` groups images by a domain classifier's classes: give one as `extractor`")
     ex = get_extractor(extractor, inception_weights, device=device)
     stats_cache = StatsCache(cache_dir) if cache else None
     real_fs, _ = folder_features(real, ex, limit, stats_cache, batch_size, desc="real")
     fake_fs, _ = folder_features(fake, ex, limit, None, batch_size, desc="fake")
     result = metrics_from_features(real_fs, fake_fs, ex, str(real), kid_subsets, kid_subset_size, pr_max, seed)
     result["protocol"]["real_features_cached"] = real_fs.cached
+    if per_class:
+        names = list(getattr(ex, "class_names", None) or [])
+        rows = per_class_precision_recall(real_fs.features, real_fs.probs, fake_fs.features, fake_fs.probs, seed=seed)
+        result["per_class"] = {names[int(c)] if int(c) < len(names) else c: row for c, row in rows.items()}
+        result["protocol"]["per_class"] = "both sets grouped by the feature network's predicted class; k = 3"
     if train is not None or two_sample:
         from convgen.metrics.audit import load_image_tensor, memorization_report, two_sample_test
 

@@ -92,6 +92,7 @@ class ClassifierExtractor(FeatureExtractor):
         self.image_size = size = saved.cfg.model.image_size
         self.resize = f"bilinear antialiased to {size}x{size}, {self.channels} channel(s)"
         self.feature = "penultimate layer"
+        self.class_names = [str(c) for c in saved.meta.get("class_names", [])]
         weights = sorted(saved.path.glob("*.safetensors"))
         self.digest = hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()[:16]
 
