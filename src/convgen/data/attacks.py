@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convgen.data.colour import luma
 from convgen.data.degradations.jpeg import jpeg as _jpeg_numpy
 from convgen.data.transforms import resize
 from convgen.models.watermark import uncrop
@@ -74,7 +75,7 @@ def contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 def saturation(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Deviations from each pixel's grey level times ``factor``, clipped."""
-    grey = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    grey = luma(x)
     return (grey + (x - grey) * factor).clamp(0, 1)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from convgen.data.colour import luma
 from convgen.registry import LOSSES
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -90,8 +91,7 @@ GRADIENT_KNEE = 0.01  # asinh(d / knee): linear below 1% of the range, logarithm
 def gradient_field(x: torch.Tensor) -> torch.Tensor:
     """B x 3 x H x W in [0, 1] -> B x 8 x (H-2)(W-2): the luminance's Sobel derivative along 8 orientations,
     compressed by ``asinh(d / 0.01)`` so flat areas (|d| << 0.01) and strokes of every strength count alike."""
-    luma = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    y = (x * luma).sum(1, keepdim=True)
+    y = luma(x)
     sobel = x.new_tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
     g = nn.functional.conv2d(y, torch.stack([sobel, sobel.T])[:, None])  # B x 2 (d/dx, d/dy) x H-2 x W-2
     th = torch.arange(GRADIENT_DIRECTIONS, device=x.device, dtype=x.dtype) * (math.pi / GRADIENT_DIRECTIONS)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from convgen.data.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from convgen.errors import ConvgenError
 from convgen.io.images import convert_channels, read_image, resolve_inputs, write_image
 from convgen.losses.perceptual import CONTENT_LAYERS, STYLE_LAYERS, LossWeights, PerceptualLoss
@@ -36,17 +37,6 @@ from convgen.pipelines.base import Pipeline
 from convgen.registry import PIPELINES
 
 MAX_SIDE = 4096  # stylised images are at most this many pixels on a side
-YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-YCBCR_INV = torch.linalg.inv(YCBCR.double())
-
-
-def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
-    """B x 3 x H x W RGB in [0, 1] -> Y in [0, 1], Cb and Cr centred on 0 (BT.601, full range)."""
-    return torch.einsum("ij,bjhw->bihw", YCBCR.to(x), x)
-
-
-def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,bjhw->bihw", YCBCR_INV.to(x), x)
 
 
 def luminance3(x: torch.Tensor) -> torch.Tensor:

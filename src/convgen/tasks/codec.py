@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from convgen.data.colour import luma
 from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task, init_weights
@@ -27,12 +28,10 @@ from convgen.registry import TASKS
 from convgen.schema import check
 from convgen.tasks.restoration import random_dihedral
 
-LUMA = torch.tensor([0.299, 0.587, 0.114])
-
 
 def to_gray3(x: torch.Tensor) -> torch.Tensor:
     """B x 3 x H x W colour -> its BT.601 luminance repeated in three channels."""
-    return (x * LUMA.to(x).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
+    return luma(x).expand_as(x)
 
 
 @TASKS.register("codec")

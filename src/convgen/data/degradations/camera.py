@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convgen.data.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from convgen.data.degradations.base import Degradation
 from convgen.errors import ConvgenError
 from convgen.registry import DEGRADATIONS
@@ -150,16 +151,12 @@ def demosaic(mosaic: torch.Tensor) -> torch.Tensor:
     return F.conv2d(padded, k, groups=3)
 
 
-#: BT.601 RGB -> YCbCr (full range, centred chroma)
-YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-
-
 def reduce_chroma(noise: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Scale the colour (Cb, Cr) part of each image's noise by ``keep`` (B): what cameras' chroma noise reduction
     does, leaving mostly luminance noise, correlated across the R, G and B channels."""
-    ycc = torch.einsum("ij,bjhw->bihw", YCBCR, noise)
+    ycc = rgb_to_ycbcr(noise)
     scale = torch.stack([torch.ones_like(keep), keep, keep], 1)[:, :, None, None]
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(YCBCR), ycc * scale)
+    return ycbcr_to_rgb(ycc * scale)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

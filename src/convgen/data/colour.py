@@ -1,0 +1,26 @@
+"""BT.601 colour conversions on B x 3 x H x W tensors in [0, 1], shared by every module that needs luminance or
+YCbCr (the codec's gray inputs, style transfer's colour preservation, camera noise's chroma reduction, the
+watermark's saturation attack, the style loss's gradient term)."""
+
+from __future__ import annotations
+
+import torch
+
+#: BT.601 RGB -> YCbCr, full range, chroma centred on 0; its first row is the luminance
+YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+LUMA = YCBCR[0]
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """B x 3 x H x W -> B x 1 x H x W BT.601 luminance."""
+    return (x * LUMA.to(x).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
+    """B x 3 x H x W RGB in [0, 1] -> Y in [0, 1], Cb and Cr centred on 0."""
+    return torch.einsum("ij,bjhw->bihw", YCBCR.to(x), x)
+
+
+def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`rgb_to_ycbcr` (the matrix inverted in float64)."""
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(YCBCR.double()).to(x), x)
