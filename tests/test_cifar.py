@@ -364,3 +364,26 @@ def test_causal_head_sees_only_earlier_pixels_and_generates_its_own_fixed_point(
         assert mean.shape == (2, 3, 8, 8) and mean.min() >= 0 and mean.max() <= 1
         torch.testing.assert_close(DiscretizedLogisticMixture.mean(net.causal(features, mean), 3), mean)
         assert torch.isfinite(net.nll(features, (x * 255).round() / 255)).all()
+        net.pixel_decoding = "sample"  # ancestral sampling from a fixed seed: 8-bit values, the same on every call
+        drawn = net.mean_image(features)
+        assert torch.equal(drawn, net.mean_image(features)) and torch.equal(drawn, (drawn * 255).round() / 255)
+        assert not torch.allclose(drawn, mean)
+
+
+def test_mixture_samples_follow_its_probabilities():
+    from itertools import product
+
+    from convgen.losses.likelihood import discretized_mixture_nll, sample_mixture
+
+    torch.manual_seed(1)
+    spread = torch.tensor([1.0] * 2 + [0.5] * 6 + [-1.0] * 6 + [1.0] * 6).view(1, 20, 1, 1)  # logits, means, ...
+    params = torch.randn(1, 2 * 10, 1, 1) * spread
+    draws = sample_mixture(params.expand(20000, -1, -1, -1), 3, torch.Generator().manual_seed(0))
+    assert draws.shape == (20000, 3, 1, 1) and torch.equal(draws, (draws * 255).round() / 255)
+    # on a coarse grid (4 bins per channel) the sampled colours' frequencies match the model's probabilities
+    bins = (draws.view(-1, 3) * 3).round().long()  # nearest of 0, 1/3, 2/3, 1
+    colours = torch.tensor(list(product(range(4), repeat=3)), dtype=torch.float32).view(64, 3, 1, 1) / 3
+    p_coarse = torch.exp(-discretized_mixture_nll(params.expand(64, -1, -1, -1), colours, bins=4))
+    freq = torch.zeros(64)
+    freq.index_add_(0, bins[:, 0] * 16 + bins[:, 1] * 4 + bins[:, 2], torch.ones(len(bins)))
+    assert (freq / len(bins) - p_coarse).abs().max() < 0.02

@@ -89,6 +89,28 @@ class DiscretizedLogisticMixture(Likelihood):
         return ((w * per_comp).sum(1) + 1) / 2
 
 
+def sample_mixture(params: torch.Tensor, channels: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per pixel from the coupled mixture of discretized logistics, in [0, 1] on the 8-bit grid: a
+    component by its weight, then each channel from its logistic around the coupled mean (PixelCNN++'s
+    ``sample_from_discretized_mix_logistic``)."""
+    logit_pi, means, log_scales, coeffs = split_mixture(params, channels)
+    b, n, c, h, w = means.shape
+    probs = torch.softmax(logit_pi, 1).permute(0, 2, 3, 1).reshape(-1, n).cpu()
+    pick = torch.multinomial(probs, 1, generator=gen).view(b, 1, 1, h, w).to(means.device)
+    take = lambda t: t.gather(1, pick.expand(b, 1, t.shape[2], h, w))[:, 0]  # noqa: E731
+    m, s, co = take(means), take(log_scales).exp(), take(coeffs)
+    u = torch.rand(m.shape, generator=gen).clamp(1e-5, 1 - 1e-5).to(m.device)
+    noise = s * (torch.log(u) - torch.log1p(-u))  # logistic draws
+    out, k = [], 0
+    for ch in range(c):
+        v = m[:, ch] + noise[:, ch]
+        for j in range(ch):
+            v = v + co[:, k] * out[j]
+            k += 1
+        out.append(v.clamp(-1, 1))
+    return ((torch.stack(out, 1) + 1) / 2 * 255).round() / 255
+
+
 def likelihood_names() -> list[str]:
     from convgen.losses.base import losses_of
 

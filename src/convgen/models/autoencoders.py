@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from convgen.losses.likelihood import likelihood_names
+from convgen.losses.likelihood import likelihood_names, sample_mixture
 from convgen.registry import LOSSES, MODELS
 from convgen.schema import check
 
@@ -259,6 +260,9 @@ class ResNetVAE(AutoencoderBase):
         # > 0: a k x k causal convolution over the pixels above and to the left feeds the output layer (PixelVAE's
         # local autoregression, Gulrajani et al. 2017); 0: each pixel independent given the latent
         autoregressive_kernel: int = 0
+        # with a causal head: each pixel at its conditional mean (``mean``, deterministic) or drawn from its
+        # conditional distribution (``sample``, ancestral sampling from a fixed seed, 8-bit values)
+        pixel_decoding: Literal["mean", "sample"] = "mean"
 
         def __post_init__(self) -> None:
             check(self.channels in (1, 3), "model.channels", "must be 1 or 3")
@@ -279,6 +283,7 @@ class ResNetVAE(AutoencoderBase):
         super().__init__()
         self.num_classes, self.channels, self.likelihood, self.variational = 0, cfg.channels, cfg.likelihood, True
         self.ex_post_components, self.mixture_components = cfg.ex_post_components, cfg.mixtures
+        self.pixel_decoding = cfg.pixel_decoding
         self.side = cfg.image_size // 2**cfg.downsamplings
         self.latent_channels = cfg.latent_channels
         self.latent_dim = cfg.latent_channels * self.side**2
@@ -319,6 +324,9 @@ class ResNetVAE(AutoencoderBase):
     def mean_image(self, params: torch.Tensor) -> torch.Tensor:
         if self.causal is None:
             return super().mean_image(params)
+        if self.pixel_decoding == "sample" and self.likelihood == "logistic-mixture":
+            gen = torch.Generator().manual_seed(0)
+            return self.causal.generate(params, lambda p: sample_mixture(p, self.channels, gen))
         mean = LOSSES.get(self.likelihood).mean
         return self.causal.generate(params, lambda p: mean(p, self.channels))
 
