@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convgen.data.colour import luma
 from convgen.data.degradations.jpeg import jpeg as _jpeg_numpy
 from convgen.data.transforms import resize
+from convgen.io.colour import luma
 from convgen.models.watermark import uncrop
 
 Attack = Callable[[torch.Tensor], torch.Tensor]

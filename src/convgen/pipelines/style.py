@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from convgen.data.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from convgen.errors import ConvgenError
+from convgen.io.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from convgen.io.images import convert_channels, read_image, resolve_inputs, write_image
 from convgen.losses.perceptual import CONTENT_LAYERS, STYLE_LAYERS, LossWeights, PerceptualLoss
 from convgen.models.backbones.vgg import LAYERS, VGG19Features, feature_network, resize_to

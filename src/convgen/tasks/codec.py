@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from convgen.data.colour import luma
 from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
 from convgen.engine.task import Task, init_weights
 from convgen.errors import ConfigError
+from convgen.io.colour import luma
 from convgen.losses.rate_distortion import bits_per_pixel, rate_distortion_loss
 from convgen.models import build_model
 from convgen.registry import TASKS

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convgen.data.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from convgen.data.degradations.base import Degradation
 from convgen.errors import ConvgenError
+from convgen.io.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from convgen.registry import DEGRADATIONS
 from convgen.schema import check
 
