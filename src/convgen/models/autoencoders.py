@@ -38,12 +38,15 @@ class GaussianMixture(nn.Module):
     @torch.no_grad()
     def log_prob_components(self, z: torch.Tensor) -> torch.Tensor:
         """N x K: log w_k + log N(z; mu_k, Sigma_k)."""
-        diff = (z[:, None, :] - self.means[None]).double()  # N x K x D
         chol = self.chol.double()
-        sol = torch.linalg.solve_triangular(chol[None], diff[..., None], upper=False)[..., 0]
+        # one component at a time: a broadcast solve would copy a D x D factor for every code (N x K x D x D)
+        maha = torch.stack([
+            torch.linalg.solve_triangular(chol[k], (z.double() - self.means[k].double()).T, upper=False)
+            .square().sum(0) for k in range(len(chol))
+        ], 1)  # fmt: skip
         logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         d = z.shape[1]
-        return self.log_weights.double() - 0.5 * (sol.square().sum(-1) + logdet + d * math.log(2 * math.pi))
+        return self.log_weights.double() - 0.5 * (maha + logdet + d * math.log(2 * math.pi))
 
     @torch.no_grad()
     def fit(
