@@ -208,7 +208,8 @@ def test_losses_come_from_the_registry():
     assert float(make_loss(cfg.task.loss)(diff, None)) == pytest.approx(0.01)
     with pytest.raises(ConfigError, match=r"unknown adversarial loss 'l1'"):
         build_config({"task": {"type": "gan", "loss": "l1"}, "model": {"type": "dcgan"}, "data": {"type": "mnist"}})
-    with pytest.raises(ConfigError, match=r"unknown likelihood 'gauss' \(known: bernoulli, logistic\)"):
+    known = r"\(known: bernoulli, logistic, logistic-mixture\)"
+    with pytest.raises(ConfigError, match=r"unknown likelihood 'gauss' " + known):
         build_config({"task": {"type": "vae"}, "model": {"type": "conv-vae", "likelihood": "gauss"},
                       "data": {"type": "mnist"}})  # fmt: skip
 
