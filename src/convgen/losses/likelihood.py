@@ -76,14 +76,9 @@ class DiscretizedLogisticMixture(Likelihood):
     @staticmethod
     def mean(params: torch.Tensor, channels: int) -> torch.Tensor:
         logit_pi, means, _, coeffs = split_mixture(params, channels)
-        e = []  # each component's mean per channel, the coupled channels at the earlier channels' means
-        k = 0
+        e: list[torch.Tensor] = []  # each component's mean per channel, coupled to the earlier channels' means
         for c in range(channels):
-            m = means[:, :, c]
-            for j in range(c):
-                m = m + coeffs[:, :, k] * e[j]
-                k += 1
-            e.append(m.clamp(-1, 1))
+            e.append(couple(means[:, :, c], coeffs, e).clamp(-1, 1))
         per_comp = torch.stack(e, 2)  # B x n x C x H x W, on the [-1, 1] scale
         w = torch.softmax(logit_pi, 1)[:, :, None]
         return ((w * per_comp).sum(1) + 1) / 2
@@ -98,16 +93,13 @@ def sample_mixture(params: torch.Tensor, channels: int, gen: torch.Generator | N
     probs = torch.softmax(logit_pi, 1).permute(0, 2, 3, 1).reshape(-1, n).cpu()
     pick = torch.multinomial(probs, 1, generator=gen).view(b, 1, 1, h, w).to(means.device)
     take = lambda t: t.gather(1, pick.expand(b, 1, t.shape[2], h, w))[:, 0]  # noqa: E731
-    m, s, co = take(means), take(log_scales).exp(), take(coeffs)
+    m, s, co = take(means), take(log_scales).exp(), take(coeffs)[:, None]  # (co: B x 1 x C(C-1)/2 x H x W)
     u = torch.rand(m.shape, generator=gen).clamp(1e-5, 1 - 1e-5).to(m.device)
     noise = s * (torch.log(u) - torch.log1p(-u))  # logistic draws
-    out, k = [], 0
+    out: list[torch.Tensor] = []
     for ch in range(c):
-        v = m[:, ch] + noise[:, ch]
-        for j in range(ch):
-            v = v + co[:, k] * out[j]
-            k += 1
-        out.append(v.clamp(-1, 1))
+        out.append(couple((m[:, ch] + noise[:, ch])[:, None], co, out).clamp(-1, 1))
+    out = [v[:, 0] for v in out]
     return ((torch.stack(out, 1) + 1) / 2 * 255).round() / 255
 
 
@@ -158,19 +150,23 @@ def split_mixture(params: torch.Tensor, channels: int):
     return logit_pi, means, log_scales, coeffs
 
 
+def couple(mean: torch.Tensor, coeffs: torch.Tensor, earlier: list[torch.Tensor]) -> torch.Tensor:
+    """Channel ``len(earlier)``'s coupled mean: its own ``mean`` plus its coupling coefficients (``coeffs[:, :, i]``,
+    the coefficients of channel c on channels 0..c-1 stored from index c(c-1)/2) times the earlier channels'
+    ``earlier`` values (the image, their means, or their draws)."""
+    first = len(earlier) * (len(earlier) - 1) // 2
+    for j, value in enumerate(earlier):
+        mean = mean + coeffs[:, :, first + j] * value
+    return mean
+
+
 def discretized_mixture_nll(params: torch.Tensor, x: torch.Tensor, bins: int = 256) -> torch.Tensor:
     """-log P(x) per sample for ``x`` in [0, 1] on a grid of ``bins`` values under the coupled mixture of
     discretized logistics (PixelCNN++'s ``discretized_mix_logistic_loss``, on the [-1, 1] scale)."""
     c = x.shape[1]
     logit_pi, means, log_scales, coeffs = split_mixture(params, c)
     xs = (x.float() * 2 - 1)[:, None]  # B x 1 x C x H x W
-    coupled, k = [], 0
-    for ch in range(c):
-        m = means[:, :, ch]
-        for j in range(ch):
-            m = m + coeffs[:, :, k] * xs[:, :, j]
-            k += 1
-        coupled.append(m)
+    coupled = [couple(means[:, :, ch], coeffs, [xs[:, :, j] for j in range(ch)]) for ch in range(c)]
     centered = xs - torch.stack(coupled, 2)
     inv = torch.exp(-log_scales)
     half = 1.0 / (bins - 1)  # half a bin on the [-1, 1] scale
