@@ -9,6 +9,7 @@ import torch
 #: BT.601 RGB -> YCbCr, full range, chroma centred on 0; its first row is the luminance
 YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 LUMA = YCBCR[0]
+YCBCR_INV = torch.linalg.inv(YCBCR.double())  # inverted once, in float64
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -22,5 +23,5 @@ def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
 
 
 def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`rgb_to_ycbcr` (the matrix inverted in float64)."""
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(YCBCR.double()).to(x), x)
+    """The inverse of :func:`rgb_to_ycbcr`."""
+    return torch.einsum("ij,bjhw->bihw", YCBCR_INV.to(x), x)
