@@ -1,14 +1,17 @@
-"""Sample quality of GANs in the mnist-classifier feature space (FD-mnistcls: *not* a standard FID).
+"""Sample quality of GANs in a domain classifier's feature space (FD-mnistcls / FD-cifarcls: *not* a standard FID).
 
-For each model: ``--n`` samples (seed 0) against the 1,000 bundled validation digits (never trained on by the GANs
-or by the classifier). Reports FD-mnistcls, KID, precision/recall, the class shares of the samples (as predicted by
-the classifier: coverage of the ten digits), and for conditional models the share of ``--per-class`` samples that
-the classifier assigns to the requested class. Prints one JSON object.
+For each model: ``--n`` samples (seed 0) against held-out real images never trained on by the GANs or by the
+classifier (MNIST: the 1,000 bundled validation digits; CIFAR-10: the 2,000 images the presets hold out of the
+training split). Reports the Frechet distance and KID in that classifier's features, precision/recall, the class
+shares of the samples (as predicted by the classifier: coverage of the ten classes), and for conditional models the
+share of ``--per-class`` samples that the classifier assigns to the requested class. Prints one JSON object.
 
     # compare two trained models (a zoo name, run dir or model dir each)
     python benchmarks/gan_quality.py --model ours=mnist-dcgan --model reference=runs/dcgan-reference-15min
     # train both for the same wall-clock budget first, then compare (side by side in one run)
     python benchmarks/gan_quality.py --train-minutes 15
+    # CIFAR-10: the zoo preset against the pytorch/examples recipe (64 px network on upsampled images)
+    python benchmarks/gan_quality.py --dataset cifar10 --train-minutes 30 --runs ../runs/gan-quality-cifar10
 """
 
 from __future__ import annotations
@@ -29,18 +32,40 @@ from convgen.metrics.extractors import get_extractor
 
 REPO = Path(__file__).resolve().parents[1]
 
+# per dataset: our preset, the pytorch/examples reference preset, the feature classifier, its input size
+DATASETS = {
+    "mnist": {
+        "ours": "mnist-dcgan.yaml",
+        "reference": "dcgan-reference.yaml",
+        "extractor": "mnist-classifier",
+        "size": 28,
+        "real": "bundled MNIST val (1,000 digits)",
+    },
+    "cifar10": {
+        "ours": "cifar10-dcgan.yaml",
+        "reference": "dcgan-reference-cifar10.yaml",
+        "extractor": "cifar10-classifier",
+        "size": 32,
+        "real": "CIFAR-10 (JPEG q75 copy), the 2,000 images held out of the training split (split_seed 0)",
+    },
+}
 
-def evaluate_model(model: str, n: int, per_class: int, extractor, x_real: torch.Tensor, **options) -> dict:
+
+def evaluate_model(
+    model: str, n: int, per_class: int, extractor, x_real: torch.Tensor, dataset: str = "mnist", **options
+) -> dict:
     """Sample metrics of one generator; ``options`` go to its sampler (``sampler="prior"`` for a VAE)."""
+    spec = DATASETS[dataset]
     pipe = convgen.load(extractor.model_dir, device="cpu")  # the classifier behind the features
     gen = convgen.load(model, device="cpu")
     fakes = gen.sample(n, seed=0, **options)
-    m = generation_metrics(x_real, fakes, extractor, "bundled MNIST val (1,000 digits)", pr_max=n)
-    pred = pipe.predict(torch.nn.functional.interpolate(fakes, size=28, mode="bilinear", antialias=True).clamp(0, 1))
+    m = generation_metrics(x_real, fakes, extractor, spec["real"], pr_max=n)
+    size = spec["size"]
+    pred = pipe.predict(torch.nn.functional.interpolate(fakes, size=size, mode="bilinear", antialias=True).clamp(0, 1))
     shares = (torch.bincount(pred, minlength=10).double() / len(pred)).tolist()
     out = {
-        "fd_mnistcls": m["fd_mnistcls"],
-        "kid_mnistcls": m["kid"],
+        f"fd_{extractor.tag}": m[f"fd_{extractor.tag}"],
+        f"kid_{extractor.tag}": m["kid"],
         "precision": m["precision"],
         "recall": m["recall"],
         "class_shares": [round(s, 4) for s in shares],
@@ -51,7 +76,11 @@ def evaluate_model(model: str, n: int, per_class: int, extractor, x_real: torch.
     }
     if gen.num_classes:
         groups = gen.sample_per_class(per_class, seed=0, **options)
-        correct = sum(int((pipe.predict(groups[c]) == c).sum()) for c in groups)
+        resize = {"size": size, "mode": "bilinear", "antialias": True}
+        correct = sum(
+            int((pipe.predict(torch.nn.functional.interpolate(groups[c], **resize).clamp(0, 1)) == c).sum())
+            for c in groups
+        )
         out["class_accuracy"] = correct / (per_class * len(groups))
     return out
 
@@ -67,35 +96,40 @@ def train_for(config: str, minutes: float, out: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", default=[], metavar="NAME=MODEL", help="model to evaluate")
-    p.add_argument("--train-minutes", type=float, help="first train mnist-dcgan and the reference this long")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    p.add_argument("--train-minutes", type=float, help="first train our preset and the reference this long")
     p.add_argument("--runs", default="runs/gan-quality", help="where --train-minutes puts its runs")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--per-class", type=int, default=200)
     args = p.parse_args()
+    spec = DATASETS[args.dataset]
     models = dict(m.split("=", 1) for m in args.model)
     if args.train_minutes:
         runs = Path(args.runs)
-        models["ours"] = train_for("mnist-dcgan.yaml", args.train_minutes, runs / "mnist-dcgan")
-        models["reference"] = train_for("dcgan-reference.yaml", args.train_minutes, runs / "dcgan-reference")
+        for role in ("ours", "reference"):
+            config = spec[role]
+            models[role] = train_for(config, args.train_minutes, runs / Path(config).stem)
     if not models:
         p.error("give --model NAME=MODEL (repeatable) or --train-minutes")
-    data = build_data(load_config(REPO / "configs" / "gan" / "mnist-dcgan.yaml").data)
+    data = build_data(load_config(REPO / "configs" / "gan" / spec["ours"]).data)
     x_real, _ = data.val.batch(torch.arange(len(data.val)))
-    extractor = get_extractor("mnist-classifier")
-    results = {name: evaluate_model(model, args.n, args.per_class, extractor, x_real) for name, model in models.items()}
+    extractor = get_extractor(spec["extractor"])
+    results = {
+        name: evaluate_model(model, args.n, args.per_class, extractor, x_real, args.dataset)
+        for name, model in models.items()
+    }
     ratio = {}
+    fd_key = f"fd_{extractor.tag}"
     if "ours" in results and "reference" in results:
-        ratio["fd_ratio_ours_vs_reference"] = round(
-            results["ours"]["fd_mnistcls"] / results["reference"]["fd_mnistcls"], 4
-        )
+        ratio["fd_ratio_ours_vs_reference"] = round(results["ours"][fd_key] / results["reference"][fd_key], 4)
     print_report(
         "gan_quality",
         results,
         threads=torch.get_num_threads(),
         **ratio,
-        protocol="FD-mnistcls = Frechet distance in the penultimate features of the zoo mnist-classifier "
-        "(not InceptionV3, not a standard FID); samples resized to 28 px (bilinear, antialiased); "
-        f"{args.n} samples, seed 0, vs the 1,000 bundled validation digits; class shares from the same classifier",
+        protocol=f"FD-{extractor.tag} = Frechet distance in the penultimate features of the zoo {spec['extractor']} "
+        f"(not InceptionV3, not a standard FID); samples resized to {spec['size']} px (bilinear, antialiased); "
+        f"{args.n} samples, seed 0, vs {spec['real']}; class shares from the same classifier",
         models=models,
     )
 
