@@ -298,6 +298,7 @@ def test_resnet_vae_spatial_latent_bounds_and_errors():
         ("image_size", 18, "multiple of 4"),
         ("num_classes", 10, "unconditional"),
         ("likelihood", "gauss", "unknown likelihood"),
+        ("pixel_decoding", "sample", "needs likelihood logistic-mixture"),
     ):
         with pytest.raises(ConfigError, match=match):
             build_config(_resnet_vae_config(tmp_path=Path("."), **{key: value}))

@@ -281,6 +281,9 @@ class ResNetVAE(AutoencoderBase):
             check(self.mixtures >= 1, "model.mixtures", "must be >= 1")
             check(self.num_classes == 0, "model.num_classes", "resnet-vae is unconditional (0)")
             check(self.ex_post_components >= 1, "model.ex_post_components", "must be >= 1")
+            sampled = self.likelihood == "logistic-mixture" and k > 0
+            check(self.pixel_decoding == "mean" or sampled, "model.pixel_decoding",
+                  "sample needs likelihood logistic-mixture and autoregressive_kernel > 0")  # fmt: skip
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
@@ -327,7 +330,7 @@ class ResNetVAE(AutoencoderBase):
     def mean_image(self, params: torch.Tensor) -> torch.Tensor:
         if self.causal is None:
             return super().mean_image(params)
-        if self.pixel_decoding == "sample" and self.likelihood == "logistic-mixture":
+        if self.pixel_decoding == "sample":  # the config admits it only with the mixture likelihood
             gen = torch.Generator().manual_seed(0)
             return self.causal.generate(params, lambda p: sample_mixture(p, self.channels, gen))
         mean = LOSSES.get(self.likelihood).mean
