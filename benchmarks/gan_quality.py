@@ -12,6 +12,12 @@ share of ``--per-class`` samples that the classifier assigns to the requested cl
     python benchmarks/gan_quality.py --train-minutes 15
     # CIFAR-10: the zoo preset against the pytorch/examples recipe (64 px network on upsampled images)
     python benchmarks/gan_quality.py --dataset cifar10 --train-minutes 30 --runs ../runs/gan-quality-cifar10
+    # and how blurred real photos score on the same scale (the issue's bar for cifar10-dcgan)
+    python benchmarks/gan_quality.py --dataset cifar10 --model ours=cifar10-dcgan --blur 0.5 1 1.5
+
+``--blur``: the held-out images are split in two halves (even / odd indices). The odd half, sharp and Gaussian-
+blurred at each sigma (pixels), is scored against the even half; so are each model's first samples (as many as the
+half holds), as ``fd_vs_half``: one scale for generated and blurred real images at the same sample count.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from _common import print_report
 
 import convgen
 from convgen.config import load_config
+from convgen.data.attacks import blur
 from convgen.data.datasets import build_data
 from convgen.metrics.distribution import generation_metrics
 from convgen.metrics.extractors import get_extractor
@@ -51,10 +58,32 @@ DATASETS = {
 }
 
 
+def frechet(reference: torch.Tensor, images: torch.Tensor, extractor) -> float:
+    """The Frechet distance between two image batches in the extractor's features."""
+    return generation_metrics(reference, images, extractor, "reference half", pr_max=len(images))[f"fd_{extractor.tag}"]
+
+
+def blur_baseline(halves: tuple[torch.Tensor, torch.Tensor], sigmas: list[float], extractor) -> dict:
+    """FD of the second half of the real images, sharp and blurred at each sigma, to the first half."""
+    reference, other = halves
+    out = {"sharp": frechet(reference, other, extractor)}
+    for sigma in sigmas:
+        out[f"blur_sigma_{sigma:g}"] = frechet(reference, blur(other, sigma).clamp(0, 1), extractor)
+    return out
+
+
 def evaluate_model(
-    model: str, n: int, per_class: int, extractor, x_real: torch.Tensor, dataset: str = "mnist", **options
+    model: str,
+    n: int,
+    per_class: int,
+    extractor,
+    x_real: torch.Tensor,
+    dataset: str = "mnist",
+    halves: tuple[torch.Tensor, torch.Tensor] | None = None,
+    **options,
 ) -> dict:
-    """Sample metrics of one generator; ``options`` go to its sampler (``sampler="prior"`` for a VAE)."""
+    """Sample metrics of one generator; ``options`` go to its sampler (``sampler="prior"`` for a VAE); with the
+    two ``halves`` of the real images, also ``fd_vs_half`` (the first samples against the first half)."""
     spec = DATASETS[dataset]
     pipe = convgen.load(extractor.model_dir, device="cpu")  # the classifier behind the features
     gen = convgen.load(model, device="cpu")
@@ -74,6 +103,8 @@ def evaluate_model(
         "network": gen.networks[0],
         "trained_steps": gen.meta.get("step"),
     }
+    if halves is not None:
+        out["fd_vs_half"] = frechet(halves[0], fakes[: len(halves[1])], extractor)
     if gen.num_classes:
         groups = gen.sample_per_class(per_class, seed=0, **options)
         resize = {"size": size, "mode": "bilinear", "antialias": True}
@@ -101,6 +132,7 @@ def main() -> None:
     p.add_argument("--runs", default="runs/gan-quality", help="where --train-minutes puts its runs")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--per-class", type=int, default=200)
+    p.add_argument("--blur", type=float, nargs="+", metavar="SIGMA", help="score blurred real images too (see above)")
     args = p.parse_args()
     spec = DATASETS[args.dataset]
     models = dict(m.split("=", 1) for m in args.model)
@@ -114,11 +146,14 @@ def main() -> None:
     data = build_data(load_config(REPO / "configs" / "gan" / spec["ours"]).data)
     x_real, _ = data.val.batch(torch.arange(len(data.val)))
     extractor = get_extractor(spec["extractor"])
+    halves = (x_real[0::2], x_real[1::2]) if args.blur else None
     results = {
-        name: evaluate_model(model, args.n, args.per_class, extractor, x_real, args.dataset)
+        name: evaluate_model(model, args.n, args.per_class, extractor, x_real, args.dataset, halves)
         for name, model in models.items()
     }
     ratio = {}
+    if halves is not None:
+        ratio["real_half_vs_half"] = blur_baseline(halves, args.blur, extractor)
     fd_key = f"fd_{extractor.tag}"
     if "ours" in results and "reference" in results:
         ratio["fd_ratio_ours_vs_reference"] = round(results["ours"][fd_key] / results["reference"][fd_key], 4)
