@@ -23,6 +23,7 @@ from convgen.losses.likelihood import (
     discretized_logistic_nll,
     free_bits_kl,
     gaussian_kl,
+    gaussian_kl_per_dim,
     iwae_nll,
 )
 from tests.conftest import cli, with_overrides
@@ -69,13 +70,15 @@ def test_likelihood_conversions_on_known_answers():
 def test_free_bits_floor_each_dimension_and_stop_its_gradient():
     mu = torch.tensor([[2.0, 0.01], [2.0, -0.01]], requires_grad=True)  # dimension 0 carries 2 nats, dimension 1 ~0
     logvar = torch.zeros(2, 2)
-    kl = free_bits_kl(mu, logvar, floor=0.5)
+    kl = free_bits_kl(gaussian_kl_per_dim(mu, logvar), floor=0.5)
     assert kl.shape == (2,)
     torch.testing.assert_close(kl, torch.full((2,), 2.0 + 0.5))  # 0.5 * 2^2 = 2 nats above the floor, the other at it
     kl.sum().backward()
     assert mu.grad[:, 0].abs().min() > 0 and torch.equal(mu.grad[:, 1], torch.zeros(2))  # no push to switch off
     # a floor of 0: the plain KL (batch mean)
-    torch.testing.assert_close(free_bits_kl(mu, logvar, 0.0), gaussian_kl(mu, logvar).mean().expand(2))
+    torch.testing.assert_close(
+        free_bits_kl(gaussian_kl_per_dim(mu, logvar), 0.0), gaussian_kl(mu, logvar).mean().expand(2)
+    )
 
 
 def test_iwae_is_never_above_the_elbo_and_falls_with_k(trained: Path):

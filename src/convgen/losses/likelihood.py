@@ -183,18 +183,22 @@ def discretized_mixture_nll(params: torch.Tensor, x: torch.Tensor, bins: int = 2
     return -torch.logsumexp(log_mix, 1).flatten(1).sum(1)
 
 
+def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) of each latent dimension, in nats: B x D."""
+    return 0.5 * (mu.square() + logvar.exp() - 1 - logvar).flatten(1)
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per sample, in nats."""
-    return 0.5 * (mu.square() + logvar.exp() - 1 - logvar).flatten(1).sum(1)
+    return gaussian_kl_per_dim(mu, logvar).sum(1)
 
 
-def free_bits_kl(mu: torch.Tensor, logvar: torch.Tensor, floor: float) -> torch.Tensor:
-    """The KL term with "free bits" (Kingma et al. 2016): each latent dimension's KL, averaged over the batch, counts
-    as at least ``floor`` nats, so the training objective gains nothing from switching a dimension off (the decoder
-    cannot collapse the posterior onto the prior). Per sample, for adding to the reconstruction term; the ELBO
-    itself is still reported with :func:`gaussian_kl`."""
-    per_dim = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).flatten(1)  # B x D
-    return per_dim.mean(0).clamp(min=floor).sum().expand(len(mu))
+def free_bits_kl(per_dim: torch.Tensor, floor: float) -> torch.Tensor:
+    """The KL term with "free bits" (Kingma et al. 2016) from :func:`gaussian_kl_per_dim`'s B x D values: each latent
+    dimension's KL, averaged over the batch, counts as at least ``floor`` nats, so the training objective gains
+    nothing from switching a dimension off (the decoder cannot collapse the posterior onto the prior). Per sample,
+    for adding to the reconstruction term; the ELBO itself is still the plain sum (:func:`gaussian_kl`)."""
+    return per_dim.mean(0).clamp(min=floor).sum().expand(len(per_dim))
 
 
 def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from convgen.losses.likelihood import (
     bits_per_dim,
     free_bits_kl,
     gaussian_kl,
+    gaussian_kl_per_dim,
     iwae_nll,
     log_weights,
 )
@@ -117,10 +118,11 @@ class VAETask(Task):
                 noise = torch.randn(len(x), self.net.latent_dim, generator=self.gen) if self.net.variational else None
                 params, mu, logvar = self.module(inp, y, noise)
                 rec = self.net.nll(params, target)
-                kl = gaussian_kl(mu.float(), logvar.float()) if logvar is not None else torch.zeros_like(rec)
-                penalty = (
-                    free_bits_kl(mu.float(), logvar.float(), t.free_bits) if t.free_bits and logvar is not None else kl
-                )
+                kl = penalty = torch.zeros_like(rec)
+                if logvar is not None:
+                    per_dim = gaussian_kl_per_dim(mu.float(), logvar.float())
+                    kl = per_dim.sum(1)
+                    penalty = free_bits_kl(per_dim, t.free_bits) if t.free_bits else kl
                 loss = (rec + beta * penalty).mean()
         opt = self.optimizers["vae"]
         optimizer_step(loss, opt, self.net.parameters(), self.cfg.train.grad_clip, self.schedulers["vae"])
