@@ -78,6 +78,9 @@ def outputs(codec_streams: dict[str, bytes] | None = None) -> dict[str, np.ndarr
     out["mnist-cgan/per_class"] = np.stack([v.numpy() for v in cgan.sample_per_class(2, seed=1).values()])
     out["mnist-cgan/sample_classes"] = cgan.sample(6, seed=2, classes=[3, 8]).numpy()
     out["mnist-cgan/interpolate_classes"] = cgan.interpolate(steps=3, rows=2, seed=4, classes=(1, 7)).numpy()
+    colour_gan = convgen.load("cifar10-dcgan", device="cpu")
+    out["cifar10-dcgan/sample"] = colour_gan.sample(4, seed=0).numpy()
+    out["cifar10-dcgan/interpolate"] = colour_gan.interpolate(steps=3, rows=1, seed=3).numpy()
 
     vae = convgen.load("mnist-vae", device="cpu")
     out["mnist-vae/sample_gmm"] = vae.sample(6, seed=0).numpy()
