@@ -14,7 +14,7 @@ RUN=runs/mnist-classifier
 # The zoo: samples from every generator, and a noisy picture restored.
 DEMO=runs/quickstart
 mkdir -p "$DEMO"
-for m in mnist-dcgan mnist-vae mnist-ddpm; do
+for m in mnist-dcgan mnist-vae mnist-ddpm cifar10-dcgan; do
     rm -rf "$DEMO/samples-$m"
     .venv/bin/convgen sample "$m" --n 64 --seed 0 --out "$DEMO/samples-$m" --grid "$DEMO/zoo-$m.png" --overwrite
 done
