@@ -34,8 +34,8 @@ import convgen
 from convgen.config import load_config
 from convgen.data.attacks import blur
 from convgen.data.datasets import build_data
-from convgen.metrics.distribution import generation_metrics
-from convgen.metrics.extractors import get_extractor
+from convgen.metrics.distribution import frechet_distance, generation_metrics
+from convgen.metrics.extractors import get_extractor, tensor_features
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,14 +58,20 @@ DATASETS = {
 }
 
 
-def frechet(reference: torch.Tensor, images: torch.Tensor, extractor) -> float:
-    """The Frechet distance between two image batches in the extractor's features."""
-    return generation_metrics(reference, images, extractor, "reference half", pr_max=len(images))[f"fd_{extractor.tag}"]
+def frechet(reference, images: torch.Tensor, extractor) -> float:
+    """The Frechet distance of an image batch to the ``reference`` features (a FeatureSet) in the extractor's."""
+    f = tensor_features(images, extractor)
+    return frechet_distance(reference.mu, reference.sigma, f.mu, f.sigma)
 
 
-def blur_baseline(halves: tuple[torch.Tensor, torch.Tensor], sigmas: list[float], extractor) -> dict:
-    """FD of the second half of the real images, sharp and blurred at each sigma, to the first half."""
-    reference, other = halves
+def classify(pipe, images: torch.Tensor, size: int) -> torch.Tensor:
+    """The classifier's predicted classes for images resized to its input ``size`` (bilinear, antialiased)."""
+    return pipe.predict(torch.nn.functional.interpolate(images, size=size, mode="bilinear", antialias=True).clamp(0, 1))
+
+
+def blur_baseline(reference, other: torch.Tensor, sigmas: list[float], extractor) -> dict:
+    """FD of the second half of the real images (``other``), sharp and blurred at each sigma, to the first half's
+    ``reference`` features."""
     out = {"sharp": frechet(reference, other, extractor)}
     for sigma in sigmas:
         out[f"blur_sigma_{sigma:g}"] = frechet(reference, blur(other, sigma).clamp(0, 1), extractor)
@@ -79,18 +85,19 @@ def evaluate_model(
     extractor,
     x_real: torch.Tensor,
     dataset: str = "mnist",
-    halves: tuple[torch.Tensor, torch.Tensor] | None = None,
+    halves: tuple | None = None,
     **options,
 ) -> dict:
     """Sample metrics of one generator; ``options`` go to its sampler (``sampler="prior"`` for a VAE); with the
-    two ``halves`` of the real images, also ``fd_vs_half`` (the first samples against the first half)."""
+    ``halves`` of the real images (the first half's features, the second half's images), also ``fd_vs_half`` (as
+    many first samples as the second half holds, against the first half)."""
     spec = DATASETS[dataset]
     pipe = convgen.load(extractor.model_dir, device="cpu")  # the classifier behind the features
     gen = convgen.load(model, device="cpu")
     fakes = gen.sample(n, seed=0, **options)
     m = generation_metrics(x_real, fakes, extractor, spec["real"], pr_max=n)
     size = spec["size"]
-    pred = pipe.predict(torch.nn.functional.interpolate(fakes, size=size, mode="bilinear", antialias=True).clamp(0, 1))
+    pred = classify(pipe, fakes, size)
     shares = (torch.bincount(pred, minlength=10).double() / len(pred)).tolist()
     out = {
         f"fd_{extractor.tag}": m[f"fd_{extractor.tag}"],
@@ -107,11 +114,7 @@ def evaluate_model(
         out["fd_vs_half"] = frechet(halves[0], fakes[: len(halves[1])], extractor)
     if gen.num_classes:
         groups = gen.sample_per_class(per_class, seed=0, **options)
-        resize = {"size": size, "mode": "bilinear", "antialias": True}
-        correct = sum(
-            int((pipe.predict(torch.nn.functional.interpolate(groups[c], **resize).clamp(0, 1)) == c).sum())
-            for c in groups
-        )
+        correct = sum(int((classify(pipe, groups[c], size) == c).sum()) for c in groups)
         out["class_accuracy"] = correct / (per_class * len(groups))
     return out
 
@@ -146,14 +149,14 @@ def main() -> None:
     data = build_data(load_config(REPO / "configs" / "gan" / spec["ours"]).data)
     x_real, _ = data.val.batch(torch.arange(len(data.val)))
     extractor = get_extractor(spec["extractor"])
-    halves = (x_real[0::2], x_real[1::2]) if args.blur else None
+    halves = (tensor_features(x_real[0::2], extractor), x_real[1::2]) if args.blur else None
     results = {
         name: evaluate_model(model, args.n, args.per_class, extractor, x_real, args.dataset, halves)
         for name, model in models.items()
     }
     ratio = {}
     if halves is not None:
-        ratio["real_half_vs_half"] = blur_baseline(halves, args.blur, extractor)
+        ratio["real_half_vs_half"] = blur_baseline(*halves, args.blur, extractor)
     fd_key = f"fd_{extractor.tag}"
     if "ours" in results and "reference" in results:
         ratio["fd_ratio_ours_vs_reference"] = round(results["ours"][fd_key] / results["reference"][fd_key], 4)
