@@ -4,7 +4,8 @@ For each model: ``--n`` samples (seed 0) against held-out real images never trai
 classifier (MNIST: the 1,000 bundled validation digits; CIFAR-10: the 2,000 images the presets hold out of the
 training split). Reports the Frechet distance and KID in that classifier's features, precision/recall, the class
 shares of the samples (as predicted by the classifier: coverage of the ten classes), and for conditional models the
-share of ``--per-class`` samples that the classifier assigns to the requested class. Prints one JSON object.
+share of ``--per-class`` samples that the classifier assigns to the requested class, beside its accuracy on the
+held-out real images (``real_accuracy``) and the ratio of the two (the issue's bar: >= 0.8). Prints one JSON object.
 
     # compare two trained models (a zoo name, run dir or model dir each)
     python benchmarks/gan_quality.py --model ours=mnist-dcgan --model reference=runs/dcgan-reference-15min
@@ -14,6 +15,8 @@ share of ``--per-class`` samples that the classifier assigns to the requested cl
     python benchmarks/gan_quality.py --dataset cifar10 --train-minutes 30 --runs ../runs/gan-quality-cifar10
     # and how blurred real photos score on the same scale (the issue's bar for cifar10-dcgan)
     python benchmarks/gan_quality.py --dataset cifar10 --model ours=cifar10-dcgan --blur 0.5 1 1.5
+    # a conditional GAN by truncation: FD, recall and how often the classifier sees the requested class
+    python benchmarks/gan_quality.py --dataset cifar10 --model cgan=cifar10-cgan --per-class 500 --truncation 0 1 0.5
 
 ``--blur``: the held-out images are split in two halves (even / odd indices). The odd half, sharp and Gaussian-
 blurred at each sigma (pixels), is scored against the even half; so are each model's first samples (as many as the
@@ -86,11 +89,13 @@ def evaluate_model(
     x_real: torch.Tensor,
     dataset: str = "mnist",
     halves: tuple | None = None,
+    y_real: torch.Tensor | None = None,
     **options,
 ) -> dict:
     """Sample metrics of one generator; ``options`` go to its sampler (``sampler="prior"`` for a VAE); with the
     ``halves`` of the real images (the first half's features, the second half's images), also ``fd_vs_half`` (as
-    many first samples as the second half holds, against the first half)."""
+    many first samples as the second half holds, against the first half); with the real images' labels ``y_real``,
+    a conditional model's class accuracy also as a share of the classifier's accuracy on the real images."""
     spec = DATASETS[dataset]
     pipe = convgen.load(extractor.model_dir, device="cpu")  # the classifier behind the features
     gen = convgen.load(model, device="cpu")
@@ -116,6 +121,9 @@ def evaluate_model(
         groups = gen.sample_per_class(per_class, seed=0, **options)
         correct = sum(int((classify(pipe, groups[c], size) == c).sum()) for c in groups)
         out["class_accuracy"] = correct / (per_class * len(groups))
+        if y_real is not None:
+            out["real_accuracy"] = float((classify(pipe, x_real, size) == y_real).double().mean())
+            out["class_accuracy_vs_real"] = round(out["class_accuracy"] / out["real_accuracy"], 4)
     return out
 
 
@@ -136,6 +144,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--per-class", type=int, default=200)
     p.add_argument("--blur", type=float, nargs="+", metavar="SIGMA", help="score blurred real images too (see above)")
+    p.add_argument("--truncation", type=float, nargs="+", metavar="T", help="score each GAN at these truncations "
+                   "(0 = none; default: each model's own)")  # fmt: skip
     args = p.parse_args()
     spec = DATASETS[args.dataset]
     models = dict(m.split("=", 1) for m in args.model)
@@ -147,13 +157,16 @@ def main() -> None:
     if not models:
         p.error("give --model NAME=MODEL (repeatable) or --train-minutes")
     data = build_data(load_config(REPO / "configs" / "gan" / spec["ours"]).data)
-    x_real, _ = data.val.batch(torch.arange(len(data.val)))
+    x_real, y_real = data.val.batch(torch.arange(len(data.val)))
     extractor = get_extractor(spec["extractor"])
     halves = (tensor_features(x_real[0::2], extractor), x_real[1::2]) if args.blur else None
-    results = {
-        name: evaluate_model(model, args.n, args.per_class, extractor, x_real, args.dataset, halves)
-        for name, model in models.items()
-    }
+    results = {}
+    for name, model in models.items():
+        for t in args.truncation or [None]:
+            options = {} if t is None else {"truncation": t}
+            key = name if t is None else f"{name} truncation {t:g}"
+            results[key] = evaluate_model(model, args.n, args.per_class, extractor, x_real, args.dataset, halves,
+                                          y_real, **options)  # fmt: skip
     ratio = {}
     if halves is not None:
         ratio["real_half_vs_half"] = blur_baseline(*halves, args.blur, extractor)

@@ -145,7 +145,7 @@ def test_no_family_option_name_is_written_into_the_generic_front_ends():
 
 def test_the_python_api_checks_the_same_fields_with_the_same_messages(tmp_path):
     ddpm, gan, denoiser = convgen.load("mnist-ddpm"), convgen.load("mnist-dcgan"), convgen.load("denoise-gray-s25")
-    with pytest.raises(ConvgenError, match=r"^sampling with mnist-dcgan does not take guidance \(it takes no"):
+    with pytest.raises(ConvgenError, match=r"^sampling with mnist-dcgan does not take guidance \(it takes truncation"):
         gan.sample(2, guidance=2.0)
     with pytest.raises(ConvgenError, match=r"^steps 5000: must be in 1..1000$"):
         ddpm.sample(2, steps=5000)

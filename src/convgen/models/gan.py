@@ -254,6 +254,21 @@ def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
+def truncate(z: torch.Tensor, t: float, keep: int = 0) -> torch.Tensor:
+    """The truncation trick (Brock et al. 2019): standard normal latents ``z`` mapped onto N(0, 1) restricted to
+    [-t, t], coordinate by coordinate through the CDFs (``Phi^-1(Phi(-t) + Phi(z) (1 - 2 Phi(-t)))``), so each
+    latent keeps its rank and a smaller ``t`` pulls the same seed's pictures toward the typical one. ``t`` 0: no
+    truncation. The first ``keep`` coordinates stay as drawn (a self-conditioned generator picks its cluster from
+    ``Phi(z[:, 0])``, whose frequencies truncation would change)."""
+    if not t:
+        return z
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    low = normal.cdf(torch.tensor(-float(t), dtype=torch.float64))
+    u = low + normal.cdf(z[:, keep:].double()) * (1 - 2 * low)
+    inner = normal.icdf(u.clamp(1e-15, 1 - 1e-15)).clamp(-t, t).to(z.dtype)
+    return torch.cat([z[:, :keep], inner], 1)
+
+
 @torch.no_grad()
 def generate(
     generator: Generator,

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +23,8 @@ from tqdm import tqdm
 
 from convgen.errors import ConvgenError
 from convgen.io.images import write_image
-from convgen.models.gan import generate, latents
-from convgen.options import Options
+from convgen.models.gan import generate, latents, truncate
+from convgen.options import Options, option
 from convgen.pipelines.base import CallNet, Explainable, Pipeline, check_batch_size, check_target
 from convgen.registry import PIPELINES
 
@@ -193,9 +195,29 @@ class Sampler(Pipeline):
         return self.walk(steps, rows, seed, mode, classes, label, **checked)
 
 
+def _truncation(verb: str) -> float | None:
+    return option(None, f"truncation trick{verb}: every latent coordinate drawn from N(0, 1) restricted to [-t, t] "
+                  "(smaller: more typical pictures, less variety; 0: none; default: the model's, see its card)",
+                  lo=0, hi=10)  # fmt: skip
+
+
+@dataclass
+class GANSampleOptions(Options):
+    truncation: float | None = _truncation("")
+
+
+@dataclass
+class GANWalkOptions(Options):
+    truncation: float | None = _truncation(" at both ends of every walk")
+
+
 @PIPELINES.register("gan")
 class GANSampler(Sampler):
-    """A DCGAN generator (the EMA one when saved)."""
+    """A DCGAN generator (the EMA one when saved). Its default truncation is ``meta.json`` ``inference``
+    ``truncation`` (none when absent)."""
+
+    sample_options = GANSampleOptions
+    walk_options = GANWalkOptions
 
     def select_networks(self, saved) -> tuple[str, ...]:
         return ("generator_ema",) if saved.has("generator_ema") else ("generator",)
@@ -208,10 +230,21 @@ class GANSampler(Sampler):
     def z_dim(self) -> int:
         return self.cfg.model.z_dim
 
-    def latents(self, n: int, seed: int) -> torch.Tensor:
+    @property
+    def default_truncation(self) -> float:
+        """The model's ``meta.json`` ``inference.truncation`` (set for zoo models whose card was measured with it),
+        else 0 (none)."""
+        return float(self.meta.get("inference", {}).get("truncation", 0))
+
+    def option_defaults(self, declared) -> dict[str, Any]:
+        return {"truncation": self.default_truncation}
+
+    def latents(self, n: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+        """``n`` latents of ``seed``, truncated at ``truncation`` (None: :attr:`default_truncation`)."""
         if n < 1:
             raise ConvgenError("the number of samples must be >= 1")
-        return latents(n, self.z_dim, seed)
+        t = self.default_truncation if truncation is None else truncation
+        return truncate(latents(n, self.z_dim, seed), t, keep=1 if getattr(self.generator, "clusters", 0) else 0)
 
     @torch.no_grad()
     def generate(
@@ -224,8 +257,8 @@ class GANSampler(Sampler):
         with tqdm(total=len(z), desc="sample", unit="img", file=sys.stderr, disable=len(z) < 5000) as bar:
             return generate(self.generator, z, labels, embedding, batch_size, self.device, progress=bar)
 
-    def generate_images(self, n, seed, labels, batch_size):
-        return self.generate(self.latents(n, seed), labels, batch_size)
+    def generate_images(self, n, seed, labels, batch_size, truncation=None):
+        return self.generate(self.latents(n, seed, truncation), labels, batch_size)
 
     def explainable(self, target: int | None = None) -> Explainable:
         """The discriminator of a GAN checkpoint (training run or checkpoint directory): CAMs of its "real" logit
@@ -261,12 +294,12 @@ class GANSampler(Sampler):
         return Explainable(CallNet(disc, run), prepare, lambda logits: logits, "discriminator", extra,
                            lambda x: (x + 1) / 2)  # fmt: skip
 
-    def walk(self, steps, rows, seed, mode, classes, label):
+    def walk(self, steps, rows, seed, mode, classes, label, truncation=None):
         """Latent walks; a self-conditioned model (``model.clusters``) also walks from one end's cluster embedding
         to the other's, so the row changes smoothly instead of jumping where the latent crosses into another
         cluster; with ``classes``, a walk between two class embeddings."""
         t = torch.linspace(0, 1, steps)
-        z = self.latents(2 * rows, seed)
+        z = self.latents(2 * rows, seed, truncation)
 
         def embedding_walk(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
             """Row-major (rows * steps) embeddings from class/cluster ids ``start`` to ``end`` (rows each)."""
