@@ -81,6 +81,9 @@ def outputs(codec_streams: dict[str, bytes] | None = None) -> dict[str, np.ndarr
     colour_gan = convgen.load("cifar10-dcgan", device="cpu")
     out["cifar10-dcgan/sample"] = colour_gan.sample(4, seed=0).numpy()
     out["cifar10-dcgan/interpolate"] = colour_gan.interpolate(steps=3, rows=1, seed=3).numpy()
+    colour_cgan = convgen.load("cifar10-cgan", device="cpu")  # truncation 1 by default (its meta.json)
+    out["cifar10-cgan/per_class"] = np.stack([v.numpy() for v in colour_cgan.sample_per_class(1, seed=0).values()])
+    out["cifar10-cgan/interpolate_classes"] = colour_cgan.interpolate(steps=3, rows=1, seed=3, classes=(1, 9)).numpy()
 
     vae = convgen.load("mnist-vae", device="cpu")
     out["mnist-vae/sample_gmm"] = vae.sample(6, seed=0).numpy()
