@@ -98,7 +98,10 @@ def test_models_describe_what_each_model_serves(client):
     denoise = {o["name"]: o for o in models["denoise-gray-s25"]["options"]["restore"]["denoise"]}
     assert denoise["tile"]["default"] == 512 and denoise["clip"]["type"] == "bool" and denoise["sigma"]["gt"] == 0
     assert denoise["strength"]["hi"] == 4 and denoise["guard"]["default"] is True
-    assert models["mnist-dcgan"]["options"]["sample"] == [] and models["mnist-vae"]["options"]["sample"][0]["choices"]
+    gan_sample = {o["name"]: o for o in models["mnist-dcgan"]["options"]["sample"]}
+    assert list(gan_sample) == ["truncation"] and gan_sample["truncation"]["model_default"] == 0
+    assert {o["name"]: o for o in models["cifar10-cgan"]["options"]["sample"]}["truncation"]["model_default"] == 1
+    assert models["mnist-vae"]["options"]["sample"][0]["choices"]
     assert [o["name"] for o in models["style-scream"]["options"]["stylize"]] == ["preserve_color", "size"]
     assert all(o["help"] for m in models.values() for group in m["options"].values()
                for o in (group if isinstance(group, list) else sum(group.values(), [])))  # fmt: skip
