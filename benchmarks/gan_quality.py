@@ -26,6 +26,7 @@ half holds), as ``fd_vs_half``: one scale for generated and blurred real images 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -89,13 +90,13 @@ def evaluate_model(
     x_real: torch.Tensor,
     dataset: str = "mnist",
     halves: tuple | None = None,
-    y_real: torch.Tensor | None = None,
+    real_accuracy=None,
     **options,
 ) -> dict:
     """Sample metrics of one generator; ``options`` go to its sampler (``sampler="prior"`` for a VAE); with the
     ``halves`` of the real images (the first half's features, the second half's images), also ``fd_vs_half`` (as
-    many first samples as the second half holds, against the first half); with the real images' labels ``y_real``,
-    a conditional model's class accuracy also as a share of the classifier's accuracy on the real images."""
+    many first samples as the second half holds, against the first half); with ``real_accuracy`` (a function giving
+    the classifier's accuracy on the real images), a conditional model's class accuracy also as a share of it."""
     spec = DATASETS[dataset]
     pipe = convgen.load(extractor.model_dir, device="cpu")  # the classifier behind the features
     gen = convgen.load(model, device="cpu")
@@ -121,8 +122,8 @@ def evaluate_model(
         groups = gen.sample_per_class(per_class, seed=0, **options)
         correct = sum(int((classify(pipe, groups[c], size) == c).sum()) for c in groups)
         out["class_accuracy"] = correct / (per_class * len(groups))
-        if y_real is not None:
-            out["real_accuracy"] = float((classify(pipe, x_real, size) == y_real).double().mean())
+        if real_accuracy is not None:
+            out["real_accuracy"] = real_accuracy()
             out["class_accuracy_vs_real"] = round(out["class_accuracy"] / out["real_accuracy"], 4)
     return out
 
@@ -160,13 +161,19 @@ def main() -> None:
     x_real, y_real = data.val.batch(torch.arange(len(data.val)))
     extractor = get_extractor(spec["extractor"])
     halves = (tensor_features(x_real[0::2], extractor), x_real[1::2]) if args.blur else None
+
+    @functools.cache  # once, and only where a conditional model asks for it
+    def real_accuracy() -> float:
+        judge = convgen.load(extractor.model_dir, device="cpu")
+        return float((classify(judge, x_real, spec["size"]) == y_real).double().mean())
+
     results = {}
     for name, model in models.items():
         for t in args.truncation or [None]:
             options = {} if t is None else {"truncation": t}
             key = name if t is None else f"{name} truncation {t:g}"
             results[key] = evaluate_model(model, args.n, args.per_class, extractor, x_real, args.dataset, halves,
-                                          y_real, **options)  # fmt: skip
+                                          real_accuracy, **options)  # fmt: skip
     ratio = {}
     if halves is not None:
         ratio["real_half_vs_half"] = blur_baseline(*halves, args.blur, extractor)

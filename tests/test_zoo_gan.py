@@ -57,7 +57,7 @@ def test_truncation_maps_latents_into_the_interval_keeping_their_rank():
     torch.testing.assert_close(truncate(z, 9.0), z, atol=1e-4, rtol=0)  # far tails: almost no change
 
 
-def test_gan_truncation_option_narrows_the_samples_and_defaults_from_the_model(tmp_path):
+def test_gan_truncation_option_narrows_the_samples_and_defaults_from_the_model():
     from convgen.errors import ConvgenError
 
     gen = convgen.load("mnist-cgan", device="cpu")
