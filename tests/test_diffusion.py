@@ -225,15 +225,21 @@ def test_training_lowers_the_loss_exports_ema_and_scores_samples(tiny_model: Pat
 
 
 def test_resume_is_exact(tmp_path: Path):
+    """With random flips on (their draws are part of the resume state); the option is used (a run without differs)."""
     cfg = ddpm_config(train__max_steps=8, train__ckpt_every=4, train__eval_every=4, train__deterministic=True,
-                      task__fd_extractor="none")  # fmt: skip
+                      task__fd_extractor="none", task__hflip=True)  # fmt: skip
     Trainer(build_config(cfg), tmp_path / "a").fit()
     Trainer(build_config({**cfg, "train": {**cfg["train"], "max_steps": 4}}), tmp_path / "b").fit()
     Trainer(build_config(cfg), tmp_path / "b", resume="latest").fit()
+    Trainer(build_config({**cfg, "task": {**cfg["task"], "hflip": False}}), tmp_path / "c").fit()
+
+    def weights(run: str, name: str) -> dict:
+        return load_file(str(tmp_path / run / "checkpoints" / "step_00000008" / f"{name}.safetensors"))
+
     for name in ("unet", "unet_ema"):
-        a = load_file(str(tmp_path / "a" / "checkpoints" / "step_00000008" / f"{name}.safetensors"))
-        b = load_file(str(tmp_path / "b" / "checkpoints" / "step_00000008" / f"{name}.safetensors"))
+        a, b, c = weights("a", name), weights("b", name), weights("c", name)
         assert all(torch.equal(a[k], b[k]) for k in a)
+        assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 # -- pipeline and CLI --------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from convgen.data.transforms import random_hflip
 from convgen.diffusion import NoiseSchedule
 from convgen.diffusion.samplers import ddim_timesteps, distilled_grid, generate, one_step_target
 from convgen.engine.ema import EMA
@@ -78,6 +79,7 @@ class DiffusionTask(Task):
         eval_batch_size: int = 64  # images per network batch when sampling (small batches are faster on a CPU)
         fd_extractor: str = "auto"  # auto | none | a classifier (zoo name or model dir)
         sample_grid: int = 100
+        hflip: bool = False  # training images mirrored left-right at random (half of them), as DDPM on CIFAR-10
         distill: DistillConfig = field(default_factory=DistillConfig)
 
         def __post_init__(self) -> None:
@@ -229,6 +231,8 @@ class DiffusionTask(Task):
 
     def train_step(self, batch, step: int) -> dict[str, float]:
         x, labels = batch
+        if self.cfg.task.hflip:
+            x = random_hflip(x, self.gen)
         self.net.train()
         with self.ctx.autocast():
             loss = self.loss(self.module, x, labels if self.conditional else None, self.gen)
