@@ -17,6 +17,8 @@ held-out real images (``real_accuracy``) and the ratio of the two (the issue's b
     python benchmarks/gan_quality.py --dataset cifar10 --model ours=cifar10-dcgan --blur 0.5 1 1.5
     # a conditional GAN by truncation: FD, recall and how often the classifier sees the requested class
     python benchmarks/gan_quality.py --dataset cifar10 --model cgan=cifar10-cgan --per-class 500 --truncation 0 1 0.5
+    # a diffusion model beside the GANs, by classifier-free guidance scale (GANs at their defaults)
+    python benchmarks/gan_quality.py --dataset cifar10 --model ddpm=cifar10-ddpm --model gan=cifar10-cgan --guidance 1 2
 
 ``--blur``: the held-out images are split in two halves (even / odd indices). The odd half, sharp and Gaussian-
 blurred at each sigma (pixels), is scored against the even half; so are each model's first samples (as many as the
@@ -40,6 +42,7 @@ from convgen.data.attacks import blur
 from convgen.data.datasets import build_data
 from convgen.metrics.distribution import frechet_distance, generation_metrics
 from convgen.metrics.extractors import get_extractor, tensor_features
+from convgen.options import fields_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,6 +131,16 @@ def evaluate_model(
     return out
 
 
+def sweep(model: str, values: dict[str, list[float] | None]) -> list[tuple[str | None, float | None]]:
+    """The (option, value) settings to score ``model`` at: the first option in ``values`` with values given that
+    the model's sampler declares (GANs: truncation; diffusion models: guidance), else its defaults only."""
+    declared = {f.name for f, _ in fields_of(convgen.load(model, device="cpu").sample_options)}
+    for option, given in values.items():
+        if given and option in declared:
+            return [(option, v) for v in given]
+    return [(None, None)]
+
+
 def train_for(config: str, minutes: float, out: Path) -> str:
     cfg = load_config(REPO / "configs" / "gan" / config, [f"train.max_minutes={minutes}", "train.progress=false"])
     t = time.perf_counter()
@@ -147,6 +160,8 @@ def main() -> None:
     p.add_argument("--blur", type=float, nargs="+", metavar="SIGMA", help="score blurred real images too (see above)")
     p.add_argument("--truncation", type=float, nargs="+", metavar="T", help="score each GAN at these truncations "
                    "(0 = none; default: each model's own)")  # fmt: skip
+    p.add_argument("--guidance", type=float, nargs="+", metavar="W", help="score each diffusion model at these "
+                   "classifier-free guidance scales (default: each model's own)")  # fmt: skip
     args = p.parse_args()
     spec = DATASETS[args.dataset]
     models = dict(m.split("=", 1) for m in args.model)
@@ -169,9 +184,9 @@ def main() -> None:
 
     results = {}
     for name, model in models.items():
-        for t in args.truncation or [None]:
-            options = {} if t is None else {"truncation": t}
-            key = name if t is None else f"{name} truncation {t:g}"
+        for option, value in sweep(model, {"truncation": args.truncation, "guidance": args.guidance}):
+            options = {} if option is None else {option: value}
+            key = name if option is None else f"{name} {option} {value:g}"
             results[key] = evaluate_model(model, args.n, args.per_class, extractor, x_real, args.dataset, halves,
                                           real_accuracy, **options)  # fmt: skip
     ratio = {}
