@@ -34,7 +34,7 @@ ATOL = 2e-4
 #: (guidance 3 multiplies the difference of two predictions: 8.9e-3 between an AMD EPYC (AVX2) and the recording
 #: Intel Xeon (AVX-512), 2 threads each)
 ATOL_BY_KEY = {"mnist-ddpm/sample": 2e-3, "mnist-ddpm/per_class_guided": 1.5e-2, "mnist-ddpm-fast/per_class": 1e-2,
-               "cifar10-vae/reconstruct_mean": 2e-3}  # fmt: skip
+               "cifar10-vae/reconstruct_mean": 2e-3, "cifar10-ddpm/per_class": 1.5e-2}  # fmt: skip
 
 
 def _gray_crop() -> np.ndarray:
@@ -111,6 +111,8 @@ def outputs(codec_streams: dict[str, bytes] | None = None) -> dict[str, np.ndarr
     out["mnist-ddpm/denoise"] = ddpm.denoise(_noisy(digits, 50), sigma=50, steps=3)
     fast = convgen.load("mnist-ddpm-fast", device="cpu")  # its own 8-step grid (8 chained steps: a looser atol)
     out["mnist-ddpm-fast/per_class"] = np.stack([v.numpy() for v in fast.sample_per_class(1, seed=1).values()])
+    colour_ddpm = convgen.load("cifar10-ddpm", device="cpu").sample_per_class(1, seed=0, steps=3)  # guidance 2
+    out["cifar10-ddpm/per_class"] = np.stack([v.numpy() for v in colour_ddpm.values()])
 
     gray, colour = _gray_crop(), _colour_crop()
     out["denoise-gray-s25/restore"] = convgen.load("denoise-gray-s25").restore(_noisy(gray, 25), sigma=25)
