@@ -1,4 +1,4 @@
-"""Sample quality of GANs in a domain classifier's feature space (FD-mnistcls / FD-cifarcls: *not* a standard FID).
+"""Sample quality of generators in a domain classifier's feature space (FD-mnistcls / FD-cifarcls: *not* FID).
 
 For each model: ``--n`` samples (seed 0) against held-out real images never trained on by the GANs or by the
 classifier (MNIST: the 1,000 bundled validation digits; CIFAR-10: the 2,000 images the presets hold out of the
