@@ -224,11 +224,23 @@ def test_training_lowers_the_loss_exports_ema_and_scores_samples(tiny_model: Pat
     assert (run / "samples.png").is_file()
 
 
-def test_resume_is_exact(tmp_path: Path):
-    """With random flips on (their draws are part of the resume state); the option is used (a run without differs)."""
+def test_resume_is_exact(tmp_path: Path, monkeypatch):
+    """With random flips on (their draws are part of the resume state); every training batch goes through them and
+    some images come out mirrored; a run without them differs."""
+    from convgen.data.transforms import random_hflip
+
+    mirrored = []
+
+    def spy(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        out = random_hflip(x, gen)
+        mirrored.append(not torch.equal(out, x))
+        return out
+
+    monkeypatch.setattr("convgen.tasks.diffusion.random_hflip", spy)
     cfg = ddpm_config(train__max_steps=8, train__ckpt_every=4, train__eval_every=4, train__deterministic=True,
                       task__fd_extractor="none", task__hflip=True)  # fmt: skip
     Trainer(build_config(cfg), tmp_path / "a").fit()
+    assert len(mirrored) == 8 and all(mirrored)  # 50 digits a batch: some mirrored in every one
     Trainer(build_config({**cfg, "train": {**cfg["train"], "max_steps": 4}}), tmp_path / "b").fit()
     Trainer(build_config(cfg), tmp_path / "b", resume="latest").fit()
     Trainer(build_config({**cfg, "task": {**cfg["task"], "hflip": False}}), tmp_path / "c").fit()
