@@ -143,6 +143,33 @@ def test_resume_is_exact(tmp_path, clusters):
             assert torch.equal(a[k], b[k]), (name, k)
 
 
+def test_resume_refuses_a_feature_extractor_with_other_weights(tmp_path):
+    """The best checkpoint was chosen by FD in one classifier's features: a resume whose task.fd_extractor now
+    names other weights (a retrained zoo classifier of the same name) must not compare FDs of two feature spaces."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from convgen import modeldir
+
+    same, other = tmp_path / "renamed-classifier", tmp_path / "other-classifier"
+    shutil.copytree(modeldir.open_model("mnist-classifier").path, same)
+    shutil.copytree(same, other)
+    for f in other.glob("*.safetensors"):
+        weights = load_file(str(f))
+        save_file({k: v * 1.01 if v.is_floating_point() else v for k, v in weights.items()}, str(f))
+    modeldir.record_checksums(other)  # a retrained classifier: other weights, a valid model directory
+    run = tmp_path / "run"
+    convgen.train(build_config(gan_config(train__max_steps=4, train__ckpt_every=4, train__eval_every=4)), run)
+    state = json.loads((run / "checkpoints" / "step_00000004" / "state.json").read_text())
+    assert state["task"]["validator_extractor"]["name"] == "mnist-classifier"
+    longer = gan_config(train__max_steps=8, train__ckpt_every=4, train__eval_every=4, task__fd_extractor=str(other))
+    with pytest.raises(ConfigError, match="resume with task.fd_extractor set to the original classifier"):
+        convgen.train(build_config(longer), run, resume="latest")
+    renamed = gan_config(train__max_steps=8, train__ckpt_every=4, train__eval_every=4, task__fd_extractor=str(same))
+    assert convgen.train(build_config(renamed), run, resume="latest").step == 8  # same weights, new name: fine
+
+
 def test_nan_guard_rolls_back_then_gives_up(tmp_path, monkeypatch):
     original = gan_task.GANTask.train_step
     fired = []

@@ -187,13 +187,31 @@ class Task:
                     group["initial_lr"] *= factor
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "extra": self.extra_state(),
         }
+        validator = self.__dict__.get("validator")  # only once a validation has built it
+        if validator is not None:
+            state["validator_extractor"] = {"name": validator.extractor.name, "sha256_16": validator.extractor.digest}
+        return state
+
+    def _check_validator(self, saved: dict[str, str] | None) -> None:
+        """A resumed run must score its samples in the feature space its best checkpoint was chosen in: a
+        ``task.fd_extractor`` that now names other weights (a retrained zoo classifier) would compare FDs of two
+        different feature spaces."""
+        if not saved or self.validator is None or self.validator.extractor.digest == saved["sha256_16"]:
+            return
+        raise ConfigError(
+            f"this run's validation FD was measured with {saved['name']} (weights sha256 {saved['sha256_16']}...), "
+            f"but task.fd_extractor {self.cfg.task.fd_extractor!r} now has weights {self.validator.extractor.digest}"
+            "...: resume with task.fd_extractor set to the original classifier (a zoo CIFAR-10 run: "
+            "cifar10-classifier-v1)"
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_validator(state.get("validator_extractor"))
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():

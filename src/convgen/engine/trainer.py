@@ -63,6 +63,7 @@ RESUMABLE_CHANGES = {
     "train.tensorboard",
     "train.device",
     "train.threads",
+    "task.fd_extractor",  # a new name for the same weights: checkpoints record the extractor's digest (Task)
 }
 
 
