@@ -58,7 +58,7 @@ DATASETS = {
     "cifar10": {
         "ours": "cifar10-dcgan.yaml",
         "reference": "dcgan-reference-cifar10.yaml",
-        "extractor": "cifar10-classifier",
+        "extractor": "cifar10-classifier-v1",
         "size": 32,
         "real": "CIFAR-10 (JPEG q75 copy), the 2,000 images held out of the training split (split_seed 0)",
     },

@@ -189,7 +189,7 @@ def test_zoo_cifar10_classifier_keeps_its_card_accuracy_on_the_held_out_images()
     x, y = val.batch(torch.arange(len(val)))
     pred = convgen.load("cifar10-classifier", device="cpu").predict_proba(x.float() / 255 if x.dtype == torch.uint8
                                                                           else x).argmax(1)  # fmt: skip
-    assert (pred == y).float().mean().item() >= 0.91  # the card: 91.3%
+    assert (pred == y).float().mean().item() >= 0.915  # the card: 92.0% (cifar10-classifier-v1: 91.3%)
 
 
 def _lookahead_config(root: Path, **train) -> dict:

@@ -130,9 +130,10 @@ def outputs(codec_streams: dict[str, bytes] | None = None) -> dict[str, np.ndarr
     mask = _mask(64, 64)
     out["inpaint/restore"] = convgen.load("inpaint").restore(colour * (1 - mask[..., None]), mask=mask)
     out.update(_codec_outputs(gray, colour, codec_streams))
-    cifar = convgen.load("cifar10-classifier", device="cpu")
-    views = cifar.prepare([colour, colour[::-1], np.repeat(gray, 3, -1)])
-    out["cifar10-classifier/probs"] = cifar.predict_proba(views).numpy()
+    for name in ("cifar10-classifier", "cifar10-classifier-v1"):
+        cifar = convgen.load(name, device="cpu")
+        views = cifar.prepare([colour, colour[::-1], np.repeat(gray, 3, -1)])
+        out[f"{name}/probs"] = cifar.predict_proba(views).numpy()
     out.update(_watermark_outputs())
     for style in ("starry-night", "shipwreck", "scream"):
         fast = convgen.load(f"style-{style}")

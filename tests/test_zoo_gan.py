@@ -25,7 +25,7 @@ def test_mnist_cgan_generates_the_requested_digit():
 
 def test_cifar10_cgan_draws_the_requested_class():
     gen = convgen.load("cifar10-cgan", device="cpu")
-    judge = convgen.load("cifar10-classifier", device="cpu")
+    judge = convgen.load("cifar10-classifier-v1", device="cpu")  # the judge of the card
     groups = gen.sample_per_class(20, seed=5)
     assert groups[0].shape == (20, 3, 32, 32) and groups[0].min() >= 0 and groups[0].max() <= 1
     correct = sum(int((judge.predict(groups[c]) == c).sum()) for c in range(10))

@@ -4,8 +4,10 @@
   FID / KID / IS. The weights come from ``--inception-weights PATH``, ``$CONVGEN_INCEPTION_WEIGHTS``, the cache
   directory, or a checksummed download when online.
 * ``mnist-classifier`` or any convgen classifier (zoo name or model directory) -- a domain feature space. Its numbers
-  are labelled ``FD-mnistcls`` / ``KID-mnistcls`` / ``IS-mnistcls`` (``cifarcls`` for ``cifar10-classifier``,
-  ``domaincls`` for other classifiers), never bare FID.
+  are labelled ``FD-mnistcls`` / ``KID-mnistcls`` / ``IS-mnistcls`` (``cifarcls`` for ``cifar10-classifier-v1``,
+  ``domaincls`` for other classifiers), never bare FID. A domain metric is pinned to its weights, as FID is to
+  the 2015 Inception: ``cifar10-classifier-v1`` stays the FD-cifarcls network when the zoo's ``cifar10-classifier``
+  improves, so every FD-cifarcls number remains comparable.
 
 :func:`default_extractor` picks ``mnist-classifier`` for single-channel images of at most 64 px (digits) and
 ``inception-v3`` otherwise; the output always names the extractor it used.
@@ -72,7 +74,7 @@ class FeatureExtractor:
         }
 
 
-DOMAIN_TAGS = {"mnist-classifier": "mnistcls", "cifar10-classifier": "cifarcls"}  # metric labels: FD-<tag>
+DOMAIN_TAGS = {"mnist-classifier": "mnistcls", "cifar10-classifier-v1": "cifarcls"}  # metric labels: FD-<tag>
 
 
 class ClassifierExtractor(FeatureExtractor):
