@@ -6,7 +6,7 @@ Three rates, images per second on this machine:
   uint8 array it keeps in memory for the whole run (done once per run);
 * **feed**: batches from that array as the training loop takes them (``BatchLoader``: index, uint8 -> float, then
   the recipe's flips and reflect-padded 2-pixel crops);
-* **train**: optimiser steps of ``cifar10-classifier``'s network (``whitened-convnet``, batch 1024, SGD).
+* **train**: optimiser steps of ``cifar10-classifier-v1``'s network (``whitened-convnet`` 64/256/256, batch 1024, SGD).
 
 Training is data-bound when feed < train. Prints one JSON object.
 
