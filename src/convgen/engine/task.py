@@ -206,8 +206,7 @@ class Task:
         raise ConfigError(
             f"this run's validation FD was measured with {saved['name']} (weights sha256 {saved['sha256_16']}...), "
             f"but task.fd_extractor {self.cfg.task.fd_extractor!r} now has weights {self.validator.extractor.digest}"
-            "...: resume with task.fd_extractor set to the original classifier (a zoo CIFAR-10 run: "
-            "cifar10-classifier-v1)"
+            "...: resume with task.fd_extractor set to the original classifier (a model with those weights)"
         )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
