@@ -32,14 +32,14 @@ def protocol_psnr(set_name: str, limit: int | None = None, sigma: float = 25, mo
 
 @needs_data
 def test_denoise_gray_s25_on_set12_images():
-    # first four Set12 images at sigma 25; the card gives the full Set12 mean (29.98 dB; BM3D: 29.97)
-    assert protocol_psnr("set12", limit=4) > 30.2  # measured 30.34
+    # first four Set12 images at sigma 25; the card gives the full Set12 mean (30.25 dB; BM3D: 29.97)
+    assert protocol_psnr("set12", limit=4) > 30.55  # measured 30.63 (stage 3; stage 1: 30.34)
 
 
 @pytest.mark.slow
 @needs_data
 def test_denoise_gray_s25_on_bsd68():
-    assert protocol_psnr("bsd68") >= 28.9
+    assert protocol_psnr("bsd68") >= 29.1  # the card: 29.127 (stage 3)
 
 
 @needs_data
