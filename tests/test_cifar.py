@@ -156,6 +156,20 @@ def test_whitened_classifier_learns_a_colour_image_folder(tmp_path):
     (tmp_path / "data" / "moss").rename(tmp_path / "data" / "lichen")  # not a class of the model: no score
     report = json.loads(cli("classify", str(tmp_path / "run"), "--input", str(tmp_path / "data"), "--json").stdout)
     assert "accuracy" not in report and len(report["predictions"]) == 120
+    # a later stage (task.init_from) starts from the saved weights, the whitening filters too: one epoch at a
+    # vanishing rate keeps the accuracy a fresh network could not reach in it
+    (tmp_path / "data" / "lichen").rename(tmp_path / "data" / "moss")
+    later = {**cfg, "task": {**cfg["task"], "init_from": str(tmp_path / "run")},
+             "train": {**cfg["train"], "epochs": 1, "lr": 1e-6}}  # fmt: skip
+    again = convgen.train(build_config(later), tmp_path / "later")
+    assert again.best_value >= 0.9
+    from safetensors.torch import load_file
+
+    first, second = (load_file(tmp_path / r / "model" / "classifier.safetensors") for r in ("run", "later"))
+    assert torch.equal(first["whiten.weight"], second["whiten.weight"])
+    later["model"] = {**cfg["model"], "widths": [8, 16, 32]}
+    with pytest.raises(ConfigError, match="do not fit"):
+        convgen.train(build_config(later), tmp_path / "misfit")
 
 
 def test_sngan_standard_cnn_layout():

@@ -14,7 +14,7 @@ from convgen.data.loader import BatchLoader
 from convgen.data.transforms import AugmentConfig
 from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
-from convgen.engine.task import Task
+from convgen.engine.task import Task, init_weights
 from convgen.errors import ConfigError
 from convgen.models import build_model
 from convgen.registry import TASKS
@@ -36,6 +36,7 @@ class ClassificationTask(Task):
         lookahead_every: int = 0
         lookahead_decay: float = 0.95
         stem_bias_epochs: float = 0  # a whitening stem's bias trains this many epochs, then freezes (0 = never)
+        init_from: str | None = None  # a saved classifier (zoo name or path) to start from (a later stage)
 
         def __post_init__(self) -> None:
             check(0 <= self.label_smoothing < 1, "task.label_smoothing", "must be in [0, 1)")
@@ -58,7 +59,12 @@ class ClassificationTask(Task):
         if data.train.labels is None:
             raise ConfigError("classification needs labelled data (class sub-folders or a labels array)")
         net = build_model(m)
-        if hasattr(net, "init_from_data"):  # deterministic: the same first images of the training split
+        if source := cfg.task.init_from:  # a later stage: every weight (a whitening stem's too) from the saved model
+            try:
+                net.load_state_dict(init_weights(source, "classifier", "classifier"))
+            except RuntimeError:
+                raise ConfigError(f"task.init_from {source}: weights do not fit the configured model") from None
+        elif hasattr(net, "init_from_data"):  # deterministic: the same first images of the training split
             count = min(cfg.task.init_images, len(data.train))
             net.init_from_data(data.train.batch(torch.arange(count))[0])
         net = ctx.prepare(net)
