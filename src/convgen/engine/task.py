@@ -60,6 +60,15 @@ def init_weights(source: str, network: str, kind: str) -> dict[str, torch.Tensor
     return saved.weights(network)
 
 
+def load_init_weights(net: nn.Module, source: str, network: str, kind: str) -> None:
+    """Load :func:`init_weights` into ``net`` exactly; weights of another shape or other names are a one-line
+    error, not a traceback."""
+    try:
+        net.load_state_dict(init_weights(source, network, kind))
+    except RuntimeError:
+        raise ConfigError(f"task.init_from {source}: weights do not fit the configured model") from None
+
+
 class Task:
     """Base class. Subclasses set ``models`` (saved) in ``__init__`` and add their optimisers with
     :meth:`add_optimizer`. What every family needs is here once: the task's random generator (``self.gen``, seeded

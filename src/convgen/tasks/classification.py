@@ -14,7 +14,7 @@ from convgen.data.loader import BatchLoader
 from convgen.data.transforms import AugmentConfig
 from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
-from convgen.engine.task import Task, init_weights
+from convgen.engine.task import Task, load_init_weights
 from convgen.errors import ConfigError
 from convgen.models import build_model
 from convgen.registry import TASKS
@@ -59,11 +59,8 @@ class ClassificationTask(Task):
         if data.train.labels is None:
             raise ConfigError("classification needs labelled data (class sub-folders or a labels array)")
         net = build_model(m)
-        if source := cfg.task.init_from:  # a later stage: every weight (a whitening stem's too) from the saved model
-            try:
-                net.load_state_dict(init_weights(source, "classifier", "classifier"))
-            except RuntimeError:
-                raise ConfigError(f"task.init_from {source}: weights do not fit the configured model") from None
+        if cfg.task.init_from:  # a later stage: every weight (a whitening stem's too) from the saved model
+            load_init_weights(net, cfg.task.init_from, "classifier", "classifier")
         elif hasattr(net, "init_from_data"):  # deterministic: the same first images of the training split
             count = min(cfg.task.init_images, len(data.train))
             net.init_from_data(data.train.batch(torch.arange(count))[0])

@@ -22,7 +22,7 @@ import torch
 from convgen.data.degradations import make_degradation
 from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
-from convgen.engine.task import Task, init_weights
+from convgen.engine.task import Task, load_init_weights
 from convgen.errors import ConfigError
 from convgen.losses.likelihood import (
     EVAL_BINARIZE_SEED,
@@ -80,10 +80,7 @@ class VAETask(Task):
         if not hasattr(net, "encode"):
             raise ConfigError(f"model type {m.registry_name!r} is not an autoencoder")
         if t.init_from:
-            try:
-                net.load_state_dict(init_weights(t.init_from, "vae", "VAE"))
-            except RuntimeError:
-                raise ConfigError(f"task.init_from {t.init_from}: weights do not fit the configured model") from None
+            load_init_weights(net, t.init_from, "vae", "VAE")
         if t.iwae_k > 1 and not net.variational:
             raise ConfigError("task.iwae_k > 1 needs a variational model (model.variational: true)")
         if t.iwae_k > 1 and ctx.dist.world_size > 1:

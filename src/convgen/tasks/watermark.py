@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from convgen.data.attacks import BENCHMARK, REQUIRED, quantize, random_attack
 from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
-from convgen.engine.task import Task, init_weights
+from convgen.engine.task import Task, load_init_weights
 from convgen.errors import ConfigError
 from convgen.models import build_model
 from convgen.models.watermark import resize
@@ -64,11 +64,7 @@ class WatermarkTask(Task):
         if not hasattr(net, "residual"):
             raise ConfigError(f"model type {cfg.model.registry_name!r} is not a watermark network")
         if cfg.task.init_from:
-            try:
-                net.load_state_dict(init_weights(cfg.task.init_from, "watermark", "watermark model"))
-            except RuntimeError:
-                raise ConfigError(f"task.init_from {cfg.task.init_from}: weights do not fit the configured "
-                                  "model") from None  # fmt: skip
+            load_init_weights(net, cfg.task.init_from, "watermark", "watermark model")
         net = ctx.prepare(net)
         self.models = {"watermark": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
