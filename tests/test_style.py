@@ -463,6 +463,9 @@ def test_a_later_stage_starts_from_a_saved_style_model(tmp_path, style_model):
     assert any(r.get("train/gradient", 0) > 0 for r in rows)
     with pytest.raises(ConvgenError, match="not a saved model directory"):
         Trainer(build_config(style_config(task__init_from=str(tmp_path))), tmp_path / "r3").fit()
+    # a saved model of another width is a one-line error, not a load_state_dict traceback
+    with pytest.raises(ConfigError, match="do not fit the configured model"):
+        Trainer(build_config(style_config(task__init_from=str(style_model), model__width=8)), tmp_path / "r4").fit()
 
 
 def test_bad_style_configs_are_errors(tmp_path):

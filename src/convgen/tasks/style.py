@@ -18,7 +18,7 @@ import torch
 
 from convgen.engine.optim import optimizer_step
 from convgen.engine.runtime import wrap_ddp
-from convgen.engine.task import Task, init_weights
+from convgen.engine.task import Task, load_init_weights
 from convgen.errors import ConfigError
 from convgen.losses.perceptual import STATISTICS, STYLE_LAYERS, LossWeights, PerceptualLoss
 from convgen.models import build_model
@@ -106,7 +106,7 @@ class StyleTask(Task):
         self.loss = PerceptualLoss(self.features, targets, t.content_layers, weights, scales=t.style_scales,
                                    statistic=t.style_statistic, gradients=gradients)  # fmt: skip
         if t.init_from:
-            net.load_state_dict(init_weights(t.init_from, "transform", "style model"))
+            load_init_weights(net, t.init_from, "transform", "style model")
         net = ctx.prepare(net)
         self.models = {"transform": net}
         self.net = wrap_ddp(net, ctx.dist, ctx.device)
