@@ -13,7 +13,7 @@ from convgen.data.datasets import build_data, bundled_mnist_paths, split_indices
 from convgen.data.formats import read_cifar10, read_idx, read_idx_pair, read_image_folder, read_numpy
 from convgen.data.loader import BatchLoader
 from convgen.data.transforms import AugmentConfig, center_crop, normalize, random_affine, resize
-from convgen.errors import DataError
+from convgen.errors import ConfigError, DataError
 from tests.conftest import SHARED_DATA, tiny_config
 
 
@@ -112,6 +112,31 @@ def test_image_folder_flat_and_classes(tmp_path):
     Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "flat" / "c.png")
     with pytest.raises(DataError, match="different sizes"):
         read_image_folder(tmp_path / "flat", channels=1)
+
+
+def test_image_patches_read_colour_photos_as_train400_luma(tmp_path):
+    # Train400 (DnCNN) is 180 px crops of MATLAB-rgb2gray BSDS500 photos: data.gray must give the same 8-bit pixels
+    import shutil
+
+    from convgen.data.patches import read_folder
+
+    shutil.copy(SHARED_DATA / "bsds500" / "train" / "100075.jpg", tmp_path / "photo.jpg")
+    _, [luma] = read_folder(tmp_path, 1, gray=True)
+    crop = np.asarray(Image.open(SHARED_DATA / "denoise" / "train400" / "test_001.png"))
+    assert luma.shape == (321, 481, 1) and luma.dtype == np.uint8
+    assert np.array_equal(luma[80:260, 247:427, 0], crop)
+    rgb = np.asarray(Image.open(tmp_path / "photo.jpg"), np.float64)  # rgb2gray's formula, independently
+    assert np.abs(np.round(rgb @ [0.298936021293775, 0.587043074451121, 0.114020904255103]) - luma[..., 0]).max() == 0
+    Image.fromarray(np.full((40, 40), 77, np.uint8)).save(tmp_path / "gray.png")  # gray files pass through
+    assert read_folder(tmp_path, 1, gray=True)[1][0].max() == 77
+    data = {"type": "image-patches", "root": str(tmp_path), "channels": 1, "gray": True, "patch_size": 32,
+            "stride": 32, "val_count": 0}  # fmt: skip
+    bundle = build_data(build_config({**tiny_config(), "data": data}).data)
+    assert bundle.train.images.shape[1] == 1 and len(bundle.train) == 1 + 10 * 15
+    with pytest.raises(ConfigError, match="data.gray"):
+        build_config({**tiny_config(), "data": {**data, "channels": 3}})
+    with pytest.raises(DataError, match="colour"):  # without data.gray a colour photo is still refused
+        build_data(build_config({**tiny_config(), "data": {**data, "gray": False}}).data)
 
 
 def test_numpy_files(tmp_path):

@@ -23,16 +23,24 @@ from convgen.registry import DATASETS
 from convgen.schema import check
 
 
-def read_folder(root: str | Path, channels: int, limit: int | None = None) -> tuple[list[Path], list[np.ndarray]]:
-    """All images of a flat folder as uint8 H x W x C arrays (sorted by file name)."""
+def read_folder(
+    root: str | Path, channels: int, limit: int | None = None, gray: bool = False
+) -> tuple[list[Path], list[np.ndarray]]:
+    """All images of a flat folder as uint8 H x W x C arrays (sorted by file name).
+
+    ``gray`` turns colour photos into 1-channel luma (ITU-R BT.601 weights rounded to 8 bits, as MATLAB's
+    ``rgb2gray`` made Train400 and BSD68 from the BSDS colour photos); gray files pass through unchanged.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
     files = list_images(root, IMAGE_SUFFIXES)[:limit]
     if not files:
         raise DataError(f"{root}: no images found")
-    images = [to_uint8(read_dataset_image(f, channels)) for f in files]
-    return files, images
+    if not gray:
+        return files, [to_uint8(read_dataset_image(f, channels)) for f in files]
+    luma = np.asarray([0.298936021293775, 0.587043074451121, 0.114020904255103], np.float32)  # rgb2gray's weights
+    return files, [to_uint8(read_dataset_image(f, 3) @ luma[:, None]) for f in files]
 
 
 def extract_patches(image: np.ndarray, patch: int, stride: int, scales: list[float]) -> np.ndarray:
@@ -79,6 +87,7 @@ class ImagePatches:
         split_seed: int = 0
         limit: int | None = None  # use only the first N images of root
         extra_roots: list[str] = field(default_factory=list)  # more training folders (e.g. gray photos), all used
+        gray: bool = False  # colour photos -> 8-bit luma (rgb2gray's weights); needs channels 1
 
         def __post_init__(self) -> None:
             check(bool(self.root), "data.root", "an image folder path is required")
@@ -89,17 +98,18 @@ class ImagePatches:
             check(self.val_count >= 0, "data.val_count", "must be >= 0")
             check(self.val_crop >= 8, "data.val_crop", "must be >= 8")
             check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1")
+            check(not self.gray or self.channels == 1, "data.gray", "needs data.channels 1")
 
     @staticmethod
     def build(cfg: Config) -> DataBundle:
-        _, images = read_folder(cfg.root, cfg.channels, cfg.limit)
+        _, images = read_folder(cfg.root, cfg.channels, cfg.limit, cfg.gray)
         if cfg.val_root is None:
             train_idx, val_idx = split_indices(len(images), cfg.val_count, cfg.split_seed)
             train_imgs, val_imgs = [images[i] for i in train_idx], [images[i] for i in val_idx]
         else:
-            train_imgs, val_imgs = images, read_folder(cfg.val_root, cfg.channels)[1]
+            train_imgs, val_imgs = images, read_folder(cfg.val_root, cfg.channels, gray=cfg.gray)[1]
         for extra in cfg.extra_roots:
-            train_imgs = train_imgs + read_folder(extra, cfg.channels)[1]
+            train_imgs = train_imgs + read_folder(extra, cfg.channels, gray=cfg.gray)[1]
         patches = [extract_patches(img, cfg.patch_size, cfg.stride, cfg.scales) for img in train_imgs]
         train = np.concatenate(patches)
         if len(train) == 0:
