@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from convgen.config import apply_overrides, build_config, load_config
 from convgen.errors import ConfigError
@@ -65,6 +66,19 @@ def test_int_accepted_for_float():
     raw = tiny_config()
     raw["train"]["lr"] = 1
     assert build_config(raw).train.lr == 1.0
+
+
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
+    # PyYAML reads "3e-4" as a string (YAML 1.1 wants "3.0e-4"); in a file and on the command line it is a number
+    raw = apply_overrides(tiny_config(), ["train.lr=3e-4", "train.weight_decay=1E-5"])
+    cfg = build_config(raw)
+    assert cfg.train.lr == 3e-4 and cfg.train.weight_decay == 1e-5
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_config()).replace("lr: 0.003", "lr: 2e-3"))
+    assert "2e-3" in path.read_text() and load_config(path).train.lr == 2e-3
+    for bad in ("fast", "1e", "e-4", "1e-4x"):  # only whole numbers in exponent form, nothing else
+        with pytest.raises(ConfigError, match="expected a number"):
+            build_config(apply_overrides(tiny_config(), [f"train.lr={bad}"]))
 
 
 def test_unknown_model_type_lists_known():
