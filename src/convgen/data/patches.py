@@ -18,6 +18,7 @@ from PIL import Image
 from convgen.data.datasets import ArrayDataset, DataBundle, split_indices
 from convgen.data.formats import read_dataset_image
 from convgen.errors import DataError
+from convgen.io.colour import RGB2GRAY
 from convgen.io.images import IMAGE_SUFFIXES, list_images, to_uint8
 from convgen.registry import DATASETS
 from convgen.schema import check
@@ -39,8 +40,8 @@ def read_folder(
         raise DataError(f"{root}: no images found")
     if not gray:
         return files, [to_uint8(read_dataset_image(f, channels)) for f in files]
-    luma = np.asarray([0.298936021293775, 0.587043074451121, 0.114020904255103], np.float32)  # rgb2gray's weights
-    return files, [to_uint8(read_dataset_image(f, 3) @ luma[:, None]) for f in files]
+    weights = np.asarray(RGB2GRAY, np.float32)[:, None]
+    return files, [to_uint8(read_dataset_image(f, 3) @ weights) for f in files]
 
 
 def extract_patches(image: np.ndarray, patch: int, stride: int, scales: list[float]) -> np.ndarray:
